@@ -1,0 +1,110 @@
+"""Checkpoints as plain dicts, saved atomically and loaded without unpickling code.
+
+A checkpoint carries everything needed to rebuild the model and its input
+pipeline (model arguments, preprocessing, class names, the resolved config)
+and, for `last`, everything needed to resume exactly (optimizer, scheduler,
+averaged weights, epoch, best metric, RNG states, results so far).
+Loading always uses `torch.load(..., weights_only=True)`: a file carrying a
+pickled payload is refused before any of its code can run.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .data import Preprocess
+from .errors import UserError
+from .files import atomic_save
+from .model import GoogLeNet
+
+__all__ = ["CheckpointError", "FORMAT_VERSION", "load_checkpoint", "load_model", "model_from_checkpoint", "save_checkpoint"]
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be used; the message says why and what to do."""
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Write `state` to `path` via a temporary file and a rename."""
+    atomic_save(path, lambda tmp: torch.save({"format_version": FORMAT_VERSION, **state}, tmp))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely (weights_only) or raise a one-line CheckpointError."""
+    path = Path(path)
+    if path.is_dir():  # a run directory: take its best checkpoint, else its last
+        for name in ("weights/best.pt", "weights/last.pt"):
+            if (path / name).is_file():
+                path = path / name
+                break
+        else:
+            raise CheckpointError(f"{path} holds no weights/best.pt or weights/last.pt: pass a checkpoint file")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist: pass the path of a .pt file or a run directory")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported content"
+        raise CheckpointError(
+            f"checkpoint {path} was refused: it holds objects that only a full unpickle could load "
+            f"({first[:120]}); only load checkpoints written by googlenet"
+        ) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError) as exc:
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or corrupted ({type(exc).__name__}): use another checkpoint, e.g. weights/best.pt"
+        ) from None
+    if not isinstance(state, dict) or "model" not in state or "model_args" not in state:
+        raise CheckpointError(f"{path} is not a googlenet checkpoint (no model weights and arguments)")
+    if state.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{path} was written by a newer googlenet: upgrade the package")
+    return state
+
+
+def model_from_checkpoint(state: dict[str, Any], averaged: bool = True) -> GoogLeNet:
+    """Rebuild the model a checkpoint describes and load its (averaged, if any) weights."""
+    model = GoogLeNet(**state["model_args"])
+    weights = state.get("averaged_model") if averaged and state.get("averaged_model") else state["model"]
+    load_weights(model, weights, state.get("source", "checkpoint"))
+    return model
+
+
+def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Load a state dict, turning shape and key mismatches into one clear line."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights and not k.startswith(("aux1.", "aux2."))]
+    unexpected = [k for k in weights if k not in own and not k.startswith(("aux1.", "aux2.", "n_averaged"))]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source} does not hold this architecture's weights (e.g. {(missing or unexpected)[0]!r}): "
+            "use a checkpoint written by googlenet for GoogLeNet"
+        )
+    for k, v in weights.items():
+        if k in own and own[k].shape != v.shape:
+            raise CheckpointError(
+                f"{source} does not match the model: {k} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)} "
+                "(another class count or channel count?): build the model with the checkpoint's settings"
+            )
+    model.load_state_dict({k: v for k, v in weights.items() if k in own}, strict=False)
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[GoogLeNet, dict[str, Any]]:
+    """One call from Python: the eval-mode model and the checkpoint's metadata."""
+    state = load_checkpoint(path, map_location)
+    state["source"] = str(path)
+    model = model_from_checkpoint(state).eval()
+    return model, state
+
+
+def preprocess_of(state: dict[str, Any]) -> Preprocess:
+    try:
+        return Preprocess.from_dict(state["preprocess"])
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint lacks its preprocessing settings ({exc}): re-export it from googlenet") from None

@@ -1,0 +1,236 @@
+"""Command line: parsing and dispatch only.
+
+    googlenet train [--preset fast|seed|paper] [--config FILE.yaml] [options]
+    googlenet evaluate CHECKPOINT [--split train|val|test|all]
+    googlenet report RUN_DIR
+    googlenet summary [--num-classes 10] [--in-channels 3] [--image-size 224]
+    googlenet datasets
+    googlenet predict CHECKPOINT IMAGE...
+    googlenet export CHECKPOINT --format onnx|pt2|safetensors
+    googlenet benchmark [--image-size 32] [--compare torchvision]
+
+Errors the user can fix end with a one-line message and exit status 2, with
+no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .config import PRESETS, ConfigError, TrainConfig, load_yaml, resolve_config
+from .data import DATASETS
+from .errors import UserError
+
+__all__ = ["get_args_parser", "main"]
+
+USER_ERRORS = (UserError, FileNotFoundError)
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    bool_opt = argparse.BooleanOptionalAction
+    g = p.add_argument_group("run")
+    g.add_argument("--preset", default="fast", choices=list(PRESETS), help="starting recipe: fast (CPU, default), seed (the seed README's), paper (SGD, -4%% every 8 epochs, Polyak)")
+    g.add_argument("--config", metavar="FILE.yaml", help="YAML file of settings (overrides the preset; flags override it)")
+    g.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its weights/last.pt")
+    g.add_argument("--project", help="parent directory of run directories (default runs/train)")
+    g.add_argument("--name", help="run directory name (default exp, auto-incremented)")
+    g.add_argument("--exist-ok", action=bool_opt, default=None, help="reuse an existing run directory")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--deterministic", action=bool_opt, default=None, help="deterministic algorithms (slower)")
+    g.add_argument("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    g.add_argument("--limit-train-batches", type=int, metavar="N", help="at most N batches per epoch (quick runs)")
+    g.add_argument("--limit-eval-batches", type=int, metavar="N", help="evaluate at most N batches per split (quick runs)")
+    g.add_argument("--patience", type=int, metavar="EPOCHS", help="early stopping on validation accuracy")
+
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", help=f"{', '.join(DATASETS)} or imagefolder:PATH (default mnist, built in)")
+    g.add_argument("--data-dir", help="where torchvision datasets are (default ~/.cache/googlenet/data)")
+    g.add_argument("--download", action=bool_opt, default=None, help="download a torchvision dataset if missing")
+    g.add_argument("--val-fraction", type=float, help="validation share of the training set (default 0.1)")
+    g.add_argument("--image-size", type=int, help="model input side in pixels (paper: 224)")
+    g.add_argument("--in-channels", type=int, help="model input channels (default: the dataset's)")
+
+    g = p.add_argument_group("augmentation (defaults depend on the dataset)")
+    g.add_argument("--augment", action=bool_opt, default=None, help="training augmentation on/off")
+    g.add_argument("--rotate", type=float, metavar="DEG")
+    g.add_argument("--translate", type=float, metavar="FRACTION")
+    g.add_argument("--scale", type=float, metavar="FRACTION")
+    g.add_argument("--hflip", action=bool_opt, default=None)
+    g.add_argument("--crop-padding", type=int, metavar="PX")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--dropout", type=float, help="before the main classifier (paper 0.4)")
+    g.add_argument("--dropout-aux", type=float, help="in the auxiliary heads (paper 0.7)")
+    g.add_argument("--aux-weight", type=float, help="weight of each auxiliary loss (paper 0.3)")
+    g.add_argument("--init", choices=["caffe", "pytorch", "kaiming"], help="weight init (paper/Caffe: caffe)")
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int, help="global batch size")
+    g.add_argument("--optimizer", choices=["adam", "adamw", "sgd"])
+    g.add_argument("--lr", type=float, help="(peak) learning rate")
+    g.add_argument("--momentum", type=float)
+    g.add_argument("--nesterov", action=bool_opt, default=None)
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--schedule", choices=["constant", "cosine", "onecycle", "step"])
+    g.add_argument("--warmup-epochs", type=float)
+    g.add_argument("--step-epochs", type=int, help="step schedule: epochs between decays (paper 8)")
+    g.add_argument("--step-gamma", type=float, help="step schedule: factor per decay (paper 0.96)")
+    g.add_argument("--label-smoothing", type=float)
+    g.add_argument("--average", choices=["none", "ema", "polyak"], help="weight averaging (paper: polyak)")
+    g.add_argument("--ema-decay", type=float)
+
+    g = p.add_argument_group("speed")
+    g.add_argument("--channels-last", action=bool_opt, default=None, help="channels_last memory format (default on)")
+    g.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], help="autocast (auto: bf16 on CUDA only)")
+    g.add_argument("--compile", action=bool_opt, default=None, help="torch.compile the model")
+    g.add_argument("--eval-batch-size", type=int)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="googlenet", description="GoogLeNet (Inception-v1), faithful to the paper.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("train", help="train (default: the fast CPU recipe on built-in MNIST)")
+    _add_train_args(p)
+
+    p = sub.add_parser("evaluate", help="metrics of a checkpoint on train/val/test")
+    p.add_argument("checkpoint", help="a .pt checkpoint or a run directory")
+    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data-dir", help="where the dataset is (torchvision datasets)")
+    p.add_argument("--output", help="where to save the metrics JSON (default: beside the checkpoint's run)")
+
+    p = sub.add_parser("report", help="rebuild a run's report, plots and tables from its files")
+    p.add_argument("run_dir")
+
+    p = sub.add_parser("summary", help="the layer-by-layer model summary")
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--in-channels", type=int, default=3)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--no-aux", action="store_true", help="without the auxiliary heads")
+    p.add_argument("--format", default="markdown", choices=["markdown", "text"])
+
+    p = sub.add_parser("datasets", help="the datasets, whether they are available and their split sizes")
+    p.add_argument("--data-dir", help="where torchvision datasets are (default ~/.cache/googlenet/data)")
+    p.add_argument("--val-fraction", type=float, default=TrainConfig.val_fraction)
+
+    p = sub.add_parser("predict", help="classify image files with a checkpoint")
+    p.add_argument("checkpoint", help="a .pt checkpoint or a run directory")
+    p.add_argument("images", nargs="+", help="image files, directories or globs")
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--format", default="table", choices=["table", "json", "csv"])
+    p.add_argument("--invert", action="store_true", help="invert grey levels (dark-on-light scans for MNIST-style models)")
+    p.add_argument("--device", default="auto")
+
+    p = sub.add_parser("export", help="export the inference network (onnx, pt2, safetensors)")
+    p.add_argument("checkpoint", help="a .pt checkpoint or a run directory")
+    p.add_argument("--format", default="safetensors", choices=["onnx", "pt2", "safetensors"])
+    p.add_argument("--output", help="output file (default: beside the checkpoint)")
+
+    p = sub.add_parser("benchmark", help="training/inference throughput and fraction of the matmul peak")
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--mode", default="train", choices=["train", "eval", "both"])
+    p.add_argument("--compare", choices=["torchvision"], help="time torchvision's googlenet in the same run")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per repetition")
+    p.add_argument("--repeats", type=int, default=5, help="repetitions (the median is reported)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--variants", action="store_true", help="also time the speed-ups one by one (LRN, channels_last)")
+    return parser
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .train import fit
+
+    values = {k: v for k, v in vars(args).items() if k not in ("command", "preset", "config", "resume", "func")}
+    file_values = load_yaml(args.config) if args.config else None
+    if args.resume:
+        cfg = resolve_config("fast", device=args.device)
+        fit(cfg, resume=args.resume)
+        return
+    fit(resolve_config(args.preset, file_values, **values))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .report import run_evaluate
+
+    run_evaluate(args)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from .report import build_report
+
+    print(build_report(args.run_dir))
+
+
+def cmd_summary(args: argparse.Namespace) -> None:
+    from .model import MIN_IMAGE_SIZE, GoogLeNet
+    from .summary import summarize
+
+    if args.image_size < MIN_IMAGE_SIZE:
+        raise ConfigError(f"image size {args.image_size} is below the network's minimum of {MIN_IMAGE_SIZE}: use --image-size {MIN_IMAGE_SIZE} or more")
+    if args.num_classes < 1 or args.in_channels < 1:
+        raise ConfigError("--num-classes and --in-channels must be positive")
+    model = GoogLeNet(args.num_classes, args.in_channels, aux_logits=not args.no_aux)
+    print(summarize(model, args.image_size, args.format), end="")
+
+
+def cmd_datasets(args: argparse.Namespace) -> None:
+    from .data import list_datasets
+
+    list_datasets(args)
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from .predict import run_predict
+
+    run_predict(args)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from .export import run_export
+
+    run_export(args)
+
+
+def cmd_benchmark(args: argparse.Namespace) -> None:
+    from .benchmark import run_benchmark
+
+    run_benchmark(args)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "report": cmd_report,
+    "summary": cmd_summary,
+    "datasets": cmd_datasets,
+    "predict": cmd_predict,
+    "export": cmd_export,
+    "benchmark": cmd_benchmark,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except USER_ERRORS as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, FileNotFoundError) and exc.filename and not str(exc).startswith(str(exc.filename)):
+            msg = f"{exc.filename}: {exc.strerror or msg}"
+        print(f"googlenet {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

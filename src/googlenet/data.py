@@ -1,0 +1,453 @@
+"""Datasets held in memory as uint8 tensors, seeded splits, and batch transforms.
+
+Every dataset becomes three `Split`s (train, val, test) of uint8 images
+N x C x H x W and int64 labels. Transforms run on whole batches as tensor ops
+on the training device: one `grid_sample` does augmentation (rotation, scale,
+translation) and the resize to the model's image size at once, then channel
+expansion and normalisation. Nothing here reads the disk after loading.
+
+MNIST ships inside the package (see datasets/mnist/README.md for its source
+and licence) and is checked against the official MD5s on every load.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import math
+import struct
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .errors import UserError
+
+__all__ = [
+    "DATASETS",
+    "DataError",
+    "Augment",
+    "Dataset",
+    "Preprocess",
+    "Split",
+    "batch_transform",
+    "dataset_info",
+    "load_dataset",
+    "read_idx",
+    "stratified_split",
+]
+
+
+class DataError(UserError):
+    """A dataset problem the user can fix; the message says how."""
+
+
+MNIST_FILES = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+
+# Largest IDX payload we accept (a hostile header must not make us allocate more).
+MAX_IDX_BYTES = 1 << 31
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Training-time augmentation, applied per image on whole batches."""
+
+    rotate: float = 0.0  # max rotation, degrees
+    translate: float = 0.0  # max shift, fraction of the image side
+    scale: float = 0.0  # max relative zoom in or out
+    hflip: bool = False  # random horizontal flips (never for digits)
+    crop_padding: int = 0  # random crop after zero-padding by this many native pixels (CIFAR style)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.rotate or self.translate or self.scale or self.hflip or self.crop_padding)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    channels: int
+    native_size: int  # side of the stored images
+    augment: Augment  # the default augmentation for this kind of data
+    torchvision_class: str | None = None
+
+
+DIGITS = Augment(rotate=10.0, translate=0.1, scale=0.1)
+PHOTOS = Augment(hflip=True, crop_padding=4)
+DATASETS: dict[str, DatasetInfo] = {
+    "mnist": DatasetInfo("mnist", 1, 28, DIGITS),
+    "fashion-mnist": DatasetInfo("fashion-mnist", 1, 28, Augment(translate=0.1, hflip=True), "FashionMNIST"),
+    "kmnist": DatasetInfo("kmnist", 1, 28, DIGITS, "KMNIST"),
+    "cifar10": DatasetInfo("cifar10", 3, 32, PHOTOS, "CIFAR10"),
+    "cifar100": DatasetInfo("cifar100", 3, 32, PHOTOS, "CIFAR100"),
+}
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+@dataclass
+class Split:
+    images: Tensor  # N x C x H x W, uint8
+    labels: Tensor  # N, int64
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to(self, device: torch.device | str) -> Split:
+        return Split(self.images.to(device), self.labels.to(device))
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Everything needed to turn stored uint8 images into model inputs.
+
+    Saved in every checkpoint, so predict and export apply exactly this.
+    """
+
+    image_size: int  # model input side
+    in_channels: int  # model input channels
+    data_channels: int  # channels of the stored images
+    native_size: int  # side the stored images have
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Preprocess:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+@dataclass
+class Dataset:
+    name: str
+    classes: list[str]
+    train: Split
+    val: Split
+    test: Split
+    channels: int
+    native_size: int
+    default_augment: Augment
+    mean: tuple[float, ...] = field(default=())
+    std: tuple[float, ...] = field(default=())
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def split(self, name: str) -> Split:
+        if name not in ("train", "val", "test"):
+            raise DataError(f"unknown split {name!r}: use train, val or test")
+        return getattr(self, name)
+
+
+# ---------------------------------------------------------------- IDX files
+
+
+def read_idx(data: bytes, name: str = "file") -> np.ndarray:
+    """Parse an IDX file (MNIST's format) of unsigned bytes, checking its header."""
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise DataError(f"{name} is not an IDX file (bad magic number): replace it with the original file")
+    if data[2] != 0x08:
+        raise DataError(f"{name}: only unsigned-byte IDX files are supported (type 0x{data[2]:02x})")
+    ndim = data[3]
+    if not 1 <= ndim <= 4 or len(data) < 4 + 4 * ndim:
+        raise DataError(f"{name}: IDX header is truncated or has {ndim} dimensions: replace it with the original file")
+    dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    size = math.prod(dims)
+    if size > MAX_IDX_BYTES or len(data) - 4 - 4 * ndim != size:
+        raise DataError(
+            f"{name}: IDX header says {dims} ({size} bytes) but the file holds {len(data) - 4 - 4 * ndim}: "
+            "the file is truncated or corrupted, replace it with the original"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _read_mnist_file(directory: Path | resources.abc.Traversable, stem: str, verify: bool) -> np.ndarray:
+    gz = directory / f"{stem}.gz"
+    plain = directory / stem
+    try:
+        if gz.is_file():
+            data = gzip.decompress(gz.read_bytes())
+        elif plain.is_file():
+            data = plain.read_bytes()
+        else:
+            raise DataError(
+                f"MNIST file {stem}(.gz) is missing from {directory}: reinstall the package "
+                "(pip install --force-reinstall googlenet) or restore the file"
+            )
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DataError(f"MNIST file {stem}.gz cannot be decompressed ({exc}): reinstall the package or restore the file") from None
+    if verify and hashlib.md5(data).hexdigest() != MNIST_FILES[stem]:
+        raise DataError(
+            f"MNIST file {stem} fails its MD5 check (corrupted): reinstall the package "
+            "(pip install --force-reinstall googlenet) or restore the file"
+        )
+    return read_idx(data, stem)
+
+
+def mnist_dir() -> resources.abc.Traversable:
+    return resources.files("googlenet") / "datasets" / "mnist"
+
+
+def _load_mnist(directory=None, verify: bool = True) -> tuple[Split, Split]:
+    directory = mnist_dir() if directory is None else Path(directory)
+    arrays = {stem: _read_mnist_file(directory, stem, verify) for stem in MNIST_FILES}
+    splits = []
+    for prefix in ("train", "t10k"):
+        images, labels = arrays[f"{prefix}-images-idx3-ubyte"], arrays[f"{prefix}-labels-idx1-ubyte"]
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise DataError(f"MNIST {prefix} images and labels do not match: restore the original files")
+        splits.append(Split(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))))
+    return splits[0], splits[1]
+
+
+# ------------------------------------------------------- torchvision datasets
+
+
+def _load_torchvision(info: DatasetInfo, data_dir: Path, download: bool) -> tuple[Split, Split, list[str]]:
+    import torchvision.datasets as tvd
+
+    cls = getattr(tvd, info.torchvision_class)
+    out = []
+    try:
+        for train in (True, False):
+            ds = cls(str(data_dir), train=train, download=download)
+            images = torch.as_tensor(np.asarray(ds.data))
+            images = images.permute(0, 3, 1, 2) if images.dim() == 4 else images.unsqueeze(1)
+            out.append(Split(images.contiguous(), torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)))
+    except RuntimeError as exc:
+        if "not found" in str(exc).lower() or "corrupted" in str(exc).lower():
+            raise DataError(
+                f"{info.name} is not in {data_dir}: put torchvision's {info.torchvision_class} files there "
+                "(--data-dir DIR) or pass --download"
+            ) from None
+        raise DataError(f"{info.name} could not be loaded from {data_dir}: {exc}") from None
+    except OSError as exc:  # network errors during --download
+        raise DataError(f"{info.name} could not be downloaded ({exc}): check the network or use --data-dir") from None
+    return out[0], out[1], list(ds.classes)
+
+
+# -------------------------------------------------------------- image folders
+
+
+def _image_files(root: Path) -> dict[str, list[Path]]:
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    return {c: sorted(p for p in (root / c).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS) for c in classes}
+
+
+def load_image(path: Path, channels: int, size: int) -> Tensor:
+    """Read one image file as a uint8 C x size x size tensor (clear error if unreadable)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.draft("L" if channels == 1 else "RGB", (size, size))  # fast JPEG downscale
+            img = img.convert("L" if channels == 1 else "RGB").resize((size, size), Image.Resampling.BILINEAR)
+            arr = np.asarray(img, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"cannot read image {path}: {exc}; pass a valid PNG or JPEG file") from None
+    arr = arr[:, :, None] if arr.ndim == 2 else arr
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
+def _folder_channels(files: list[Path]) -> int:
+    from PIL import Image
+
+    for path in files[:50]:
+        try:
+            with Image.open(path) as img:
+                if img.mode not in ("L", "1", "I", "I;16", "LA"):
+                    return 3
+        except OSError:
+            continue
+    return 1
+
+
+def _load_folder_split(root: Path, classes: list[str], channels: int, size: int) -> Split:
+    files = _image_files(root)
+    images, labels = [], []
+    for label, cls in enumerate(classes):
+        for path in files.get(cls, []):
+            images.append(load_image(path, channels, size))
+            labels.append(label)
+    if not images:
+        raise DataError(f"no images found in {root}: put images in one subfolder per class")
+    return Split(torch.stack(images), torch.tensor(labels, dtype=torch.int64))
+
+
+def _load_imagefolder(root: Path, image_size: int, val_fraction: float, seed: int):
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist: pass imagefolder:PATH with one subfolder per class")
+    split_dirs = {s: root / s for s in ("train", "val", "test") if (root / s).is_dir()}
+    train_root = split_dirs.get("train", root)
+    files = _image_files(train_root)
+    classes = [c for c, f in files.items() if f]
+    if len(classes) < 2:
+        raise DataError(f"{train_root} needs at least two class subfolders with images (found {len(classes)})")
+    channels = _folder_channels([f for c in classes for f in files[c]])
+    train = _load_folder_split(train_root, classes, channels, image_size)
+    val = test = None
+    if "test" in split_dirs:
+        test = _load_folder_split(split_dirs["test"], classes, channels, image_size)
+    else:  # no test/ folder: hold out 20% of the images, stratified and seeded
+        rest, held = stratified_split(train.labels, 0.2, seed + 1)
+        train, test = _take(train, rest), _take(train, held)
+    if "val" in split_dirs:
+        val = _load_folder_split(split_dirs["val"], classes, channels, image_size)
+    return train, val, test, classes, channels
+
+
+# --------------------------------------------------------------------- splits
+
+
+def stratified_split(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """Indices (keep, held out): `fraction` of each class held out, seeded.
+
+    numpy's PCG64 stream is the same on every platform, so the split is
+    identical across runs and machines for the same seed.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise DataError(f"validation fraction {fraction} must be in [0, 1)")
+    rng = np.random.default_rng(seed)
+    labels_np = labels.numpy()
+    keep, held = [], []
+    for c in np.unique(labels_np):
+        idx = np.flatnonzero(labels_np == c)
+        idx = idx[rng.permutation(len(idx))]
+        n_held = int(round(fraction * len(idx)))
+        held.append(idx[:n_held])
+        keep.append(idx[n_held:])
+    return torch.from_numpy(np.sort(np.concatenate(keep))), torch.from_numpy(np.sort(np.concatenate(held)))
+
+
+def _take(split: Split, idx: Tensor) -> Split:
+    return Split(split.images[idx], split.labels[idx])
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    if name.startswith("imagefolder:"):
+        return DatasetInfo(name, 3, 0, PHOTOS)
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)} or imagefolder:PATH")
+    return DATASETS[name]
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | Path | None = None,
+    download: bool = False,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    image_size: int = 224,
+) -> Dataset:
+    """Load a dataset by name into memory with its seeded validation split.
+
+    The validation split is carved from the training set (stratified); the
+    test split is the dataset's own and is never used for training or model
+    selection. Normalisation statistics come from the training split alone.
+    """
+    info = dataset_info(name)
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"--val-fraction {val_fraction} must be between 0 and 1 (exclusive), e.g. 0.1")
+    val = None
+    if name == "mnist":
+        train, test = _load_mnist(data_dir)
+        classes, channels, native = [str(i) for i in range(10)], 1, 28
+    elif name.startswith("imagefolder:"):
+        root = Path(name.split(":", 1)[1]).expanduser()
+        train, val, test, classes, channels = _load_imagefolder(root, image_size, val_fraction, seed)
+        native = image_size
+    else:
+        root = Path(data_dir or Path.home() / ".cache" / "googlenet" / "data").expanduser()
+        train, test, classes = _load_torchvision(info, root, download)
+        channels, native = info.channels, info.native_size
+    if val is None:
+        keep, held = stratified_split(train.labels, val_fraction, seed)
+        train, val = _take(train, keep), _take(train, held)
+    pixels = train.images.float().div_(255)
+    mean = tuple(pixels.mean(dim=(0, 2, 3)).tolist())
+    std = tuple(pixels.std(dim=(0, 2, 3)).tolist())
+    return Dataset(name, classes, train, val, test, channels, native, info.augment, mean, std)
+
+
+# ------------------------------------------------------------ batch transforms
+
+
+def batch_transform(
+    images: Tensor,
+    pre: Preprocess,
+    augment: Augment | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """uint8 N x C x h x w -> normalised float N x in_channels x S x S, on images' device.
+
+    With `augment`, each image gets its own random rotation, zoom, shift,
+    crop and flip, all folded into one affine `grid_sample` that also resizes.
+    Without it, a plain bilinear resize (the same sampling as the identity
+    transform) so that training and evaluation see the same geometry.
+    """
+    x = images.float().div_(255)
+    n, size = x.shape[0], pre.image_size
+    if augment is not None and augment.active:
+        dev = x.device
+
+        def uniform(limit: float) -> Tensor:
+            return (torch.rand(n, generator=generator, device="cpu") * 2 - 1).mul_(limit).to(dev)
+
+        angle = uniform(math.radians(augment.rotate))
+        zoom = 1.0 + uniform(augment.scale)  # >1 zooms in
+        shift_x, shift_y = uniform(2 * augment.translate), uniform(2 * augment.translate)
+        if augment.crop_padding:  # a random crop of the zero-padded image is a shift by whole pixels
+            pixel = 2.0 / x.shape[-1]  # one native pixel in grid coordinates
+            p = augment.crop_padding
+            shift_x = shift_x + (torch.randint(-p, p + 1, (n,), generator=generator) * pixel).to(dev)
+            shift_y = shift_y + (torch.randint(-p, p + 1, (n,), generator=generator) * pixel).to(dev)
+        flip = torch.ones(n, device=dev)
+        if augment.hflip:
+            flip = (torch.rand(n, generator=generator) < 0.5).float().mul_(-2).add_(1).to(dev)
+        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+        theta = torch.stack(
+            [torch.stack([cos * flip, -sin, shift_x], 1), torch.stack([sin * flip, cos, shift_y], 1)], 1
+        )
+        grid = F.affine_grid(theta, [n, x.shape[1], size, size], align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    elif x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=size < x.shape[-1])
+    mean = torch.tensor(pre.mean, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(pre.std, device=x.device).view(1, -1, 1, 1)
+    x = (x - mean) / std
+    if pre.in_channels != x.shape[1]:
+        if x.shape[1] == 1:
+            x = x.expand(-1, pre.in_channels, -1, -1)  # grey copied to every channel (the seed's 3-channel MNIST)
+        elif pre.in_channels == 1:
+            x = x.mean(1, keepdim=True)
+        else:
+            raise DataError(f"cannot map {x.shape[1]}-channel images to {pre.in_channels} input channels: use --in-channels {x.shape[1]}")
+    return x.contiguous()
+
+
+def list_datasets(args) -> None:
+    """`googlenet datasets`: each dataset, whether it is here, and its split sizes."""
+    from .tables import format_table
+
+    rows = []
+    for name, info in DATASETS.items():
+        try:
+            ds = load_dataset(name, args.data_dir, False, args.val_fraction, 0)
+            status = "built in" if name == "mnist" else "local"
+            sizes = (f"{len(ds.train) + len(ds.val):,}", f"{len(ds.train):,}", f"{len(ds.val):,}", f"{len(ds.test):,}")
+        except DataError:
+            status, sizes = "missing (use --download or --data-dir)", ("-", "-", "-", "-")
+        rows.append((name, status, f"{info.channels} x {info.native_size} x {info.native_size}", *sizes))
+    rows.append(("imagefolder:PATH", "your folder", "any (resized)", "-", "-", "-", "-"))
+    print(format_table(["dataset", "available", "image", "train (all)", "train", f"val ({args.val_fraction:g})", "test"], rows, "text"))

@@ -1,0 +1,86 @@
+"""DistributedDataParallel under torchrun; a no-op in a single process.
+
+torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; with WORLD_SIZE > 1 we join
+the process group (NCCL on CUDA, gloo on CPU). Each process takes its share
+of every global batch through a DistributedSampler, so the global batch is
+the one the user asked for and one process with the whole batch computes the
+same mean gradient as N processes with 1/N of it each.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data.distributed import DistributedSampler
+
+__all__ = ["all_reduce_sum", "cleanup", "epoch_order", "init", "is_main", "local_rank", "rank", "shard", "world_size", "wrap"]
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", 0))
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def init() -> None:
+    """Join the process group when launched by torchrun with several processes."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(local_rank())
+        dist.init_process_group(backend)
+
+
+def cleanup() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap(model: nn.Module, device: torch.device) -> nn.Module:
+    if world_size() == 1:
+        return model
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
+    """This process's sample order for `epoch` (DistributedSampler, set_epoch, drop_last)."""
+    sampler = DistributedSampler(range(n), num_replicas=world_size(), rank=rank(), shuffle=True, seed=seed, drop_last=True)
+    sampler.set_epoch(epoch)
+    return torch.tensor(list(sampler), dtype=torch.long)
+
+
+def shard(n: int) -> Tensor | None:
+    """This process's disjoint slice of an evaluation split (None: the whole split)."""
+    if world_size() == 1:
+        return None
+    return torch.arange(rank(), n, world_size())
+
+
+def all_reduce_sum(t: Tensor) -> Tensor:
+    if world_size() == 1:
+        return t
+    device = torch.device("cuda", local_rank()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    buf = t.to(device)
+    dist.all_reduce(buf)
+    return buf.to(t.device)
+
+
+def mean_over_processes(loss_sum: float, correct: int, seen: int) -> tuple[float, float]:
+    """Training loss and accuracy over every process's samples of the epoch."""
+    totals = all_reduce_sum(torch.tensor([loss_sum, float(correct), float(seen)], dtype=torch.float64))
+    seen_all = max(totals[2].item(), 1.0)
+    return totals[0].item() / seen_all, totals[1].item() / seen_all

@@ -1,0 +1,5 @@
+"""The one base class for errors a user can fix: the CLI prints them as one line."""
+
+
+class UserError(Exception):
+    """Bad input or settings; the message names the problem and the fix."""

@@ -1,0 +1,259 @@
+"""Run reports: curves, confusion matrices, metrics.json and REPORT.md.
+
+Everything here reads the run's files (results.csv, metrics.json,
+config.yaml, env.json, summary.md), so `googlenet report RUN_DIR` rebuilds
+the same report without the model. `write_final_outputs` is the one step that
+runs the model: it evaluates the best weights on every split.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from .data import Dataset, Preprocess
+from .evaluate import evaluate_split
+from .files import atomic_save, atomic_write_text
+from .tables import format_table
+
+__all__ = ["build_report", "evaluate_all", "plot_curves", "write_final_outputs"]
+
+SPLIT_TITLES = {"train": "Training", "val": "Validation", "test": "Testing"}
+
+
+def read_results(run_dir: Path) -> list[dict[str, float]]:
+    with open(run_dir / "results.csv", newline="") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _save_figure(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png"))
+    plt.close(fig)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(run_dir: Path) -> None:
+    """loss.png and accuracy.png: training vs validation per epoch, like the seed's graphs."""
+    plt = _pyplot()
+    rows = read_results(run_dir)
+    epochs = [r["epoch"] for r in rows]
+    for key, label in (("loss", "Loss"), ("acc", "Accuracy")):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(epochs, [r[f"train_{key}"] for r in rows], "o-", label="Training")
+        ax.plot(epochs, [r[f"val_{key}"] for r in rows], "o-", label="Validation")
+        ax.set_xlabel("Epoch")
+        ax.set_ylabel(label)
+        ax.set_title(f"{label} per epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        _save_figure(fig, run_dir / ("loss.png" if key == "loss" else "accuracy.png"))
+
+
+def plot_confusion(cm: list[list[int]], classes: list[str], title: str, path: Path) -> None:
+    plt = _pyplot()
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(max(4, 0.5 * n + 2), max(4, 0.5 * n + 1.5)))
+    t = torch.tensor(cm, dtype=torch.float64)
+    ax.imshow((t / t.sum(1, keepdim=True).clamp(min=1)).numpy(), cmap="Blues", vmin=0, vmax=1)
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, str(cm[i][j]), ha="center", va="center", fontsize=7, color="black" if i != j else "white")
+        ax.set_xticks(range(n), classes, rotation=90 if max(map(len, classes)) > 3 else 0)
+        ax.set_yticks(range(n), classes)
+    ax.set_xlabel("Predicted class")
+    ax.set_ylabel("True class")
+    ax.set_title(title)
+    _save_figure(fig, path)
+
+
+def write_confusion_csv(cm: list[list[int]], classes: list[str], path: Path) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["true \\ predicted", *classes])
+    for name, row in zip(classes, cm):
+        writer.writerow([name, *row])
+    atomic_write_text(path, buf.getvalue())
+
+
+def evaluate_all(state: dict[str, Any], data: Dataset, device: torch.device, splits=("train", "val", "test"), limit_batches=None) -> dict[str, Any]:
+    """Eval-mode metrics of a checkpoint's (averaged) weights on whole splits."""
+    cfg = state["config"]
+    model = model_from_checkpoint(state).to(device)
+    if cfg.get("channels_last"):
+        model = model.to(memory_format=torch.channels_last)
+    pre = Preprocess.from_dict(state["preprocess"])
+    out: dict[str, Any] = {}
+    for split in splits:
+        m = evaluate_split(
+            model, data.split(split), pre, data.num_classes, cfg.get("eval_batch_size", 500), device, limit_batches, bool(cfg.get("channels_last"))
+        )
+        out[split] = m.to_dict()
+    return out
+
+
+def write_final_outputs(run_dir: Path, data: Dataset, pre: Preprocess, device: torch.device, cfg) -> None:
+    """Evaluate the best checkpoint on every split, then write metrics, plots and REPORT.md."""
+    state = load_checkpoint(run_dir / "weights" / "best.pt", map_location=device)
+    metrics = {
+        "checkpoint": "weights/best.pt",
+        "best_epoch": state["best_epoch"],
+        "classes": data.classes,
+        "splits": evaluate_all(state, data, device, limit_batches=cfg.limit_eval_batches),
+    }
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1) + "\n")
+    build_report(run_dir)
+
+
+def _fmt_seconds(s: float) -> str:
+    m, s = divmod(int(round(s)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h {m:02d}m {s:02d}s" if h else f"{m}m {s:02d}s"
+
+
+def build_report(run_dir: str | Path) -> Path:
+    """(Re)write the plots, confusion matrices and REPORT.md from the run's files."""
+    run_dir = Path(run_dir)
+    for name in ("results.csv", "metrics.json", "config.yaml"):
+        if not (run_dir / name).is_file():
+            raise FileNotFoundError(f"{run_dir / name} is missing: pass a finished run directory (runs/train/expN)")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    env = json.loads((run_dir / "env.json").read_text()) if (run_dir / "env.json").is_file() else {}
+    rows = read_results(run_dir)
+    classes = metrics["classes"]
+    splits = metrics["splits"]
+
+    plot_curves(run_dir)
+    for split, m in splits.items():
+        write_confusion_csv(m["confusion_matrix"], classes, run_dir / f"confusion_{split}.csv")
+        plot_confusion(m["confusion_matrix"], classes, f"{SPLIT_TITLES[split]} confusion matrix", run_dir / f"confusion_{split}.png")
+
+    names = [s for s in ("train", "val", "test") if s in splits]
+    titles = [SPLIT_TITLES[s] for s in names]
+    summary_table = format_table(
+        ["", *titles],
+        [
+            ("Loss", *(f"{splits[s]['loss']:.4f}" for s in names)),
+            ("Accuracy (%)", *(f"{100 * splits[s]['accuracy']:.2f}" for s in names)),
+            ("Top-5 accuracy (%)", *(f"{100 * splits[s]['top5']:.2f}" for s in names)),
+            ("Images", *(f"{sum(splits[s]['support']):,}" for s in names)),
+        ],
+    )
+    per_class_headers = ["Class"]
+    for metric in ("Precision", "Recall", "F1 Score"):
+        per_class_headers += [f"{t} {metric}" for t in titles]
+    per_class_rows = []
+    for i, name in enumerate(classes):
+        row = [name]
+        for key in ("precision", "recall", "f1"):
+            row += [f"{splits[s][key][i]:.4f}" for s in names]
+        per_class_rows.append(row)
+    for avg in ("macro", "weighted"):
+        row = [f"*{avg} avg*"]
+        for key in ("precision", "recall", "f1"):
+            row += [f"{splits[s][avg][key]:.4f}" for s in names]
+        per_class_rows.append(row)
+    per_class = format_table(per_class_headers, per_class_rows)
+
+    total_time = sum(r["epoch_time"] for r in rows)
+    aug = "off" if not cfg.get("augment") else "on (dataset defaults unless set: " + ", ".join(
+        f"{k} {cfg[k]}" for k in ("rotate", "translate", "scale", "hflip", "crop_padding") if cfg.get(k) is not None
+    ) + ")"
+    recipe = (
+        f"Trained for {len(rows)} epoch(s) (of {cfg['epochs']}) on `{cfg['dataset']}` at {cfg['image_size']}x{cfg['image_size']} px, "
+        f"{cfg['in_channels']} input channel(s), batch size {cfg['batch_size']}, {cfg['optimizer']} with peak learning rate "
+        f"{cfg['lr']:g} and a {cfg['schedule']} schedule, weight decay {cfg['weight_decay']:g}, label smoothing "
+        f"{cfg['label_smoothing']:g}, auxiliary loss weight {cfg['aux_weight']:g}, weight averaging {cfg['average']}, "
+        f"augmentation {aug}, seed {cfg['seed']} (preset `{cfg['preset']}`)."
+    )
+    hardware = (
+        f"Hardware: {env.get('device_name', '?')} ({env.get('device', '?')}, {env.get('torch_threads', '?')} threads, "
+        f"{env.get('world_size', 1)} process(es)); PyTorch {env.get('torch', '?')}. "
+        f"Training time {_fmt_seconds(total_time)} over {len(rows)} epoch(s) (training and per-epoch validation)."
+    )
+    summary = (run_dir / "summary.md").read_text() if (run_dir / "summary.md").is_file() else "(summary.md missing)\n"
+    text = f"""# GoogLeNet on {cfg['dataset']}
+
+Run directory `{run_dir.name}`; command: `{env.get('command', '?')}`; git commit `{env.get('git_commit') or 'unknown'}`.
+
+## Model summary
+
+{summary}
+## Results
+
+{recipe}
+
+{hardware}
+
+|                     Loss                      |                       Accuracy                        |
+| :-------------------------------------------: | :---------------------------------------------------: |
+| ![Loss per epoch](loss.png) | ![Accuracy per epoch](accuracy.png) |
+
+The curves are per epoch: the training figures are running averages over the epoch
+with dropout on and include the weighted auxiliary losses (as the seed's); the
+validation figures are eval-mode passes{' of the averaged weights' if cfg['average'] != 'none' else ''}.
+
+Final metrics of `{metrics['checkpoint']}` (epoch {metrics['best_epoch']}, best validation accuracy),
+computed in eval mode over each whole split (the training figures here are not
+the running averages above):
+
+{summary_table}
+
+{per_class}
+
+Confusion matrices (rows = true class): {', '.join(f'[{SPLIT_TITLES[s].lower()}](confusion_{s}.png) ([csv](confusion_{s}.csv))' for s in names)}.
+"""
+    atomic_write_text(run_dir / "REPORT.md", text)
+    return run_dir / "REPORT.md"
+
+
+def run_evaluate(args) -> None:
+    """`googlenet evaluate CHECKPOINT --split ...`: print and save the same metrics as training."""
+    from .data import load_dataset
+    from .train import select_device
+
+    path = Path(args.checkpoint)
+    device = select_device(args.device)
+    state = load_checkpoint(path, map_location=device)
+    cfg = state["config"]
+    data = load_dataset(cfg["dataset"], args.data_dir or cfg.get("data_dir"), False, cfg["val_fraction"], cfg["seed"], cfg["image_size"])
+    if data.num_classes != state["model_args"]["num_classes"]:
+        raise CheckpointError(f"{path} has {state['model_args']['num_classes']} classes but {cfg['dataset']} has {data.num_classes}")
+    splits = ("train", "val", "test") if args.split == "all" else (args.split,)
+    results = evaluate_all(state, data, device, splits)
+    names = list(results)
+    print(format_table(
+        ["", *(SPLIT_TITLES[s] for s in names)],
+        [
+            ("Loss", *(f"{results[s]['loss']:.4f}" for s in names)),
+            ("Accuracy (%)", *(f"{100 * results[s]['accuracy']:.2f}" for s in names)),
+            ("Top-5 accuracy (%)", *(f"{100 * results[s]['top5']:.2f}" for s in names)),
+        ],
+        "text",
+    ))
+    print()
+    headers = ["class"] + [f"{SPLIT_TITLES[s]} {k}" for s in names for k in ("P", "R", "F1")]
+    rows = [[c] + [f"{results[s][k][i]:.4f}" for s in names for k in ("precision", "recall", "f1")] for i, c in enumerate(data.classes)]
+    print(format_table(headers, rows, "text"))
+    run_dir = path if path.is_dir() else path.parent.parent
+    out = Path(args.output) if args.output else (run_dir if (run_dir / "config.yaml").is_file() else Path(".")) / f"evaluate_{args.split}.json"
+    atomic_write_text(out, json.dumps({"checkpoint": str(path), "classes": data.classes, "splits": results}, indent=1) + "\n")
+    print(f"\nSaved {out}")

@@ -1,0 +1,462 @@
+"""Training: the loss with auxiliary weights, `train_one_epoch`, and `fit`.
+
+`fit(cfg)` loads the data, builds the model, optimiser, schedule and weight
+averaging from a `TrainConfig`, trains with per-epoch validation, writes the
+run directory (config.yaml, env.json, results.csv, weights/last.pt and
+best.pt) and finally evaluates the best weights on every split and writes the
+report. Under `torchrun` it trains with DistributedDataParallel: each process
+takes its share of every global batch, and only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from . import distributed as dist_utils
+from .checkpoint import load_checkpoint, load_weights, save_checkpoint
+from .config import ConfigError, TrainConfig
+from .data import Augment, Dataset, Preprocess, batch_transform, load_dataset
+from .errors import UserError
+from .evaluate import evaluate_split
+from .files import atomic_write_text
+from .model import MIN_IMAGE_SIZE, GoogLeNet, GoogLeNetOutput
+
+__all__ = ["RESULTS_COLUMNS", "TrainingDiverged", "fit", "googlenet_loss", "select_device", "train_one_epoch"]
+
+RESULTS_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_top5", "lr", "epoch_time"]
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite."""
+
+
+def googlenet_loss(out: GoogLeNetOutput, target: Tensor, aux_weight: float = 0.3, label_smoothing: float = 0.0) -> Tensor:
+    """main + aux_weight x (aux1 + aux2); the aux terms exist only in training mode."""
+    loss = F.cross_entropy(out.logits, target, label_smoothing=label_smoothing)
+    for aux in (out.aux1, out.aux2):
+        if aux is not None and aux_weight:
+            loss = loss + aux_weight * F.cross_entropy(aux, target, label_smoothing=label_smoothing)
+    return loss
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """auto: cuda, then mps, then cpu."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", dist_utils.local_rank())
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name} requested but CUDA is not available: use --device cpu or auto")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {name} requested but MPS is not available: use --device cpu or auto")
+    return device
+
+
+def resolve_augment(cfg: TrainConfig, default: Augment) -> Augment:
+    if not cfg.augment:
+        return Augment()
+    return Augment(
+        rotate=default.rotate if cfg.rotate is None else cfg.rotate,
+        translate=default.translate if cfg.translate is None else cfg.translate,
+        scale=default.scale if cfg.scale is None else cfg.scale,
+        hflip=default.hflip if cfg.hflip is None else cfg.hflip,
+        crop_padding=default.crop_padding if cfg.crop_padding is None else cfg.crop_padding,
+    )
+
+
+def build_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
+    # Fused kernels where the device has them (CUDA); foreach elsewhere. Same math.
+    fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay, **fused)
+    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
+
+
+def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    """A per-step schedule; `step` is the paper's -4% every 8 epochs."""
+    total = max(cfg.epochs * steps_per_epoch, 1)
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=cfg.lr, total_steps=total, pct_start=cfg.pct_start, cycle_momentum=False
+        )
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if cfg.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
+        if cfg.schedule == "step":
+            return cfg.step_gamma ** (step // (cfg.step_epochs * steps_per_epoch))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def build_averaged(cfg: TrainConfig, model: nn.Module) -> AveragedModel | None:
+    if cfg.average == "ema":
+        return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+    if cfg.average == "polyak":  # the paper's Polyak averaging: the plain mean of the iterates
+        return AveragedModel(model, use_buffers=True)
+    return None
+
+
+def epoch_seed(cfg: TrainConfig, epoch: int, rank: int) -> int:
+    """Every epoch reseeds its RNGs, so a resumed run replays exactly."""
+    return (cfg.seed * 1_000_003 + epoch * 9_973 + rank * 101) % (2**63)
+
+
+@dataclass
+class EpochState:
+    """Running sums of the current epoch (saved on Ctrl-C for an exact mid-epoch resume)."""
+
+    step: int = 0
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+
+
+def train_one_epoch(
+    model: nn.Module,
+    ddp_model: nn.Module,
+    data: Dataset,
+    pre: Preprocess,
+    augment: Augment,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    averaged: AveragedModel | None,
+    cfg: TrainConfig,
+    epoch: int,
+    device: torch.device,
+    state: EpochState,
+    generator: torch.Generator,
+    progress=None,
+) -> EpochState:
+    """One pass over this process's share of the training split."""
+    model.train()
+    order = dist_utils.epoch_order(len(data.train), cfg.seed, epoch)
+    local_batch = cfg.batch_size // dist_utils.world_size()
+    steps = len(order) // local_batch
+    if cfg.limit_train_batches is not None:
+        steps = min(steps, cfg.limit_train_batches)
+    amp_dtype = amp_dtype_for(cfg, device)
+    for step in range(state.step, steps):
+        idx = order[step * local_batch : (step + 1) * local_batch]
+        images = data.train.images[idx].to(device, non_blocking=True)
+        target = data.train.labels[idx].to(device, non_blocking=True)
+        x = batch_transform(images, pre, augment, generator)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            out = ddp_model(x)
+            loss = googlenet_loss(out, target, cfg.aux_weight, cfg.label_smoothing)
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise TrainingDiverged(
+                f"loss became {loss_value} at epoch {epoch + 1}, step {step + 1}: lower --lr "
+                "(the last good checkpoint is kept in weights/last.pt)"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if averaged is not None and cfg.average == "ema":
+            averaged.update_parameters(model)
+        state.step = step + 1
+        state.loss_sum += loss_value * len(idx)
+        state.correct += (out.logits.argmax(1) == target).sum().item()
+        state.seen += len(idx)
+        if progress is not None:
+            progress.update(1)
+            progress.set_postfix(loss=f"{state.loss_sum / state.seen:.4f}", acc=f"{state.correct / state.seen:.4f}")
+    return state
+
+
+def amp_dtype_for(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    # On CPUs without native bf16 autocast is many times slower, so auto means
+    # bf16 on CUDA only (docs/experiments.md has the CPU figure).
+    if cfg.amp == "off" or (cfg.amp == "auto" and device.type != "cuda"):
+        return None
+    return torch.float16 if cfg.amp == "fp16" else torch.bfloat16
+
+
+def next_run_dir(cfg: TrainConfig) -> Path:
+    """runs/train/exp, exp2, exp3 ... for the default name; an explicit name must be new or --exist-ok."""
+    base = Path(cfg.project)
+    path = base / cfg.name
+    if cfg.exist_ok:
+        return path
+    if cfg.name != TrainConfig.name:
+        if path.exists():
+            raise ConfigError(f"run directory {path} already exists: choose another --name or pass --exist-ok to reuse it")
+        return path
+    n = 1
+    while path.exists():
+        n += 1
+        path = base / f"{cfg.name}{n}"
+    return path
+
+
+def git_commit() -> str | None:
+    try:
+        root = Path(__file__).resolve().parents[2]
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "processor": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
+        "world_size": dist_utils.world_size(),
+        "git_commit": git_commit(),
+        "seed": cfg.seed,
+        "command": " ".join(sys.argv),
+    }
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return re.sub(r"\s+", " ", line.split(":", 1)[1]).strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def write_results(path: Path, rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=RESULTS_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def model_args(cfg: TrainConfig, num_classes: int, in_channels: int) -> dict[str, Any]:
+    return {
+        "num_classes": num_classes,
+        "in_channels": in_channels,
+        "aux_logits": True,
+        "dropout": cfg.dropout,
+        "dropout_aux": cfg.dropout_aux,
+        "init": cfg.init,
+    }
+
+
+def _log(msg: str) -> None:
+    if dist_utils.is_main():
+        print(msg, flush=True)
+
+
+def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
+    """Train as `cfg` says (or resume a run directory) and return the run directory."""
+    from .report import write_final_outputs
+
+    dist_utils.init()
+    device = select_device(cfg.device)
+    if dist_utils.world_size() > 1 and cfg.batch_size % dist_utils.world_size():
+        raise ConfigError(f"batch size {cfg.batch_size} does not split across {dist_utils.world_size()} processes: use a multiple")
+    if cfg.image_size < MIN_IMAGE_SIZE:
+        raise ConfigError(f"image size {cfg.image_size} is below the network's minimum of {MIN_IMAGE_SIZE}: use --image-size {MIN_IMAGE_SIZE} or more")
+
+    resume_state = None
+    if resume is not None:
+        run_dir = Path(resume)
+        resume_state = load_checkpoint(run_dir / "weights" / "last.pt") if run_dir.is_dir() else load_checkpoint(run_dir)
+        if not run_dir.is_dir():
+            run_dir = run_dir.parent.parent
+        cfg = replace(TrainConfig.from_dict(resume_state["config"]), device=cfg.device)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.manual_seed(cfg.seed)
+
+    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.val_fraction, cfg.seed, cfg.image_size)
+    in_channels = cfg.in_channels or data.channels
+    cfg = replace(cfg, in_channels=in_channels)
+    if cfg.batch_size > len(data.train):
+        raise ConfigError(f"batch size {cfg.batch_size} is larger than the training split ({len(data.train)} images): use a smaller --batch-size")
+    pre = Preprocess(cfg.image_size, in_channels, data.channels, data.native_size, data.mean, data.std)
+    augment = resolve_augment(cfg, data.default_augment)
+    if device.type != "cpu":
+        data.train, data.val, data.test = data.train.to(device), data.val.to(device), data.test.to(device)
+
+    margs = model_args(cfg, data.num_classes, in_channels)
+    model = GoogLeNet(**margs).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    averaged = build_averaged(cfg, model)
+    ddp_model = dist_utils.wrap(model, device)
+    if cfg.compile:
+        ddp_model = torch.compile(ddp_model)
+    optimizer = build_optimizer(cfg, model, device)
+    local_batch = cfg.batch_size // dist_utils.world_size()
+    steps_per_epoch = len(data.train) // dist_utils.world_size() // local_batch
+    if cfg.limit_train_batches is not None:
+        steps_per_epoch = min(steps_per_epoch, cfg.limit_train_batches)
+    scheduler = build_scheduler(cfg, optimizer, steps_per_epoch)
+
+    results: list[dict[str, Any]] = []
+    start_epoch, best_acc, best_epoch, elapsed = 0, -1.0, -1, 0.0
+    epoch_state = EpochState()
+    gen = torch.Generator()
+    if resume_state is not None:
+        load_weights(model, resume_state["model"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        if averaged is not None and resume_state.get("averaged_state"):
+            averaged.load_state_dict(resume_state["averaged_state"])
+        start_epoch = resume_state["epoch"]
+        best_acc, best_epoch = resume_state["best_acc"], resume_state["best_epoch"]
+        results = resume_state["results"]
+        elapsed = resume_state.get("elapsed", 0.0)
+        if resume_state.get("epoch_state"):
+            epoch_state = EpochState(**resume_state["epoch_state"])
+        _log(f"Resuming {run_dir} at epoch {start_epoch + 1}" + (f", step {epoch_state.step + 1}" if epoch_state.step else ""))
+    else:
+        run_dir = next_run_dir(cfg)
+    weights_dir = run_dir / "weights"
+
+    rng_keys = {}
+    if resume_state is not None and epoch_state.step:
+        torch.set_rng_state(resume_state["rng"]["torch"])
+        gen.set_state(resume_state["rng"]["augment"])
+        rng_keys = {"restored": True}
+
+    def checkpoint(epoch_done: int, state: EpochState | None = None) -> dict[str, Any]:
+        return {
+            "model": model.state_dict(),
+            "model_args": margs,
+            "averaged_model": averaged.module.state_dict() if averaged is not None else None,
+            "averaged_state": averaged.state_dict() if averaged is not None else None,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "epoch": epoch_done,
+            "epoch_state": state.__dict__ if state is not None else None,
+            "best_acc": best_acc,
+            "best_epoch": best_epoch,
+            "results": results,
+            "elapsed": elapsed,
+            "rng": {"torch": torch.get_rng_state(), "augment": gen.get_state()},
+            "config": cfg.to_dict(),
+            "preprocess": pre.to_dict(),
+            "classes": data.classes,
+            "dataset": cfg.dataset,
+        }
+
+    if dist_utils.is_main():
+        weights_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        atomic_write_text(run_dir / "env.json", json.dumps(environment(cfg, device), indent=2) + "\n")
+        from .summary import summarize
+
+        atomic_write_text(run_dir / "summary.md", summarize(GoogLeNet(**margs), cfg.image_size))
+        _log(
+            f"Training GoogLeNet on {cfg.dataset} ({len(data.train)} train / {len(data.val)} val / {len(data.test)} test) "
+            f"at {cfg.image_size} px on {device}, {cfg.epochs} epochs, run directory {run_dir}"
+        )
+
+    from tqdm import tqdm
+
+    epoch = start_epoch
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            t0 = time.perf_counter()
+            if not rng_keys:
+                torch.manual_seed(epoch_seed(cfg, epoch, dist_utils.rank()))
+                gen.manual_seed(epoch_seed(cfg, epoch, dist_utils.rank()) + 1)
+            rng_keys = {}
+            bar = tqdm(
+                total=steps_per_epoch, initial=epoch_state.step, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                leave=False, disable=not (sys.stderr.isatty() and dist_utils.is_main()),
+            )
+            with bar:
+                epoch_state = train_one_epoch(
+                    model, ddp_model, data, pre, augment, optimizer, scheduler, averaged, cfg, epoch, device, epoch_state, gen, bar
+                )
+            if averaged is not None and cfg.average == "polyak":
+                averaged.update_parameters(model)
+            eval_model = averaged.module if averaged is not None else model
+            val = evaluate_split(
+                eval_model, data.val, pre, data.num_classes, cfg.eval_batch_size, device, cfg.limit_eval_batches,
+                cfg.channels_last, dist_utils.shard(len(data.val)), dist_utils.all_reduce_sum,
+            )
+            train_loss, train_acc = dist_utils.mean_over_processes(epoch_state.loss_sum, epoch_state.correct, epoch_state.seen)
+            elapsed += time.perf_counter() - t0
+            row = {
+                "epoch": epoch + 1,
+                "train_loss": round(train_loss, 6),
+                "train_acc": round(train_acc, 6),
+                "val_loss": round(val.loss, 6),
+                "val_acc": round(val.accuracy, 6),
+                "val_top5": round(val.top5, 6),
+                "lr": f"{optimizer.param_groups[0]['lr']:.6g}",
+                "epoch_time": round(time.perf_counter() - t0, 2),
+            }
+            results.append(row)
+            improved = val.accuracy > best_acc
+            if improved:
+                best_acc, best_epoch = val.accuracy, epoch + 1
+            epoch_state = EpochState()
+            if dist_utils.is_main():
+                write_results(run_dir / "results.csv", results)
+                state = checkpoint(epoch + 1)
+                save_checkpoint(weights_dir / "last.pt", state)
+                if improved:
+                    save_checkpoint(weights_dir / "best.pt", state)
+            _log(
+                f"epoch {epoch + 1}/{cfg.epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
+                f"val loss {val.loss:.4f} acc {val.accuracy:.4f}  lr {row['lr']}  {row['epoch_time']:.0f}s"
+                + ("  *best" if improved else "")
+            )
+            if cfg.patience is not None and epoch + 1 - best_epoch >= cfg.patience:
+                _log(f"early stopping: no better validation accuracy for {cfg.patience} epochs")
+                break
+    except KeyboardInterrupt:
+        if dist_utils.is_main() and epoch_state.step:
+            save_checkpoint(weights_dir / "last.pt", checkpoint(epoch, epoch_state))
+        _log(f"\nInterrupted; progress saved. Resume with: googlenet train --resume {run_dir}")
+        dist_utils.cleanup()
+        raise SystemExit(130) from None
+
+    if dist_utils.is_main():
+        write_final_outputs(run_dir, data, pre, device, cfg)
+        _log(f"Results saved to {run_dir}")
+    dist_utils.cleanup()
+    return run_dir
+
