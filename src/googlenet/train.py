@@ -227,7 +227,7 @@ def git_commit() -> str | None:
     try:
         root = Path(__file__).resolve().parents[2]
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None
+        return out.stdout.strip() if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -313,6 +313,8 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
         raise ConfigError(f"batch size {cfg.batch_size} is larger than the training split ({len(data.train)} images): use a smaller --batch-size")
     pre = Preprocess(cfg.image_size, in_channels, data.channels, data.native_size, data.mean, data.std)
     augment = resolve_augment(cfg, data.default_augment)
+    # config.yaml records the augmentation actually used, not "dataset default".
+    cfg = replace(cfg, rotate=augment.rotate, translate=augment.translate, scale=augment.scale, hflip=augment.hflip, crop_padding=augment.crop_padding)
     if device.type != "cpu":
         data.train, data.val, data.test = data.train.to(device), data.val.to(device), data.test.to(device)
 
