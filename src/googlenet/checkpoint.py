@@ -11,6 +11,7 @@ pickled payload is refused before any of its code can run.
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -52,17 +53,25 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported content"
-        raise CheckpointError(
-            f"checkpoint {path} was refused: it holds objects that only a full unpickle could load "
-            f"({first[:120]}); only load checkpoints written by googlenet"
-        ) from None
+        # torch wraps both "this pickle imports code" and "these bytes are not a pickle" in one type.
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if unsafe:
+            raise CheckpointError(
+                f"checkpoint {path} was refused: it would import {unsafe.group(1)}, which a checkpoint of weights never needs "
+                "(possibly a code payload); nothing in it was run: only load checkpoints written by googlenet"
+            ) from None
+        raise CheckpointError(f"checkpoint {path} is corrupted or not a PyTorch checkpoint: use another checkpoint, e.g. weights/best.pt") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError) as exc:
         raise CheckpointError(
             f"checkpoint {path} is truncated or corrupted ({type(exc).__name__}): use another checkpoint, e.g. weights/best.pt"
         ) from None
     if not isinstance(state, dict) or "model" not in state or "model_args" not in state:
-        raise CheckpointError(f"{path} is not a googlenet checkpoint (no model weights and arguments)")
+        raise CheckpointError(
+            f"{path} is not a googlenet checkpoint (no model weights and arguments; a bare state dict or another tool's file?): "
+            "pass weights/best.pt or weights/last.pt of a googlenet train run"
+        )
+    if not isinstance(state["model"], dict) or not isinstance(state["model_args"], dict):
+        raise CheckpointError(f"{path} is not a googlenet checkpoint (its model or model_args is not a mapping): pass one written by googlenet train")
     if state.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(f"{path} was written by a newer googlenet: upgrade the package")
     return state
@@ -70,7 +79,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def model_from_checkpoint(state: dict[str, Any], averaged: bool = True) -> GoogLeNet:
     """Rebuild the model a checkpoint describes and load its (averaged, if any) weights."""
-    model = GoogLeNet(**state["model_args"])
+    try:
+        model = GoogLeNet(**state["model_args"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{state.get('source', 'checkpoint')} has unusable model arguments ({exc}): use a checkpoint written by googlenet") from None
     weights = state.get("averaged_model") if averaged and state.get("averaged_model") else state["model"]
     load_weights(model, weights, state.get("source", "checkpoint"))
     return model
@@ -79,6 +91,8 @@ def model_from_checkpoint(state: dict[str, Any], averaged: bool = True) -> GoogL
 def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
     """Load a state dict, turning shape and key mismatches into one clear line."""
     own = model.state_dict()
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise CheckpointError(f"{source} does not hold a state dict of tensors: use a checkpoint written by googlenet")
     missing = [k for k in own if k not in weights and not k.startswith(("aux1.", "aux2."))]
     unexpected = [k for k in weights if k not in own and not k.startswith(("aux1.", "aux2.", "n_averaged"))]
     if missing or unexpected:

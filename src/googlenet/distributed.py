@@ -16,7 +16,22 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data.distributed import DistributedSampler
 
-__all__ = ["all_reduce_sum", "cleanup", "epoch_order", "init", "is_main", "local_rank", "rank", "shard", "world_size", "wrap"]
+__all__ = [
+    "all_gather_object",
+    "all_reduce_sum",
+    "any_process",
+    "barrier",
+    "cleanup",
+    "epoch_order",
+    "init",
+    "is_main",
+    "local_rank",
+    "mean_over_processes",
+    "rank",
+    "shard",
+    "world_size",
+    "wrap",
+]
 
 
 def world_size() -> int:
@@ -77,6 +92,27 @@ def all_reduce_sum(t: Tensor) -> Tensor:
     buf = t.to(device)
     dist.all_reduce(buf)
     return buf.to(t.device)
+
+
+def any_process(flag: bool) -> bool:
+    """True on every process when `flag` is true on any (a collective: all processes must call it)."""
+    if world_size() == 1:
+        return flag
+    return bool(all_reduce_sum(torch.tensor([1.0 if flag else 0.0], dtype=torch.float64)).item() > 0)
+
+
+def all_gather_object(obj):
+    """[obj of rank 0, obj of rank 1, ...] on every process (a collective)."""
+    if world_size() == 1:
+        return [obj]
+    out = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        dist.barrier()
 
 
 def mean_over_processes(loss_sum: float, correct: int, seen: int) -> tuple[float, float]:

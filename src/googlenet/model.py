@@ -148,9 +148,19 @@ class Inception(nn.Module):
         self.branch3 = nn.Sequential(conv_relu(in_channels, ch5x5red, 1), conv_relu(ch5x5red, ch5x5, 5, padding=2))
         self.branch4 = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True), conv_relu(in_channels, pool_proj, 1))
         self.out_channels = ch1x1 + ch3x3 + ch5x5 + pool_proj
+        # Run the three 1x1 convolutions that read x as one wider convolution:
+        # the same weights and the same sums, one bigger matrix multiply.
+        self.fuse_1x1 = True
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
+        if not self.fuse_1x1:
+            return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
+        convs = (self.branch1[0], self.branch2[0][0], self.branch3[0][0])
+        weight = torch.cat([c.weight for c in convs])
+        bias = torch.cat([c.bias for c in convs])
+        y = F.relu(F.conv2d(x, weight, bias), inplace=True)
+        b1, b2, b3 = y.split([c.out_channels for c in convs], 1)
+        return torch.cat([b1, self.branch2[1](b2), self.branch3[1](b3), self.branch4(x)], 1)
 
 
 class AuxPool(nn.Module):

@@ -73,12 +73,18 @@ def summary_rows(model: GoogLeNet, image_size: int) -> list[SummaryRow]:
             handles.append(module.register_forward_hook(leaf_hook))
 
     was_training = model.training
+    blocks = [m for m in model.modules() if isinstance(m, Inception)]
+    fused = [b.fuse_1x1 for b in blocks]
     model.train()
     try:
+        for b in blocks:  # run each branch's own layers so that every layer gets its row
+            b.fuse_1x1 = False
         param = next(model.parameters())
         model(torch.zeros(2, model.in_channels, image_size, image_size, device=param.device, dtype=param.dtype))
     finally:
         model.train(was_training)
+        for b, f in zip(blocks, fused):
+            b.fuse_1x1 = f
         for h in handles:
             h.remove()
     return rows
@@ -120,7 +126,7 @@ def summarize(model: GoogLeNet, image_size: int, fmt: str = "markdown") -> str:
     cost = format_table(
         ["", ""],
         [
-            (f"Input size", f"{model.in_channels} x {image_size} x {image_size}"),
+            ("Input size", f"{model.in_channels} x {image_size} x {image_size}"),
             ("Multiply-adds per image (inference)", f"{flops / 2 / 1e6:,.1f} M"),
             ("FLOPs per image (inference)", f"{flops / 1e6:,.1f} M"),
         ],

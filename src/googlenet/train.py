@@ -17,8 +17,10 @@ import math
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,7 +33,7 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from . import distributed as dist_utils
-from .checkpoint import load_checkpoint, load_weights, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
 from .config import ConfigError, TrainConfig
 from .data import Augment, Dataset, Preprocess, batch_transform, load_dataset
 from .errors import UserError
@@ -39,13 +41,69 @@ from .evaluate import evaluate_split
 from .files import atomic_write_text
 from .model import MIN_IMAGE_SIZE, GoogLeNet, GoogLeNetOutput
 
-__all__ = ["RESULTS_COLUMNS", "TrainingDiverged", "fit", "googlenet_loss", "select_device", "train_one_epoch"]
+__all__ = ["RESULTS_COLUMNS", "StopOnInterrupt", "TrainingDiverged", "TrainingInterrupted", "fit", "googlenet_loss", "select_device", "train_one_epoch"]
 
 RESULTS_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_top5", "lr", "epoch_time"]
 
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C honoured at a step boundary, where model, optimiser and RNGs agree (an exact resume point)."""
+
+
+class StopOnInterrupt:
+    """Defer Ctrl-C (SIGINT) to the end of the current training step.
+
+    Stopping mid-step would save weights already updated by a step whose
+    counters and RNG draws are not recorded, so the first Ctrl-C only sets a
+    flag; `requested()` reports it at the next step boundary (agreed by all
+    processes under torchrun, which forwards SIGINT to every worker). A second
+    Ctrl-C interrupts at once, without saving a mid-epoch checkpoint.
+    """
+
+    def __init__(self) -> None:
+        self.flag = False
+        self._previous: Any = None
+        self._installed = False
+
+    def __enter__(self) -> StopOnInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous if self._previous is not None else signal.default_int_handler)
+            self._installed = False
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.flag:
+            raise KeyboardInterrupt
+        self.flag = True
+        if dist_utils.is_main():
+            os.write(2, b"\nCtrl-C: stopping after the current step (press Ctrl-C again to stop at once)\n")
+
+    def requested(self) -> bool:
+        """Whether any process got Ctrl-C (a collective under torchrun: every process calls it)."""
+        return dist_utils.any_process(self.flag)
+
+
+def rng_state(gen: torch.Generator, device: torch.device) -> dict[str, Tensor]:
+    state = {"torch": torch.get_rng_state(), "augment": gen.get_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, Tensor], gen: torch.Generator, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    gen.set_state(state["augment"])
+    if device.type == "cuda" and state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def googlenet_loss(out: GoogLeNetOutput, target: Tensor, aux_weight: float = 0.3, label_smoothing: float = 0.0) -> Tensor:
@@ -157,8 +215,13 @@ def train_one_epoch(
     state: EpochState,
     generator: torch.Generator,
     progress=None,
+    stop: StopOnInterrupt | None = None,
 ) -> EpochState:
-    """One pass over this process's share of the training split."""
+    """One pass over this process's share of the training split.
+
+    Starts at `state.step` (a mid-epoch resume) and raises `TrainingInterrupted`
+    after the step during which `stop` saw Ctrl-C, with `state` up to date.
+    """
     model.train()
     order = dist_utils.epoch_order(len(data.train), cfg.seed, epoch)
     local_batch = cfg.batch_size // dist_utils.world_size()
@@ -177,11 +240,9 @@ def train_one_epoch(
             out = ddp_model(x)
             loss = googlenet_loss(out, target, cfg.aux_weight, cfg.label_smoothing)
         loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            raise TrainingDiverged(
-                f"loss became {loss_value} at epoch {epoch + 1}, step {step + 1}: lower --lr "
-                "(the last good checkpoint is kept in weights/last.pt)"
-            )
+        # Under torchrun every process must stop together (else the others wait in backward's all-reduce).
+        if dist_utils.any_process(not math.isfinite(loss_value)):
+            raise TrainingDiverged(f"loss became {loss_value} at epoch {epoch + 1}, step {step + 1}: lower --lr")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -195,6 +256,8 @@ def train_one_epoch(
         if progress is not None:
             progress.update(1)
             progress.set_postfix(loss=f"{state.loss_sum / state.seen:.4f}", acc=f"{state.correct / state.seen:.4f}")
+        if stop is not None and stop.requested():
+            raise TrainingInterrupted
     return state
 
 
@@ -283,6 +346,28 @@ def _log(msg: str) -> None:
         print(msg, flush=True)
 
 
+RESUME_KEYS = ("config", "optimizer", "scheduler", "epoch", "best_acc", "best_epoch", "results")
+
+
+def load_resume_state(target: Path) -> tuple[Path, dict[str, Any]]:
+    """(run directory, checkpoint) for --resume RUN_DIR or RUN_DIR/weights/*.pt, or a one-line error."""
+    if not target.exists():
+        raise ConfigError(f"{target} does not exist: --resume takes a run directory, e.g. runs/train/exp")
+    if target.is_dir():
+        run_dir, path = target, target / "weights" / "last.pt"
+        if not path.is_file():
+            raise CheckpointError(f"{target} has no weights/last.pt to resume from (stopped before its first epoch ended?): start the run again")
+    elif target.parent.name == "weights":
+        run_dir, path = target.parent.parent, target
+    else:  # the run directory is where the files go: never guess it from a stray file's location
+        raise ConfigError(f"--resume takes a run directory (e.g. runs/train/exp) or its weights/last.pt, not {target}")
+    state = load_checkpoint(path)
+    missing = [k for k in RESUME_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{path} cannot resume training (it has no {missing[0]}): resume from a run's weights/last.pt")
+    return run_dir, state
+
+
 def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
     """Train as `cfg` says (or resume a run directory) and return the run directory."""
     from .report import write_final_outputs
@@ -296,11 +381,11 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
 
     resume_state = None
     if resume is not None:
-        run_dir = Path(resume)
-        resume_state = load_checkpoint(run_dir / "weights" / "last.pt") if run_dir.is_dir() else load_checkpoint(run_dir)
-        if not run_dir.is_dir():
-            run_dir = run_dir.parent.parent
-        cfg = replace(TrainConfig.from_dict(resume_state["config"]), device=cfg.device)
+        run_dir, resume_state = load_resume_state(Path(resume))
+        try:
+            cfg = replace(TrainConfig.from_dict(resume_state["config"]), device=cfg.device).validate()
+        except (TypeError, AttributeError) as exc:
+            raise CheckpointError(f"{resume} holds an unusable training config ({exc}): resume a run written by googlenet train") from None
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -338,29 +423,38 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
     epoch_state = EpochState()
     gen = torch.Generator()
     if resume_state is not None:
-        load_weights(model, resume_state["model"])
-        optimizer.load_state_dict(resume_state["optimizer"])
-        scheduler.load_state_dict(resume_state["scheduler"])
-        if averaged is not None and resume_state.get("averaged_state"):
-            averaged.load_state_dict(resume_state["averaged_state"])
+        load_weights(model, resume_state["model"], str(resume))
+        try:
+            optimizer.load_state_dict(resume_state["optimizer"])
+            scheduler.load_state_dict(resume_state["scheduler"])
+            if averaged is not None and resume_state.get("averaged_state"):
+                averaged.load_state_dict(resume_state["averaged_state"])
+        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+            raise CheckpointError(f"{resume}: optimiser, schedule or averaged weights do not match this run ({type(exc).__name__}): use the run's own weights/last.pt") from None
         start_epoch = resume_state["epoch"]
         best_acc, best_epoch = resume_state["best_acc"], resume_state["best_epoch"]
         results = resume_state["results"]
         elapsed = resume_state.get("elapsed", 0.0)
         if resume_state.get("epoch_state"):
             epoch_state = EpochState(**resume_state["epoch_state"])
+        if dist_utils.is_main():  # the run directory agrees with last.pt at once, even if killed again
+            write_results(run_dir / "results.csv", results)
         _log(f"Resuming {run_dir} at epoch {start_epoch + 1}" + (f", step {epoch_state.step + 1}" if epoch_state.step else ""))
     else:
         run_dir = next_run_dir(cfg)
+        dist_utils.barrier()  # every process has picked the directory before rank 0 creates it
     weights_dir = run_dir / "weights"
 
     rng_keys = {}
     if resume_state is not None and epoch_state.step:
-        torch.set_rng_state(resume_state["rng"]["torch"])
-        gen.set_state(resume_state["rng"]["augment"])
+        # Mid-epoch resume: continue the RNG streams where the interrupted step boundary left them.
+        per_rank = resume_state.get("rng_per_rank") or [resume_state["rng"]]
+        if len(per_rank) != dist_utils.world_size():
+            _log(f"note: the run was interrupted with {len(per_rank)} process(es), resumed with {dist_utils.world_size()}: the rest of this epoch is not bit-exact")
+        set_rng_state(per_rank[dist_utils.rank() % len(per_rank)], gen, device)
         rng_keys = {"restored": True}
 
-    def checkpoint(epoch_done: int, state: EpochState | None = None) -> dict[str, Any]:
+    def checkpoint(epoch_done: int, state: EpochState | None = None, rng_per_rank: list | None = None) -> dict[str, Any]:
         return {
             "model": model.state_dict(),
             "model_args": margs,
@@ -374,7 +468,8 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
             "best_epoch": best_epoch,
             "results": results,
             "elapsed": elapsed,
-            "rng": {"torch": torch.get_rng_state(), "augment": gen.get_state()},
+            "rng": rng_per_rank[0] if rng_per_rank else rng_state(gen, device),
+            "rng_per_rank": rng_per_rank,
             "config": cfg.to_dict(),
             "preprocess": pre.to_dict(),
             "classes": data.classes,
@@ -396,7 +491,12 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
     from tqdm import tqdm
 
     epoch = start_epoch
+    stop = StopOnInterrupt()
+    # Validation covers the same samples whatever the process count: limit first, then shard.
+    n_val = len(data.val) if cfg.limit_eval_batches is None else min(len(data.val), cfg.limit_eval_batches * cfg.eval_batch_size)
+    val_shard = dist_utils.shard(n_val)
     try:
+        stop.__enter__()
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             if not rng_keys:
@@ -409,14 +509,14 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
             )
             with bar:
                 epoch_state = train_one_epoch(
-                    model, ddp_model, data, pre, augment, optimizer, scheduler, averaged, cfg, epoch, device, epoch_state, gen, bar
+                    model, ddp_model, data, pre, augment, optimizer, scheduler, averaged, cfg, epoch, device, epoch_state, gen, bar, stop
                 )
             if averaged is not None and cfg.average == "polyak":
                 averaged.update_parameters(model)
             eval_model = averaged.module if averaged is not None else model
             val = evaluate_split(
-                eval_model, data.val, pre, data.num_classes, cfg.eval_batch_size, device, cfg.limit_eval_batches,
-                cfg.channels_last, dist_utils.shard(len(data.val)), dist_utils.all_reduce_sum,
+                eval_model, data.val, pre, data.num_classes, cfg.eval_batch_size, device,
+                cfg.limit_eval_batches if val_shard is None else None, cfg.channels_last, val_shard, dist_utils.all_reduce_sum,
             )
             train_loss, train_acc = dist_utils.mean_over_processes(epoch_state.loss_sum, epoch_state.correct, epoch_state.seen)
             elapsed += time.perf_counter() - t0
@@ -436,11 +536,13 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
                 best_acc, best_epoch = val.accuracy, epoch + 1
             epoch_state = EpochState()
             if dist_utils.is_main():
+                # results.csv, then best.pt, then last.pt: a kill between any two leaves a run that resumes
+                # from last.pt and rewrites the others (best.pt is never older than last.pt's best_epoch).
                 write_results(run_dir / "results.csv", results)
                 state = checkpoint(epoch + 1)
-                save_checkpoint(weights_dir / "last.pt", state)
                 if improved:
                     save_checkpoint(weights_dir / "best.pt", state)
+                save_checkpoint(weights_dir / "last.pt", state)
             _log(
                 f"epoch {epoch + 1}/{cfg.epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
                 f"val loss {val.loss:.4f} acc {val.accuracy:.4f}  lr {row['lr']}  {row['epoch_time']:.0f}s"
@@ -449,12 +551,32 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
             if cfg.patience is not None and epoch + 1 - best_epoch >= cfg.patience:
                 _log(f"early stopping: no better validation accuracy for {cfg.patience} epochs")
                 break
-    except KeyboardInterrupt:
-        if dist_utils.is_main() and epoch_state.step:
-            save_checkpoint(weights_dir / "last.pt", checkpoint(epoch, epoch_state))
-        _log(f"\nInterrupted; progress saved. Resume with: googlenet train --resume {run_dir}")
+            if stop.requested():  # Ctrl-C during validation or saving: stop now that the epoch is saved
+                raise TrainingInterrupted
+    except TrainingDiverged as exc:
+        kept = (
+            f"the last good checkpoint (epoch {len(results)}) is kept in {weights_dir / 'last.pt'}"
+            if epoch > 0 and (weights_dir / "last.pt").is_file()
+            else "no checkpoint was written"
+        )
+        raise TrainingDiverged(f"{exc}; {kept}") from None
+    except KeyboardInterrupt as exc:
+        command = f"googlenet train --resume {run_dir}" + (" (under the same torchrun command)" if dist_utils.world_size() > 1 else "")
+        if isinstance(exc, TrainingInterrupted):
+            if epoch_state.step:  # mid-epoch: save the exact state of this step boundary
+                states = dist_utils.all_gather_object(rng_state(gen, device))
+                if dist_utils.is_main():
+                    save_checkpoint(weights_dir / "last.pt", checkpoint(epoch, epoch_state, states))
+            where = f"epoch {epoch + 1}, step {epoch_state.step}" if epoch_state.step else f"end of epoch {len(results)}"
+            _log(f"\nInterrupted; progress saved ({where}). Resume with: {command}")
+        elif (weights_dir / "last.pt").is_file():
+            _log(f"\nInterrupted mid-step; the previous checkpoint, weights/last.pt, is kept. Resume with: {command}")
+        else:
+            _log("\nInterrupted before the first checkpoint; nothing to resume: start the run again")
         dist_utils.cleanup()
         raise SystemExit(130) from None
+    finally:
+        stop.__exit__()
 
     if dist_utils.is_main():
         write_final_outputs(run_dir, data, pre, device, cfg)

@@ -1,0 +1,167 @@
+"""`googlenet benchmark`: throughput of the real training step and how close it runs to the hardware.
+
+The step timed is the one `googlenet train` runs: the default config's batch
+transform (augmentation included) on in-memory MNIST, the model in its memory
+format, GoogLeNet's loss with the auxiliary heads, backward and the optimiser
+step. FLOPs per image come from `torch.utils.flop_counter`; the machine's fp32
+peak is measured in the same run as the best of several large matrix
+multiplies. Variants are timed interleaved, repetition by repetition, and the
+median is reported, so a noisy machine shifts them all alike.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .config import ConfigError, TrainConfig
+from .data import DIGITS, Preprocess, batch_transform, load_dataset
+from .model import MIN_IMAGE_SIZE, GoogLeNet, Inception, LocalResponseNorm
+from .tables import format_table
+from .train import amp_dtype_for, build_optimizer, googlenet_loss, select_device
+
+__all__ = ["matmul_peak_gflops", "run_benchmark"]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak_gflops(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
+    """Best fp32 GFLOP/s of an n x n matrix multiply (2 n^3 FLOPs each)."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    a @ b
+    _sync(device)
+    best = 0.0
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def set_speedups(model: nn.Module, fast_lrn: bool, fuse_1x1: bool) -> nn.Module:
+    for m in model.modules():
+        if isinstance(m, LocalResponseNorm):
+            m.fast = fast_lrn
+        if isinstance(m, Inception):
+            m.fuse_1x1 = fuse_1x1
+    return model
+
+
+def make_step(model: nn.Module, cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, pre: Preprocess, train: bool, device: torch.device, channels_last: bool, torchvision_model: bool = False) -> Callable[[], None]:
+    """One training (or inference) step as `googlenet train` runs it."""
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(cfg, model, device)
+    gen = torch.Generator().manual_seed(0)
+    amp = amp_dtype_for(cfg, device)
+
+    def step() -> None:
+        x = batch_transform(images, pre, DIGITS if train else None, gen)
+        if torchvision_model:
+            x = x.expand(-1, 3, -1, -1)  # torchvision's googlenet takes 3 channels
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            if not train:
+                with torch.no_grad():
+                    model(x)
+                return
+            out = model(x)
+            if torchvision_model:  # torchvision returns (logits, aux2, aux1)
+                loss = nn.functional.cross_entropy(out.logits, labels)
+                loss = loss + 0.3 * (nn.functional.cross_entropy(out.aux_logits1, labels) + nn.functional.cross_entropy(out.aux_logits2, labels))
+            else:
+                loss = googlenet_loss(out, labels, cfg.aux_weight, cfg.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    model.train(train)
+    return step
+
+
+def count_step_flops(step: Callable[[], None]) -> int:
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    return counter.get_total_flops()
+
+
+def run_benchmark(args) -> None:
+    """Time the variants interleaved and print img/s, GFLOP/s and the fraction of the matmul peak."""
+    if args.image_size < MIN_IMAGE_SIZE:
+        raise ConfigError(f"image size {args.image_size} is below the network's minimum of {MIN_IMAGE_SIZE}: use --image-size {MIN_IMAGE_SIZE} or more")
+    if min(args.batch_size, args.steps, args.repeats) < 1 or args.warmup < 0:
+        raise ConfigError("--batch-size, --steps and --repeats must be positive and --warmup not negative")
+    device = select_device(args.device)
+    cfg = replace(TrainConfig(), image_size=args.image_size, batch_size=args.batch_size)
+    data = load_dataset("mnist", val_fraction=cfg.val_fraction, seed=cfg.seed)
+    pre = Preprocess(args.image_size, data.channels, data.channels, data.native_size, data.mean, data.std)
+    images = data.train.images[: args.batch_size].to(device)
+    labels = data.train.labels[: args.batch_size].to(device)
+    modes = ["train", "eval"] if args.mode == "both" else [args.mode]
+
+    def ours(fast_lrn: bool = True, fuse: bool = True) -> nn.Module:
+        torch.manual_seed(0)
+        return set_speedups(GoogLeNet(data.num_classes, data.channels), fast_lrn, fuse)
+
+    for mode in modes:
+        train = mode == "train"
+        variants: dict[str, Callable[[], None]] = {
+            "googlenet (this project)": make_step(ours(), cfg, images, labels, pre, train, device, cfg.channels_last)
+        }
+        if args.variants:
+            variants["  plain: no speed-ups, NCHW"] = make_step(ours(False, False), cfg, images, labels, pre, train, device, False)
+            variants["  + channels_last"] = make_step(ours(False, False), cfg, images, labels, pre, train, device, True)
+            variants["  + fast LRN"] = make_step(ours(True, False), cfg, images, labels, pre, train, device, True)
+            variants["  + fused 1x1 (= this project)"] = make_step(ours(True, True), cfg, images, labels, pre, train, device, True)
+        if args.compare == "torchvision":
+            import torchvision
+
+            torch.manual_seed(0)
+            tv = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=True, num_classes=data.num_classes)
+            variants["torchvision googlenet"] = make_step(tv, cfg, images, labels, pre, train, device, False, torchvision_model=True)
+
+        flops = {name: count_step_flops(step) / args.batch_size for name, step in variants.items()}
+        for step in variants.values():
+            for _ in range(args.warmup):
+                step()
+        _sync(device)
+        rates: dict[str, list[float]] = {name: [] for name in variants}
+        for _ in range(args.repeats):
+            for name, step in variants.items():
+                t = time.perf_counter()
+                for _ in range(args.steps):
+                    step()
+                _sync(device)
+                rates[name].append(args.steps * args.batch_size / (time.perf_counter() - t))
+        peak = matmul_peak_gflops(device)
+
+        base = statistics.median(rates["googlenet (this project)"])
+        rows = []
+        for name, r in rates.items():
+            ips = statistics.median(r)
+            gflops = ips * flops[name] / 1e9
+            rows.append((name, f"{ips:,.1f}", f"{min(r):,.1f}-{max(r):,.1f}", f"{flops[name] / 1e6:,.1f}", f"{gflops:,.1f}", f"{100 * gflops / peak:.0f}%", f"{ips / base:.2f}"))
+        threads = torch.get_num_threads() if device.type == "cpu" else "-"
+        print(
+            f"{mode} step, {args.image_size} px, batch {args.batch_size}, {device} ({threads} threads), "
+            f"median of {args.repeats} x {args.steps} steps; fp32 matmul peak {peak:,.1f} GFLOP/s"
+        )
+        print(format_table(["model", "img/s", "range", "MFLOP/img", "GFLOP/s", "of peak", "vs ours"], rows, "text"))
+        if args.compare == "torchvision":
+            tv_rate = statistics.median(rates["torchvision googlenet"])
+            print(f"this project / torchvision: {base / tv_rate:.2f}x")
+        print()

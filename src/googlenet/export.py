@@ -1,0 +1,237 @@
+"""Export the inference network to ONNX, PT2 (torch.export) or safetensors, and load it back.
+
+The exported network is GoogLeNet without its auxiliary heads (they only
+serve training, paper section 5) in eval mode, taking a normalised
+N x C x S x S batch with any N and returning the N x num_classes logits.
+Every file carries the class names, the preprocessing (`data.Preprocess`)
+and the model arguments, so another tool can rebuild the input pipeline:
+
+- onnx: `metadata_props`, one JSON string per key;
+- pt2: `torch.export.save(..., extra_files={"googlenet.json": ...})`;
+- safetensors: the header's str -> str metadata, one JSON string per key.
+
+Each export is reloaded on the spot with its own runtime (onnxruntime,
+`torch.export.load`, safetensors) and compared with the PyTorch model of the
+checkpoint; the largest absolute logit difference is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .checkpoint import CheckpointError, load_checkpoint, load_weights, model_from_checkpoint, preprocess_of
+from .data import Preprocess
+from .errors import UserError
+from .files import atomic_path
+from .model import GoogLeNet
+
+__all__ = ["ExportError", "FORMATS", "export_metadata", "inference_model", "load_safetensors", "run_export"]
+
+FORMATS = {"onnx": ".onnx", "pt2": ".pt2", "safetensors": ".safetensors"}
+PT2_METADATA_FILE = "googlenet.json"
+# The metadata keys every export carries; each value is JSON.
+METADATA_KEYS = ("classes", "preprocess", "model_args", "dataset", "config", "googlenet_version")
+# Exported logits may differ from PyTorch's by reordered float sums; a wrong
+# weight or op differs by O(1). Relative to the largest logit (at least 1).
+TOLERANCE = 1e-3
+CHECK_BATCHES = (1, 3)  # differ from the tracing batch of 2: proves the batch axis is dynamic
+ONNX_HINT = "install the onnx extra: pip install 'googlenet[onnx]'"
+
+
+class ExportError(UserError):
+    """An export that cannot be written or does not reproduce the model."""
+
+
+class LogitsOnly(nn.Module):
+    """Return only the logits tensor, so exported graphs have one plain output."""
+
+    def __init__(self, model: GoogLeNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model(images).logits
+
+
+def inference_model(state: dict[str, Any], portable: bool = False) -> GoogLeNet:
+    """The checkpoint's eval-mode network without auxiliary heads.
+
+    Takes the averaged weights when the checkpoint has them, like evaluation.
+    `portable` swaps the fast LRN kernel (a custom autograd Function) for
+    `nn.LocalResponseNorm`'s plain ops: same math, a graph any runtime knows.
+    """
+    full = model_from_checkpoint(state)
+    args = {**state["model_args"], "aux_logits": False}
+    if portable:
+        args["fast_lrn"] = False
+    model = GoogLeNet(**args)
+    load_weights(model, full.state_dict(), state.get("source", "checkpoint"))
+    return model.eval()
+
+
+def export_metadata(state: dict[str, Any]) -> dict[str, Any]:
+    """What a reader of an exported file needs besides the weights."""
+    from . import __version__
+
+    if "classes" not in state:
+        raise CheckpointError(f"{state.get('source', 'the checkpoint')} lacks its class names: export a checkpoint written by googlenet")
+    return {
+        "classes": list(state["classes"]),
+        "preprocess": preprocess_of(state).to_dict(),
+        "model_args": {**state["model_args"], "aux_logits": False},
+        "dataset": state.get("dataset"),
+        "config": state.get("config"),
+        "googlenet_version": __version__,
+    }
+
+
+def _as_strings(meta: dict[str, Any]) -> dict[str, str]:
+    return {k: json.dumps(v) for k, v in meta.items()}
+
+
+def _check_inputs(pre: Preprocess) -> list[Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    return [torch.randn(n, pre.in_channels, pre.image_size, pre.image_size, generator=gen) for n in CHECK_BATCHES]
+
+
+@torch.inference_mode()
+def _max_difference(run: Callable[[Tensor], Tensor], reference: nn.Module, pre: Preprocess, what: str) -> float:
+    """Largest |exported - PyTorch| logit over the check batches; raise if beyond tolerance."""
+    worst, scale = 0.0, 1.0
+    for x in _check_inputs(pre):
+        expected = reference(x).logits
+        got = torch.as_tensor(run(x))
+        if got.shape != expected.shape:
+            raise ExportError(f"the {what} export returns shape {tuple(got.shape)} for a batch of {len(x)}, expected {tuple(expected.shape)}")
+        worst = max(worst, (got.float() - expected).abs().max().item())
+        scale = max(scale, expected.abs().max().item())
+    if not worst <= TOLERANCE * scale:  # also catches NaN
+        raise ExportError(f"the {what} export differs from the PyTorch model by up to {worst:.3g} (tolerance {TOLERANCE * scale:.3g}); file not written")
+    return worst
+
+
+def _torch_export(state: dict[str, Any], pre: Preprocess) -> torch.export.ExportedProgram:
+    net = LogitsOnly(inference_model(state, portable=True)).eval()
+    example = torch.zeros(2, pre.in_channels, pre.image_size, pre.image_size)
+    batch = torch.export.Dim("batch", min=1)
+    with torch.no_grad():
+        return torch.export.export(net, (example,), dynamic_shapes={"images": {0: batch}})
+
+
+def _export_onnx(state: dict[str, Any], meta: dict[str, Any], tmp: Path, reference: nn.Module) -> float:
+    try:  # the exporter needs onnx and onnxscript; the check needs onnxruntime
+        import onnx  # noqa: F401
+        import onnxruntime
+        import onnxscript  # noqa: F401
+    except ImportError as exc:
+        raise ExportError(f"ONNX export needs {exc.name or 'onnx'}: {ONNX_HINT}") from None
+    pre = Preprocess.from_dict(meta["preprocess"])
+    program = torch.onnx.export(_torch_export(state, pre), input_names=["images"], output_names=["logits"], dynamo=True, verbose=False)
+    program.model.metadata_props.update(_as_strings(meta))
+    program.model.doc_string = f"GoogLeNet inference network ({len(meta['classes'])} classes); metadata: JSON per key"
+    program.save(tmp, external_data=False)  # one self-contained file
+
+    session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+    stored = session.get_modelmeta().custom_metadata_map
+    if json.loads(stored.get("classes", "null")) != meta["classes"]:
+        raise ExportError("the ONNX file lost its metadata on reload; file not written")
+    return _max_difference(lambda x: session.run(None, {"images": x.numpy()})[0], reference, pre, "ONNX")
+
+
+def _export_pt2(state: dict[str, Any], meta: dict[str, Any], tmp: Path, reference: nn.Module) -> float:
+    pre = Preprocess.from_dict(meta["preprocess"])
+    text = json.dumps(meta)
+    torch.export.save(_torch_export(state, pre), tmp, extra_files={PT2_METADATA_FILE: text})
+
+    extra = {PT2_METADATA_FILE: ""}
+    loaded = torch.export.load(tmp, extra_files=extra).module()
+    if extra[PT2_METADATA_FILE] != text:
+        raise ExportError("the PT2 file lost its metadata on reload; file not written")
+    return _max_difference(loaded, reference, pre, "PT2")
+
+
+def _export_safetensors(state: dict[str, Any], meta: dict[str, Any], tmp: Path, reference: nn.Module) -> float:
+    from safetensors.torch import save_file
+
+    # safetensors wants contiguous tensors (channels_last training leaves strided conv weights).
+    weights = {k: v.contiguous() for k, v in inference_model(state).state_dict().items()}
+    # "format": "pt" is the convention the safetensors/Hugging Face tools read.
+    save_file(weights, str(tmp), metadata={"format": "pt", **_as_strings(meta)})
+
+    loaded, stored = load_safetensors(tmp)
+    if stored["classes"] != meta["classes"] or stored["preprocess"] != meta["preprocess"]:
+        raise ExportError("the safetensors file lost its metadata on reload; file not written")
+    return _max_difference(lambda x: loaded(x).logits, reference, Preprocess.from_dict(meta["preprocess"]), "safetensors")
+
+
+EXPORTERS: dict[str, Callable[[dict[str, Any], dict[str, Any], Path, nn.Module], float]] = {
+    "onnx": _export_onnx,
+    "pt2": _export_pt2,
+    "safetensors": _export_safetensors,
+}
+
+
+def checkpoint_file(path: str | Path) -> Path:
+    """The .pt file a checkpoint argument names (a run directory means its best, else last)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("weights/best.pt", "weights/last.pt"):
+            if (path / name).is_file():
+                return path / name
+    return path
+
+
+def run_export(args: argparse.Namespace) -> None:
+    """`googlenet export CHECKPOINT --format onnx|pt2|safetensors [--output FILE]`."""
+    if args.format not in EXPORTERS:
+        raise ExportError(f"unknown export format {args.format!r}: use {', '.join(EXPORTERS)}")
+    source = checkpoint_file(args.checkpoint)
+    out = Path(args.output) if args.output else source.with_suffix(FORMATS[args.format])
+    if out.exists() and source.exists() and out.resolve() == source.resolve():
+        raise ExportError(f"--output {out} is the checkpoint itself: choose another file name")
+    state = load_checkpoint(source)
+    state["source"] = str(source)
+    meta = export_metadata(state)
+    reference = model_from_checkpoint(state).eval()
+    with atomic_path(out) as tmp:  # written and checked under a temporary name, renamed only if it passes
+        diff = EXPORTERS[args.format](state, meta, tmp, reference)
+    pre = meta["preprocess"]
+    print(
+        f"Exported {out} ({args.format}, {out.stat().st_size / 1e6:.1f} MB): inference network without auxiliary heads, "
+        f"input N x {pre['in_channels']} x {pre['image_size']} x {pre['image_size']} (any N), {len(meta['classes'])} classes"
+    )
+    print(f"Max |difference| from the PyTorch model's logits (batches of {' and '.join(map(str, CHECK_BATCHES))}): {diff:.2e}")
+
+
+def load_safetensors(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[GoogLeNet, dict[str, Any]]:
+    """Rebuild the eval-mode network and its metadata from an exported .safetensors file (no pickle)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist: pass a .safetensors file written by googlenet export")
+    device = torch.device(map_location)
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            raw = f.metadata() or {}
+            weights = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({type(exc).__name__}: {str(exc)[:120]})") from None
+    missing = [k for k in ("classes", "preprocess", "model_args") if k not in raw]
+    if missing:
+        raise CheckpointError(f"{path} has no googlenet metadata ({', '.join(missing)} missing): export it with googlenet export")
+    try:
+        meta: dict[str, Any] = {k: json.loads(v) for k, v in raw.items() if k in METADATA_KEYS}
+        model = GoogLeNet(**{**meta["model_args"], "aux_logits": False})
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path} has malformed googlenet metadata ({exc}): export it again") from None
+    load_weights(model, weights, str(path))
+    meta["source"] = str(path)
+    return model.to(device).eval(), meta
