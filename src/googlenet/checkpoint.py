@@ -54,10 +54,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         # torch wraps both "this pickle imports code" and "these bytes are not a pickle" in one type.
-        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        unsafe = re.search(r"GLOBAL ([\w.]+)|unrecognized function (\S+)", str(exc))
         if unsafe:
             raise CheckpointError(
-                f"checkpoint {path} was refused: it would import {unsafe.group(1)}, which a checkpoint of weights never needs "
+                f"checkpoint {path} was refused: it would import {unsafe.group(1) or unsafe.group(2)}, which a checkpoint of weights never needs "
                 "(possibly a code payload); nothing in it was run: only load checkpoints written by googlenet"
             ) from None
         raise CheckpointError(f"checkpoint {path} is corrupted or not a PyTorch checkpoint: use another checkpoint, e.g. weights/best.pt") from None

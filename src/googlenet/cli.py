@@ -119,7 +119,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=TrainConfig.val_fraction)
 
     p = sub.add_parser("predict", help="classify image files with a checkpoint")
-    p.add_argument("checkpoint", help="a .pt checkpoint or a run directory")
+    p.add_argument("checkpoint", help="a .pt checkpoint, a run directory or an exported .safetensors file")
     p.add_argument("images", nargs="+", help="image files, directories or globs")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--format", default="table", choices=["table", "json", "csv"])

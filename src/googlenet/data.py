@@ -252,6 +252,13 @@ def load_image(path: Path, channels: int, size: int) -> Tensor:
     try:
         with Image.open(path) as img:
             img.draft("L" if channels == 1 else "RGB", (size, size))  # fast JPEG downscale
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: scale to 8 bits, not clip
+                img = Image.fromarray((np.asarray(img.convert("I"), dtype=np.int64) // 257).clip(0, 255).astype(np.uint8))
+            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+                # transparent background: flatten onto black (MNIST's background) for grey models
+                rgba = img.convert("RGBA")
+                flat = Image.new("RGBA", rgba.size, (0, 0, 0, 255) if channels == 1 else (255, 255, 255, 255))
+                img = Image.alpha_composite(flat, rgba)
             img = img.convert("L" if channels == 1 else "RGB").resize((size, size), Image.Resampling.BILINEAR)
             arr = np.asarray(img, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:

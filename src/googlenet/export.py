@@ -117,12 +117,11 @@ def _max_difference(run: Callable[[Tensor], Tensor], reference: nn.Module, pre: 
     return worst
 
 
-def _torch_export(state: dict[str, Any], pre: Preprocess) -> torch.export.ExportedProgram:
+def _traceable(state: dict[str, Any], pre: Preprocess) -> tuple[nn.Module, tuple[Tensor], dict[str, Any]]:
+    """The logits-only network, an example batch and its dynamic batch axis, for torch.export."""
     net = LogitsOnly(inference_model(state, portable=True)).eval()
     example = torch.zeros(2, pre.in_channels, pre.image_size, pre.image_size)
-    batch = torch.export.Dim("batch", min=1)
-    with torch.no_grad():
-        return torch.export.export(net, (example,), dynamic_shapes={"images": {0: batch}})
+    return net, (example,), {"images": {0: torch.export.Dim("batch", min=1)}}
 
 
 def _export_onnx(state: dict[str, Any], meta: dict[str, Any], tmp: Path, reference: nn.Module) -> float:
@@ -133,7 +132,11 @@ def _export_onnx(state: dict[str, Any], meta: dict[str, Any], tmp: Path, referen
     except ImportError as exc:
         raise ExportError(f"ONNX export needs {exc.name or 'onnx'}: {ONNX_HINT}") from None
     pre = Preprocess.from_dict(meta["preprocess"])
-    program = torch.onnx.export(_torch_export(state, pre), input_names=["images"], output_names=["logits"], dynamo=True, verbose=False)
+    net, example, dynamic = _traceable(state, pre)
+    with torch.no_grad():
+        program = torch.onnx.export(
+            net, example, input_names=["images"], output_names=["logits"], dynamic_shapes=dynamic, dynamo=True, verbose=False
+        )
     program.model.metadata_props.update(_as_strings(meta))
     program.model.doc_string = f"GoogLeNet inference network ({len(meta['classes'])} classes); metadata: JSON per key"
     program.save(tmp, external_data=False)  # one self-contained file
@@ -148,7 +151,10 @@ def _export_onnx(state: dict[str, Any], meta: dict[str, Any], tmp: Path, referen
 def _export_pt2(state: dict[str, Any], meta: dict[str, Any], tmp: Path, reference: nn.Module) -> float:
     pre = Preprocess.from_dict(meta["preprocess"])
     text = json.dumps(meta)
-    torch.export.save(_torch_export(state, pre), tmp, extra_files={PT2_METADATA_FILE: text})
+    net, example, dynamic = _traceable(state, pre)
+    with torch.no_grad():
+        program = torch.export.export(net, example, dynamic_shapes=dynamic)
+    torch.export.save(program, tmp, extra_files={PT2_METADATA_FILE: text})
 
     extra = {PT2_METADATA_FILE: ""}
     loaded = torch.export.load(tmp, extra_files=extra).module()
@@ -194,14 +200,20 @@ def run_export(args: argparse.Namespace) -> None:
         raise ExportError(f"unknown export format {args.format!r}: use {', '.join(EXPORTERS)}")
     source = checkpoint_file(args.checkpoint)
     out = Path(args.output) if args.output else source.with_suffix(FORMATS[args.format])
+    if out.is_dir():  # --output DIR: the checkpoint's name with the format's suffix, in DIR
+        out = out / source.with_suffix(FORMATS[args.format]).name
     if out.exists() and source.exists() and out.resolve() == source.resolve():
         raise ExportError(f"--output {out} is the checkpoint itself: choose another file name")
     state = load_checkpoint(source)
     state["source"] = str(source)
     meta = export_metadata(state)
     reference = model_from_checkpoint(state).eval()
-    with atomic_path(out) as tmp:  # written and checked under a temporary name, renamed only if it passes
-        diff = EXPORTERS[args.format](state, meta, tmp, reference)
+    try:
+        with atomic_path(out) as tmp:  # written and checked under a temporary name, renamed only if it passes
+            diff = EXPORTERS[args.format](state, meta, tmp, reference)
+    except (PermissionError, FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
+        # The output's folder cannot be made or written (e.g. a file stands where a folder must).
+        raise ExportError(f"cannot write {out} ({exc.strerror}: {exc.filename}): choose another --output") from None
     pre = meta["preprocess"]
     print(
         f"Exported {out} ({args.format}, {out.stat().st_size / 1e6:.1f} MB): inference network without auxiliary heads, "

@@ -436,7 +436,9 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
         results = resume_state["results"]
         elapsed = resume_state.get("elapsed", 0.0)
         if resume_state.get("epoch_state"):
-            epoch_state = EpochState(**resume_state["epoch_state"])
+            # each process continues its own running sums (rank 0's in checkpoints of one process)
+            states = resume_state.get("epoch_state_per_rank") or [resume_state["epoch_state"]]
+            epoch_state = EpochState(**states[dist_utils.rank() % len(states)])
         if dist_utils.is_main():  # the run directory agrees with last.pt at once, even if killed again
             write_results(run_dir / "results.csv", results)
         _log(f"Resuming {run_dir} at epoch {start_epoch + 1}" + (f", step {epoch_state.step + 1}" if epoch_state.step else ""))
@@ -445,16 +447,15 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
         dist_utils.barrier()  # every process has picked the directory before rank 0 creates it
     weights_dir = run_dir / "weights"
 
-    rng_keys = {}
+    resume_rng = None
     if resume_state is not None and epoch_state.step:
-        # Mid-epoch resume: continue the RNG streams where the interrupted step boundary left them.
+        # Mid-epoch resume: the RNG streams continue from the interrupted step boundary (set at the loop's start).
         per_rank = resume_state.get("rng_per_rank") or [resume_state["rng"]]
         if len(per_rank) != dist_utils.world_size():
             _log(f"note: the run was interrupted with {len(per_rank)} process(es), resumed with {dist_utils.world_size()}: the rest of this epoch is not bit-exact")
-        set_rng_state(per_rank[dist_utils.rank() % len(per_rank)], gen, device)
-        rng_keys = {"restored": True}
+        resume_rng = per_rank[dist_utils.rank() % len(per_rank)]
 
-    def checkpoint(epoch_done: int, state: EpochState | None = None, rng_per_rank: list | None = None) -> dict[str, Any]:
+    def checkpoint(epoch_done: int, state: EpochState | None = None, per_rank: list | None = None) -> dict[str, Any]:
         return {
             "model": model.state_dict(),
             "model_args": margs,
@@ -464,12 +465,13 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
             "scheduler": scheduler.state_dict(),
             "epoch": epoch_done,
             "epoch_state": state.__dict__ if state is not None else None,
+            "epoch_state_per_rank": [s for _, s in per_rank] if per_rank else None,
             "best_acc": best_acc,
             "best_epoch": best_epoch,
             "results": results,
             "elapsed": elapsed,
-            "rng": rng_per_rank[0] if rng_per_rank else rng_state(gen, device),
-            "rng_per_rank": rng_per_rank,
+            "rng": per_rank[0][0] if per_rank else rng_state(gen, device),
+            "rng_per_rank": [r for r, _ in per_rank] if per_rank else None,
             "config": cfg.to_dict(),
             "preprocess": pre.to_dict(),
             "classes": data.classes,
@@ -499,10 +501,12 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
         stop.__enter__()
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
-            if not rng_keys:
+            if resume_rng is not None:  # nothing may draw random numbers between this and the first step
+                set_rng_state(resume_rng, gen, device)
+                resume_rng = None
+            else:
                 torch.manual_seed(epoch_seed(cfg, epoch, dist_utils.rank()))
                 gen.manual_seed(epoch_seed(cfg, epoch, dist_utils.rank()) + 1)
-            rng_keys = {}
             bar = tqdm(
                 total=steps_per_epoch, initial=epoch_state.step, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                 leave=False, disable=not (sys.stderr.isatty() and dist_utils.is_main()),
@@ -563,10 +567,11 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
     except KeyboardInterrupt as exc:
         command = f"googlenet train --resume {run_dir}" + (" (under the same torchrun command)" if dist_utils.world_size() > 1 else "")
         if isinstance(exc, TrainingInterrupted):
-            if epoch_state.step:  # mid-epoch: save the exact state of this step boundary
-                states = dist_utils.all_gather_object(rng_state(gen, device))
+            if epoch_state.step:  # mid-epoch: save the exact state of this step boundary, every process's
+                per_rank = dist_utils.all_gather_object((rng_state(gen, device), dict(epoch_state.__dict__)))
                 if dist_utils.is_main():
-                    save_checkpoint(weights_dir / "last.pt", checkpoint(epoch, epoch_state, states))
+                    save_checkpoint(weights_dir / "last.pt", checkpoint(epoch, epoch_state, per_rank))
+                dist_utils.barrier()  # torchrun stops the others once one exits: wait for the save
             where = f"epoch {epoch + 1}, step {epoch_state.step}" if epoch_state.step else f"end of epoch {len(results)}"
             _log(f"\nInterrupted; progress saved ({where}). Resume with: {command}")
         elif (weights_dir / "last.pt").is_file():

@@ -1,0 +1,155 @@
+"""`googlenet predict`: class probabilities for image files, preprocessed exactly as in training.
+
+Each file is read at the stored images' channels and side (`data.load_image`
+with the checkpoint's `Preprocess`: grey or colour, any size, PNG or JPEG),
+optionally inverted, then passed through the same `data.batch_transform` as
+evaluation (resize to the model's input side, normalise, expand channels) and
+the eval-mode model. Works with a .pt checkpoint, a run directory or an
+exported .safetensors file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .checkpoint import CheckpointError, preprocess_of
+from .config import ConfigError
+from .data import IMAGE_EXTENSIONS, DataError, Preprocess, batch_transform, load_image
+
+__all__ = ["Prediction", "class_probabilities", "expand_images", "predict_files", "run_predict"]
+
+BATCH_SIZE = 64  # images per forward pass: bounded memory for large directories
+GLOB_CHARS = "*?["
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The top classes of one image, most probable first."""
+
+    image: str
+    classes: list[str]
+    probabilities: list[float]
+
+
+def _is_image(path: Path) -> bool:
+    # Hidden files are skipped: e.g. macOS "._x.png" resource forks are not images.
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def _images_under(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*") if _is_image(p))
+
+
+def expand_images(items: Sequence[str]) -> list[Path]:
+    """Image files from files, directories (searched recursively) and globs, in order, without repeats.
+
+    A file named explicitly is taken whatever its extension; directories and
+    globs contribute only files with an image extension (data.IMAGE_EXTENSIONS).
+    """
+    found: dict[Path, None] = {}  # an ordered set
+    exts = ", ".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
+    for item in items:
+        path = Path(item).expanduser()
+        if path.is_file():
+            files = [path]
+        elif path.is_dir():
+            files = _images_under(path)
+            if not files:
+                raise DataError(f"no image files ({exts}) in directory {path}: pass a folder of images")
+        elif any(c in item for c in GLOB_CHARS):
+            files = []
+            for match in sorted(glob.glob(os.path.expanduser(item), recursive=True)):
+                m = Path(match)
+                files += _images_under(m) if m.is_dir() else [m] if _is_image(m) else []
+            if not files:
+                raise DataError(f"no image files ({exts}) match {item!r}: check the pattern")
+        else:
+            raise DataError(f"image {item} does not exist: pass image files, directories or globs")
+        found.update(dict.fromkeys(files))
+    return list(found)
+
+
+@torch.inference_mode()
+def class_probabilities(model: nn.Module, images: Tensor, pre: Preprocess, invert: bool = False) -> Tensor:
+    """uint8 N x C x h x w images -> N x num_classes softmax probabilities, preprocessed as in evaluation."""
+    if invert:  # e.g. dark-on-light scans for a model trained on MNIST's white-on-black digits
+        images = 255 - images
+    x = batch_transform(images, pre)  # no augmentation: evaluation's resize and normalisation
+    return model(x).logits.float().softmax(1)
+
+
+def predict_files(
+    model: nn.Module,
+    pre: Preprocess,
+    classes: Sequence[str],
+    paths: Sequence[Path],
+    topk: int = 5,
+    invert: bool = False,
+    device: torch.device | str = "cpu",
+) -> Iterator[Prediction]:
+    """Yield each image's `topk` classes (clipped to the number of classes), a batch at a time."""
+    k = min(topk, len(classes))
+    for start in range(0, len(paths), BATCH_SIZE):
+        chunk = paths[start : start + BATCH_SIZE]
+        images = torch.stack([load_image(p, channels=pre.data_channels, size=pre.native_size) for p in chunk])
+        probs, idx = class_probabilities(model, images.to(device), pre, invert).topk(k, dim=1)
+        for path, p, i in zip(chunk, probs.cpu().tolist(), idx.cpu().tolist()):
+            yield Prediction(str(path), [classes[j] for j in i], p)
+
+
+def _write_table(predictions: Iterator[Prediction], out) -> None:
+    from .tables import format_table
+
+    for n, pred in enumerate(predictions):
+        rows = [(rank, c, f"{p:.4f}") for rank, (c, p) in enumerate(zip(pred.classes, pred.probabilities), 1)]
+        out.write(("\n" if n else "") + pred.image + "\n" + format_table(["rank", "class", "probability"], rows, "text") + "\n")
+
+
+def _write_csv(predictions: Iterator[Prediction], out) -> None:
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["image", "rank", "class", "probability"])
+    for pred in predictions:
+        for rank, (c, p) in enumerate(zip(pred.classes, pred.probabilities), 1):
+            writer.writerow([pred.image, rank, c, f"{p:.6f}"])
+
+
+def _write_json(predictions: Iterator[Prediction], out) -> None:
+    records = [
+        {"image": pred.image, "predictions": [{"class": c, "probability": p} for c, p in zip(pred.classes, pred.probabilities)]}
+        for pred in predictions
+    ]
+    out.write(json.dumps(records, indent=2) + "\n")
+
+
+WRITERS = {"table": _write_table, "csv": _write_csv, "json": _write_json}
+
+
+def run_predict(args: argparse.Namespace) -> None:
+    """`googlenet predict CHECKPOINT IMAGE... [--topk K] [--format table|json|csv] [--invert]`."""
+    from . import load_model
+    from .train import select_device
+
+    if args.topk < 1:
+        raise ConfigError(f"--topk {args.topk} must be at least 1")
+    if args.format not in WRITERS:
+        raise ConfigError(f"unknown output format {args.format!r}: use {', '.join(WRITERS)}")
+    paths = expand_images(args.images)  # before loading the model: bad paths fail fast
+    device = select_device(args.device)
+    model, meta = load_model(args.checkpoint, map_location=device)
+    model.to(device)
+    pre = preprocess_of(meta)
+    classes = [str(c) for c in meta.get("classes") or []]
+    if len(classes) != model.num_classes:
+        raise CheckpointError(f"{args.checkpoint} names {len(classes)} classes for a {model.num_classes}-class model: use a checkpoint written by googlenet")
+    WRITERS[args.format](predict_files(model, pre, classes, paths, args.topk, args.invert, device), sys.stdout)
