@@ -185,25 +185,35 @@ def test_no_batch_norm_and_no_buffers(net):
 
 
 def test_every_conv_has_a_bias_and_is_followed_by_relu(net):
-    """Record the leaf modules in execution order: each conv must be followed by a ReLU."""
-    order: list[nn.Module] = []
-    leaves = [m for m in net.modules() if not list(m.children())]
-    handles = [m.register_forward_hook(lambda mod, _i, _o: order.append(mod)) for m in leaves]
-    try:
-        net.train()
-        with torch.no_grad():
-            net(torch.zeros(1, 3, 32, 32))
-    finally:
-        for h in handles:
-            h.remove()
-    convs = [i for i, m in enumerate(order) if isinstance(m, nn.Conv2d)]
+    """Structure: every conv (and the aux heads' hidden FC) sits in a [layer, ReLU] pair."""
+    modules = dict(net.named_modules())
+    convs = [name for name, m in modules.items() if isinstance(m, nn.Conv2d)]
     assert len(convs) == 3 + 9 * 6 + 2  # stem + 6 per inception block + one per aux head
-    for i in convs:
-        assert order[i].bias is not None
-        assert isinstance(order[i + 1], nn.ReLU), f"conv #{i} is followed by {type(order[i + 1]).__name__}"
-    # The aux heads' hidden FC is followed by ReLU too.
-    for aux in (net.aux1, net.aux2):
-        assert isinstance(aux.fc1[1], nn.ReLU)
+    hidden_fcs = ["aux1.fc1.0", "aux2.fc1.0"]
+    for name in convs + hidden_fcs:
+        assert modules[name].bias is not None, name
+        parent_name, index = name.rsplit(".", 1)
+        parent = modules[parent_name]
+        assert isinstance(parent, nn.Sequential) and len(parent) == 2 and index == "0", name
+        assert isinstance(parent[1], nn.ReLU), f"{name} is followed by {type(parent[1]).__name__}"
+
+
+def test_every_inception_output_is_rectified(net):
+    """Behaviour: whatever the forward does internally, each branch ends in a ReLU."""
+    outputs = []
+    blocks = [getattr(net, row[0]) for row in TABLE1] + [net.conv1, net.conv2, net.conv3]
+    hooks = [b.register_forward_hook(lambda _m, _i, out: outputs.append(out)) for b in blocks]
+    try:
+        net.eval()
+        torch.manual_seed(0)
+        with torch.no_grad():
+            net(torch.randn(1, 3, 64, 64) * 5)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert len(outputs) == len(blocks)
+    for out in outputs:
+        assert out.min() >= 0
 
 
 def test_dropout_rates(net):
@@ -227,7 +237,7 @@ def test_aux_heads_match_the_paper(net):
 def test_caffe_init(net):
     classifiers = {id(net.fc), id(net.aux1.fc2), id(net.aux2.fc2)}
     layers = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    assert len(layers) == 3 + 9 * 6 + 2 * 2 + 2 * 2 + 1 - 2  # convs + aux fc1/fc2 + fc (aux convs counted in 2*2)
+    assert len(layers) == 59 + 4 + 1  # convs, the aux heads' two FCs each, the main FC
     for m in layers:
         fan_in = m.weight[0].numel()
         bound = math.sqrt(3.0 / fan_in)
@@ -351,6 +361,19 @@ def test_lrn_fast_flag_switches_kernel():
     torch.testing.assert_close(slow(x), M.LocalResponseNorm(5, fast=True)(x))
     model = GoogLeNet(10, 3, fast_lrn=False)
     assert model.lrn1.fast is False and model.lrn2.fast is False
+
+
+def test_inception_fast_path_matches_the_plain_branches():
+    """If a block has a fused fast path (fuse_1x1), it must compute exactly the four plain branches."""
+    block = M.Inception(192, 64, 96, 128, 16, 32, 32).double()
+    if not hasattr(block, "fuse_1x1"):
+        pytest.skip("no fused path in this version of Inception")
+    torch.manual_seed(0)
+    x = torch.randn(2, 192, 9, 9, dtype=torch.float64)
+    plain = torch.cat([block.branch1(x), block.branch2(x), block.branch3(x), block.branch4(x)], 1)
+    for fuse in (True, False):
+        block.fuse_1x1 = fuse
+        torch.testing.assert_close(block(x), plain)
 
 
 def test_model_output_is_the_same_with_either_lrn():

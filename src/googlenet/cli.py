@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from .config import PRESETS, ConfigError, TrainConfig, load_yaml, resolve_config
 from .data import DATASETS
@@ -225,6 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, FileNotFoundError) and exc.filename and not str(exc).startswith(str(exc.filename)):
             msg = f"{exc.filename}: {exc.strerror or msg}"
         print(f"googlenet {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, permission denied, ...: the file and the reason
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"googlenet {args.command}: error: {where}{exc.strerror or exc}: check the path and free space", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -8,6 +8,7 @@ the model and its preprocessing without flags.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,10 @@ class TrainConfig:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"{key} {getattr(self, key)!r} is not one of {', '.join(allowed)}")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{f.name} must be a finite number, got {value}")
         positive = ("epochs", "batch_size", "image_size", "eval_batch_size", "lr")
         for key in positive:
             if getattr(self, key) <= 0:

@@ -19,11 +19,16 @@ import yaml
 
 from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from .data import Dataset, Preprocess
+from .errors import UserError
 from .evaluate import evaluate_split
 from .files import atomic_save, atomic_write_text
 from .tables import format_table
 
 __all__ = ["build_report", "evaluate_all", "plot_curves", "write_final_outputs"]
+
+class ReportError(UserError):
+    """Run files that cannot be read."""
+
 
 SPLIT_TITLES = {"train": "Training", "val": "Validation", "test": "Testing"}
 
@@ -134,12 +139,14 @@ def build_report(run_dir: str | Path) -> Path:
     for name in ("results.csv", "metrics.json", "config.yaml"):
         if not (run_dir / name).is_file():
             raise FileNotFoundError(f"{run_dir / name} is missing: pass a finished run directory (runs/train/expN)")
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+        rows = read_results(run_dir)
+        classes, splits = metrics["classes"], metrics["splits"]
+    except (ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
+        raise ReportError(f"{run_dir} has unreadable run files ({type(exc).__name__}: {exc}): rerun googlenet evaluate or train") from None
     env = json.loads((run_dir / "env.json").read_text()) if (run_dir / "env.json").is_file() else {}
-    rows = read_results(run_dir)
-    classes = metrics["classes"]
-    splits = metrics["splits"]
 
     plot_curves(run_dir)
     for split, m in splits.items():
@@ -233,10 +240,12 @@ def run_evaluate(args) -> None:
     path = Path(args.checkpoint)
     device = select_device(args.device)
     state = load_checkpoint(path, map_location=device)
-    cfg = state["config"]
+    cfg = state.get("config")
+    if not isinstance(cfg, dict) or not {"dataset", "val_fraction", "seed", "image_size"} <= set(cfg):
+        raise CheckpointError(f"{path} does not record its training config: evaluate a checkpoint written by googlenet train")
     data = load_dataset(cfg["dataset"], args.data_dir or cfg.get("data_dir"), False, cfg["val_fraction"], cfg["seed"], cfg["image_size"])
     if data.num_classes != state["model_args"]["num_classes"]:
-        raise CheckpointError(f"{path} has {state['model_args']['num_classes']} classes but {cfg['dataset']} has {data.num_classes}")
+        raise CheckpointError(f"{path} has {state['model_args']['num_classes']} classes but {cfg['dataset']} has {data.num_classes}: evaluate it on the dataset it was trained on")
     splits = ("train", "val", "test") if args.split == "all" else (args.split,)
     results = evaluate_all(state, data, device, splits)
     names = list(results)

@@ -427,8 +427,9 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
         try:
             optimizer.load_state_dict(resume_state["optimizer"])
             scheduler.load_state_dict(resume_state["scheduler"])
-            if averaged is not None and resume_state.get("averaged_state"):
-                averaged.load_state_dict(resume_state["averaged_state"])
+            if averaged is not None and resume_state.get("averaged_model") is not None:
+                averaged.module.load_state_dict(resume_state["averaged_model"])
+                averaged.n_averaged.copy_(resume_state["averaged_count"])
         except (ValueError, KeyError, TypeError, RuntimeError) as exc:
             raise CheckpointError(f"{resume}: optimiser, schedule or averaged weights do not match this run ({type(exc).__name__}): use the run's own weights/last.pt") from None
         start_epoch = resume_state["epoch"]
@@ -439,6 +440,12 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
             # each process continues its own running sums (rank 0's in checkpoints of one process)
             states = resume_state.get("epoch_state_per_rank") or [resume_state["epoch_state"]]
             epoch_state = EpochState(**states[dist_utils.rank() % len(states)])
+        best_path = run_dir / "weights" / "best.pt"
+        if best_epoch > 0 and not best_path.is_file():  # e.g. only last.pt was copied
+            if best_epoch != start_epoch or epoch_state.step:
+                raise CheckpointError(f"{best_path} is missing and last.pt is not the best epoch ({best_epoch}): copy the run's whole weights/ folder")
+            if dist_utils.is_main():
+                save_checkpoint(best_path, resume_state)
         if dist_utils.is_main():  # the run directory agrees with last.pt at once, even if killed again
             write_results(run_dir / "results.csv", results)
         _log(f"Resuming {run_dir} at epoch {start_epoch + 1}" + (f", step {epoch_state.step + 1}" if epoch_state.step else ""))
@@ -460,7 +467,7 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
             "model": model.state_dict(),
             "model_args": margs,
             "averaged_model": averaged.module.state_dict() if averaged is not None else None,
-            "averaged_state": averaged.state_dict() if averaged is not None else None,
+            "averaged_count": averaged.n_averaged.clone() if averaged is not None else None,
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "epoch": epoch_done,

@@ -1,0 +1,180 @@
+"""torchrun: DistributedDataParallel on the CPU (gloo) matches one process, and resumes exactly.
+
+`python -m torch.distributed.run` is the `torchrun` command, run with this
+interpreter. Every run is tiny (3 batches of 16 per epoch, 2 epochs) with
+OMP_NUM_THREADS=1, so two processes fit on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from googlenet.model import GoogLeNet
+
+pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed with gloo")
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+BASE = [
+    "--epochs", "2", "--limit-train-batches", "3", "--batch-size", "16",
+    "--limit-eval-batches", "2", "--eval-batch-size", "25",
+    "--deterministic", "--average", "ema", "--device", "cpu", "--project", "P",
+]  # fmt: skip
+# The same mean gradient from 1 x 16 or 2 x 8 images needs the same images and no per-process randomness;
+# SGD keeps float-rounding differences as small as they start (Adam divides them by tiny second moments).
+EQUIVALENT = [*BASE, "--dropout", "0", "--dropout-aux", "0", "--no-augment", "--optimizer", "sgd", "--lr", "0.01"]
+
+DRIVER = '''
+import os, signal, sys
+import googlenet.train as train
+
+at = int(os.environ["SIGINT_AT"]) if os.environ.get("SIGINT_RANK", "0") == os.environ.get("RANK", "0") else 0
+calls = [0]
+transform = train.batch_transform
+
+def step_transform(*args, **kwargs):
+    calls[0] += 1
+    if calls[0] == at:
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C reaching one worker mid-step
+    return transform(*args, **kwargs)
+
+train.batch_transform = step_transform
+from googlenet.cli import main
+sys.exit(main(sys.argv[1:]))
+'''
+
+
+def run(cwd: Path, argv: list[str], nproc: int | None = None, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc-per-node N ...` (or plain python when nproc is None), never left hanging."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)] if nproc else [sys.executable]
+    proc = subprocess.Popen([*launcher, *argv], cwd=cwd, env={**ENV, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)  # torchrun stops its workers on SIGTERM (SIGKILL would orphan them)
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        pytest.fail(f"hung (deadlock?) after {timeout} s:\n{out[-3000:]}\n{err[-3000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def load(run_dir: Path) -> dict:
+    return torch.load(run_dir / "weights" / "last.pt", weights_only=True)
+
+
+def rows(run_dir: Path) -> list[dict]:
+    with open(run_dir / "results.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ddp")
+    (root / "driver.py").write_text(DRIVER)
+    return root
+
+
+@pytest.fixture(scope="module")
+def two_processes(workdir: Path) -> tuple[Path, str]:
+    double = run(workdir, ["-m", "googlenet", "train", *EQUIVALENT, "--name", "two"], nproc=2)
+    assert double.returncode == 0, double.stderr[-3000:]
+    return workdir / "P" / "two", double.stdout
+
+
+@pytest.mark.slow
+def test_two_processes_on_half_batches_match_one_process(workdir: Path, two_processes):
+    single = run(workdir, ["-m", "googlenet", "train", *EQUIVALENT, "--name", "one"])
+    assert single.returncode == 0, single.stderr
+    one, (two, stdout) = workdir / "P" / "one", two_processes
+
+    # only rank 0 logs and writes: one log line per epoch, one run directory, one world
+    assert stdout.count("epoch 1/2") == 1 and stdout.count("Results saved to") == 1
+    assert {"one", "two"} <= {p.name for p in (workdir / "P").iterdir()} and not (workdir / "P" / "two2").exists()
+    assert json.loads((two / "env.json").read_text())["world_size"] == 2
+    assert sorted(p.name for p in (two / "weights").iterdir()) == sorted(p.name for p in (one / "weights").iterdir())
+
+    a, b = load(one), load(two)
+    torch.manual_seed(0)
+    init = GoogLeNet(**a["model_args"]).state_dict()
+    assert max_diff(a["model"], init) > 1e-3  # training moved the weights far more than the tolerance
+    assert max_diff(a["model"], b["model"]) < 1e-5
+    assert max_diff(a["averaged_model"], b["averaged_model"]) < 1e-5
+
+    # per-epoch metrics: training sums and validation (sharded, each sample once) reduced across processes
+    for r1, r2 in zip(rows(one), rows(two), strict=True):
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "val_top5"):
+            assert float(r1[key]) == pytest.approx(float(r2[key]), abs=1e-5), key
+        assert r1["lr"] == r2["lr"]
+    m1, m2 = (json.loads((d / "metrics.json").read_text())["splits"] for d in (one, two))
+    for split in ("train", "val", "test"):
+        assert m1[split]["confusion_matrix"] == m2[split]["confusion_matrix"]
+        assert m1[split]["loss"] == pytest.approx(m2[split]["loss"], abs=1e-5)
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_one_worker_stops_all_and_resumes_exactly(workdir: Path):
+    """Dropout and augmentation on: each process's own RNG streams and running sums must come back."""
+    reference = run(workdir, ["-m", "googlenet", "train", *BASE, "--name", "ddp-reference"], nproc=2)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    # SIGINT reaches rank 1 alone, inside step 2 of epoch 2 (its 5th training step)
+    stopped = run(workdir, ["driver.py", "train", *BASE, "--name", "ddp-stopped"], nproc=2, env={"SIGINT_AT": "5", "SIGINT_RANK": "1"})
+    assert stopped.returncode != 0  # torchrun reports the workers' exit status 130 as a failure
+    assert "Interrupted; progress saved (epoch 2, step 2). Resume with: googlenet train --resume P/ddp-stopped" in stopped.stdout
+    state = load(workdir / "P" / "ddp-stopped")
+    assert state["epoch"] == 1 and state["epoch_state"]["step"] == 2
+    assert len(state["rng_per_rank"]) == 2 and len(state["epoch_state_per_rank"]) == 2
+    assert not torch.equal(state["rng_per_rank"][0]["augment"], state["rng_per_rank"][1]["augment"])
+
+    resumed = run(workdir, ["-m", "googlenet", "train", "--resume", "P/ddp-stopped"], nproc=2)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Resuming P/ddp-stopped at epoch 2, step 3" in resumed.stdout
+    got, want = load(workdir / "P" / "ddp-stopped"), load(workdir / "P" / "ddp-reference")
+    for key in ("model", "averaged_model"):
+        assert all(torch.equal(got[key][k], want[key][k]) for k in want[key]), key
+    drop_time = [{k: v for k, v in r.items() if k != "epoch_time"} for r in rows(workdir / "P" / "ddp-stopped")]
+    assert drop_time == [{k: v for k, v in r.items() if k != "epoch_time"} for r in rows(workdir / "P" / "ddp-reference")]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_multi_node_command_on_one_machine(workdir: Path, two_processes):
+    """Two launchers of one process each, joined by c10d rendezvous as two nodes would be: the same run as --standalone."""
+    rdzv = ["--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{free_port()}", "--rdzv-id", "test"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", *rdzv, "-m", "googlenet", "train", *EQUIVALENT, "--name", "nodes"]
+    nodes = [subprocess.Popen(cmd, cwd=workdir, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        outputs = [node.communicate(timeout=900) for node in nodes]
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                node.send_signal(signal.SIGTERM)
+                node.wait(timeout=60)
+    assert [node.returncode for node in nodes] == [0, 0], [err[-2000:] for _, err in outputs]
+    assert sum(out.count("Results saved to") for out, _ in outputs) == 1  # one global rank 0
+    got, want = load(workdir / "P" / "nodes"), load(two_processes[0])
+    for key in ("model", "averaged_model"):
+        assert all(torch.equal(got[key][k], want[key][k]) for k in want[key]), key

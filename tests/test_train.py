@@ -1,0 +1,425 @@
+"""Tests for googlenet.train: the loss, schedules, averaging, run directories, and the CLI end to end.
+
+The end-to-end run (`googlenet train` for 3 batches, then report and
+evaluate) happens once per module; it uses batch 32 and evaluation batches of
+100 so that it takes seconds on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+import googlenet.data
+from googlenet import cli
+from googlenet import train as T
+from googlenet.checkpoint import load_checkpoint
+from googlenet.config import ConfigError, resolve_config
+from googlenet.data import Preprocess, Split, load_dataset
+from googlenet.model import GoogLeNet, GoogLeNetOutput
+
+# ------------------------------------------------------------------- loss
+
+
+def _outputs(seed: int = 0, n: int = 6, k: int = 5) -> tuple[GoogLeNetOutput, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    out = GoogLeNetOutput(*(torch.randn(n, k, generator=g) * 3 for _ in range(3)))
+    return out, torch.randint(0, k, (n,), generator=g)
+
+
+def test_loss_is_main_plus_weighted_aux():
+    out, target = _outputs()
+    main, a1, a2 = (F.cross_entropy(t, target) for t in out)
+    torch.testing.assert_close(T.googlenet_loss(out, target), main + 0.3 * (a1 + a2))
+    torch.testing.assert_close(T.googlenet_loss(out, target, aux_weight=1.0), main + a1 + a2)
+    torch.testing.assert_close(T.googlenet_loss(out, target, aux_weight=0.0), main)
+
+
+def test_loss_without_aux_is_the_main_loss():
+    out, target = _outputs(1)
+    torch.testing.assert_close(T.googlenet_loss(out._replace(aux1=None, aux2=None), target), F.cross_entropy(out.logits, target))
+
+
+def test_loss_label_smoothing_applies_to_every_term():
+    out, target = _outputs(2)
+    expected = sum(w * F.cross_entropy(t, target, label_smoothing=0.1) for w, t in zip((1, 0.3, 0.3), out))
+    torch.testing.assert_close(T.googlenet_loss(out, target, label_smoothing=0.1), expected)
+
+
+def test_loss_with_the_model_in_train_and_eval_mode():
+    torch.manual_seed(0)
+    model = GoogLeNet(num_classes=4, in_channels=1, dropout=0.0, dropout_aux=0.0)
+    x, target = torch.randn(2, 1, 32, 32), torch.tensor([1, 3])
+    with torch.no_grad():
+        out = model.train()(x)
+        main, a1, a2 = (F.cross_entropy(t, target) for t in out)
+        torch.testing.assert_close(T.googlenet_loss(out, target, 0.3), main + 0.3 * (a1 + a2))
+        eval_out = model.eval()(x)
+        torch.testing.assert_close(T.googlenet_loss(eval_out, target, 0.3), F.cross_entropy(eval_out.logits, target))
+        # With dropout off, train and eval logits agree: eval mode drops only the aux terms.
+        torch.testing.assert_close(eval_out.logits, out.logits)
+    assert (a1 + a2).item() > 0
+
+
+# ---------------------------------------------------- optimiser and schedules
+
+
+def _lrs(cfg, steps_per_epoch: int) -> list[float]:
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    sched = T.build_scheduler(cfg, opt, steps_per_epoch)
+    lrs = []
+    for _ in range(cfg.epochs * steps_per_epoch):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return lrs
+
+
+def test_constant_schedule():
+    assert _lrs(resolve_config(schedule="constant", lr=0.1, epochs=3), 4) == [0.1] * 12
+
+
+def test_step_schedule_is_the_papers():
+    cfg = resolve_config("paper", epochs=20, lr=0.01)
+    lrs = _lrs(cfg, 5)
+    assert lrs == pytest.approx([0.01 * 0.96 ** (s // 40) for s in range(100)])  # -4% every 8 epochs of 5 steps
+    assert lrs[39] == pytest.approx(0.01) and lrs[40] == pytest.approx(0.0096)
+
+
+def test_cosine_schedule():
+    lrs = _lrs(resolve_config(schedule="cosine", lr=0.1, epochs=10), 10)
+    assert lrs[0] == pytest.approx(0.1)
+    assert all(b < a for a, b in zip(lrs, lrs[1:]))
+    assert lrs[50] == pytest.approx(0.05)
+    assert lrs[-1] < 1e-3
+
+
+def test_cosine_schedule_with_warmup():
+    lrs = _lrs(resolve_config(schedule="cosine", lr=0.1, epochs=10, warmup_epochs=1), 10)
+    assert lrs[:10] == pytest.approx([0.1 * (i + 1) / 10 for i in range(10)])
+    assert lrs[10] == pytest.approx(0.1)
+    assert all(b < a for a, b in zip(lrs[10:], lrs[11:]))
+
+
+def test_onecycle_schedule():
+    cfg = resolve_config(schedule="onecycle", lr=0.1, epochs=4, pct_start=0.25)
+    lrs = _lrs(cfg, 25)
+    peak = int(np.argmax(lrs))
+    assert lrs[0] == pytest.approx(0.1 / 25)  # OneCycleLR's default start: max / 25
+    assert max(lrs) == pytest.approx(0.1, rel=1e-3)
+    assert abs(peak - 0.25 * 100) <= 1
+    assert all(b > a for a, b in zip(lrs[:peak], lrs[1 : peak + 1]))
+    assert all(b < a for a, b in zip(lrs[peak:], lrs[peak + 1 :]))
+    assert lrs[-1] < 1e-4
+
+
+def test_build_optimizer():
+    model = nn.Linear(3, 2)
+    cpu = torch.device("cpu")
+    sgd = T.build_optimizer(resolve_config("paper"), model, cpu)
+    assert isinstance(sgd, torch.optim.SGD)
+    assert (sgd.defaults["lr"], sgd.defaults["momentum"], sgd.defaults["weight_decay"]) == (0.01, 0.9, 2e-4)
+    assert isinstance(T.build_optimizer(resolve_config("seed"), model, cpu), torch.optim.Adam)
+    adamw = T.build_optimizer(resolve_config(optimizer="adamw", weight_decay=0.05), model, cpu)
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["weight_decay"] == 0.05
+
+
+def test_polyak_average_is_the_plain_mean_of_the_iterates():
+    model = nn.Linear(2, 1, bias=False)
+    averaged = T.build_averaged(resolve_config(average="polyak"), model)
+    seen = []
+    for value in (1.0, 2.0, 6.0):
+        with torch.no_grad():
+            model.weight.fill_(value)
+        averaged.update_parameters(model)
+        seen.append(value)
+    torch.testing.assert_close(averaged.module.weight, torch.full((1, 2), sum(seen) / len(seen)))
+    assert T.build_averaged(resolve_config(), model) is None
+
+
+def test_ema_average():
+    model = nn.Linear(1, 1, bias=False)
+    averaged = T.build_averaged(resolve_config(average="ema", ema_decay=0.9), model)
+    for value in (1.0, 2.0):
+        with torch.no_grad():
+            model.weight.fill_(value)
+        averaged.update_parameters(model)
+    assert averaged.module.weight.item() == pytest.approx(0.9 * 1.0 + 0.1 * 2.0)
+
+
+def test_resolve_augment():
+    digits = googlenet.data.DIGITS
+    cfg = resolve_config()
+    assert T.resolve_augment(cfg, digits) == digits
+    assert T.resolve_augment(resolve_config(augment=False), digits) == googlenet.data.Augment()
+    assert T.resolve_augment(resolve_config(rotate=0.0, hflip=True), digits) == dataclasses.replace(digits, rotate=0.0, hflip=True)
+
+
+# ---------------------------------------------------------- run directories
+
+
+def test_run_directories_auto_increment(tmp_path):
+    cfg = resolve_config(project=str(tmp_path))
+    assert T.next_run_dir(cfg) == tmp_path / "exp"
+    (tmp_path / "exp").mkdir()
+    assert T.next_run_dir(cfg) == tmp_path / "exp2"
+    (tmp_path / "exp2").mkdir()
+    assert T.next_run_dir(cfg) == tmp_path / "exp3"
+
+
+def test_explicit_run_name_must_be_new_unless_exist_ok(tmp_path):
+    cfg = resolve_config(project=str(tmp_path), name="mine")
+    assert T.next_run_dir(cfg) == tmp_path / "mine"
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(ConfigError, match="already exists.*--exist-ok"):
+        T.next_run_dir(cfg)
+    assert T.next_run_dir(dataclasses.replace(cfg, exist_ok=True)) == tmp_path / "mine"
+    assert T.next_run_dir(resolve_config(project=str(tmp_path), exist_ok=True)) == tmp_path / "exp"
+
+
+# ----------------------------------------------------- the CLI, end to end
+
+EXPECTED_FILES = [
+    "config.yaml", "env.json", "results.csv", "weights/last.pt", "weights/best.pt", "loss.png", "accuracy.png",
+    "confusion_train.png", "confusion_val.png", "confusion_test.png", "confusion_train.csv", "confusion_val.csv",
+    "confusion_test.csv", "metrics.json", "REPORT.md", "summary.md",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    project = tmp_path_factory.mktemp("runs")
+    argv = [
+        "train", "--epochs", "1", "--limit-train-batches", "3", "--limit-eval-batches", "1",
+        "--batch-size", "32", "--eval-batch-size", "100", "--project", str(project), "--name", "t",
+    ]  # fmt: skip
+    assert cli.main(argv) == 0
+    return project / "t"
+
+
+def test_train_writes_every_file(tiny_run):
+    missing = [name for name in EXPECTED_FILES if not (tiny_run / name).is_file()]
+    assert missing == []
+    for name in EXPECTED_FILES:
+        assert (tiny_run / name).stat().st_size > 0, name
+    assert not list(tiny_run.rglob("*.tmp*"))  # atomic writes left nothing behind
+
+
+def test_train_config_and_env(tiny_run):
+    cfg = yaml.safe_load((tiny_run / "config.yaml").read_text())
+    assert cfg["epochs"] == 1 and cfg["limit_train_batches"] == 3 and cfg["batch_size"] == 32
+    assert cfg["in_channels"] == 1  # resolved from the dataset
+    assert cfg["rotate"] == googlenet.data.DIGITS.rotate and cfg["hflip"] is False  # the augmentation actually used
+    env = json.loads((tiny_run / "env.json").read_text())
+    assert {"python", "torch", "device", "seed", "command"} <= set(env)
+    assert env["device"] == "cpu" and env["torch"] == torch.__version__
+
+
+def test_results_csv_and_checkpoints(tiny_run):
+    with open(tiny_run / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1 and list(rows[0]) == T.RESULTS_COLUMNS
+    row = {k: float(v) for k, v in rows[0].items()}
+    assert row["epoch"] == 1 and 0 <= row["val_acc"] <= row["val_top5"] <= 1 and math.isfinite(row["train_loss"])
+    last = load_checkpoint(tiny_run / "weights" / "last.pt")
+    best = load_checkpoint(tiny_run / "weights" / "best.pt")
+    assert last["epoch"] == best["epoch"] == 1 and best["best_epoch"] == 1
+    assert last["classes"] == [str(i) for i in range(10)]
+    assert last["config"] == yaml.safe_load((tiny_run / "config.yaml").read_text())
+    assert last["model_args"]["in_channels"] == 1 and last["preprocess"]["image_size"] == 32
+    # The final validation metrics (best.pt, first 100 images) agree with the epoch's validation row.
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    assert metrics["splits"]["val"]["accuracy"] == pytest.approx(row["val_acc"], abs=1e-6)
+    assert metrics["splits"]["val"]["loss"] == pytest.approx(row["val_loss"], abs=1e-5)
+
+
+def test_metrics_json_is_consistent(tiny_run):
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    assert metrics["checkpoint"] == "weights/best.pt" and metrics["best_epoch"] == 1
+    assert list(metrics["splits"]) == ["train", "val", "test"]
+    for split, m in metrics["splits"].items():
+        cm = np.array(m["confusion_matrix"])
+        assert cm.shape == (10, 10) and cm.sum() == 100, split  # --limit-eval-batches 1 of 100 images
+        assert m["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+        assert m["support"] == cm.sum(1).tolist()
+        with open(tiny_run / f"confusion_{split}.csv", newline="") as f:
+            rows = list(csv.reader(f))
+        assert rows[0][1:] == metrics["classes"]
+        assert [[int(v) for v in r[1:]] for r in rows[1:]] == m["confusion_matrix"]
+
+
+def _table_rows(text: str) -> dict[str, list[str]]:
+    """First cell -> other cells, for every Markdown table row (the last row wins for a repeated first cell)."""
+    rows = {}
+    for line in text.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_report_tables_agree_with_metrics_json(tiny_run):
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    splits = [metrics["splits"][s] for s in ("train", "val", "test")]
+    rows = _table_rows((tiny_run / "REPORT.md").read_text())
+    assert rows[""][:3] == ["Training", "Validation", "Testing"]
+    assert rows["Loss"] == [f"{m['loss']:.4f}" for m in splits]
+    assert rows["Accuracy (%)"] == [f"{100 * m['accuracy']:.2f}" for m in splits]
+    assert rows["Top-5 accuracy (%)"] == [f"{100 * m['top5']:.2f}" for m in splits]
+    assert rows["Images"] == ["100"] * 3
+    header = rows["Class"]
+    assert header[:3] == ["Training Precision", "Validation Precision", "Testing Precision"]
+    assert header[-1] == "Testing F1 Score"
+    for i, name in enumerate(metrics["classes"]):
+        expected = [f"{m[key][i]:.4f}" for key in ("precision", "recall", "f1") for m in splits]
+        assert rows[name] == expected, name
+    for avg in ("macro", "weighted"):
+        assert rows[f"*{avg} avg*"] == [f"{m[avg][key]:.4f}" for key in ("precision", "recall", "f1") for m in splits]
+
+
+def test_report_embeds_the_summary_and_the_recipe(tiny_run):
+    report = (tiny_run / "REPORT.md").read_text()
+    assert (tiny_run / "summary.md").read_text().strip() in report
+    assert "batch size 32" in report and "(loss.png)" in report and "(accuracy.png)" in report
+    assert "[validation](confusion_val.png)" in report
+
+
+def test_report_command_rebuilds_the_report(tiny_run, tmp_path, capsys):
+    copy = tmp_path / tiny_run.name
+    shutil.copytree(tiny_run, copy)
+    removed = ["REPORT.md", "loss.png", "accuracy.png", "confusion_val.csv", "confusion_test.png"]
+    for name in removed:
+        (copy / name).unlink()
+    assert cli.main(["report", str(copy)]) == 0
+    assert str(copy / "REPORT.md") in capsys.readouterr().out
+    for name in removed:
+        assert (copy / name).is_file(), name
+    assert (copy / "REPORT.md").read_text() == (tiny_run / "REPORT.md").read_text()
+    assert (copy / "confusion_val.csv").read_text() == (tiny_run / "confusion_val.csv").read_text()
+
+
+def test_report_command_on_a_directory_that_is_not_a_run(tmp_path, capsys):
+    assert cli.main(["report", str(tmp_path)]) == 2
+    assert "results.csv is missing" in capsys.readouterr().err
+
+
+def test_evaluate_command_all_splits(tiny_run, tmp_path, monkeypatch, capsys):
+    """`googlenet evaluate CKPT --split all`, on the first 50 images of each split to keep it quick."""
+
+    def small_dataset(*args, **kwargs):
+        ds = load_dataset(*args, **kwargs)
+        for name in ("train", "val", "test"):
+            s = getattr(ds, name)
+            setattr(ds, name, Split(s.images[:50], s.labels[:50]))
+        return ds
+
+    monkeypatch.setattr(googlenet.data, "load_dataset", small_dataset)
+    out_path = tmp_path / "metrics.json"
+    checkpoint = tiny_run / "weights" / "best.pt"
+    assert cli.main(["evaluate", str(checkpoint), "--split", "all", "--output", str(out_path)]) == 0
+    printed = capsys.readouterr().out
+    saved = json.loads(out_path.read_text())
+    assert saved["checkpoint"] == str(checkpoint) and saved["classes"] == [str(i) for i in range(10)]
+    assert list(saved["splits"]) == ["train", "val", "test"]
+    accuracy_line = next(line for line in printed.splitlines() if line.startswith("Accuracy (%)"))
+    assert accuracy_line.split()[2:] == [f"{100 * saved['splits'][s]['accuracy']:.2f}" for s in ("train", "val", "test")]
+    for split in saved["splits"].values():
+        assert np.array(split["confusion_matrix"]).sum() == 50
+    class_row = next(line for line in printed.splitlines() if line.startswith("0 "))
+    splits = [saved["splits"][s] for s in ("train", "val", "test")]
+    assert class_row.split()[1:] == [f"{m[key][0]:.4f}" for m in splits for key in ("precision", "recall", "f1")]
+    assert f"Saved {out_path}" in printed
+
+
+def test_evaluate_command_default_output_is_in_the_run(tiny_run, tmp_path, monkeypatch, capsys):
+    copy = tmp_path / "run"
+    shutil.copytree(tiny_run, copy)
+
+    def tiny_dataset(*args, **kwargs):
+        ds = load_dataset(*args, **kwargs)
+        ds.test = Split(ds.test.images[:20], ds.test.labels[:20])
+        return ds
+
+    monkeypatch.setattr(googlenet.data, "load_dataset", tiny_dataset)
+    assert cli.main(["evaluate", str(copy / "weights" / "last.pt")]) == 0  # --split test by default
+    saved = json.loads((copy / "evaluate_test.json").read_text())
+    assert list(saved["splits"]) == ["test"] and sum(saved["splits"]["test"]["support"]) == 20
+
+
+def test_existing_run_name_exits_2(tiny_run, capsys):
+    argv = ["train", "--epochs", "1", "--limit-train-batches", "1", "--project", str(tiny_run.parent), "--name", tiny_run.name]
+    before = (tiny_run / "results.csv").read_text()
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("googlenet train: error:") and "already exists" in err and "--exist-ok" in err
+    assert (tiny_run / "results.csv").read_text() == before
+
+
+# ------------------------------------------------------- the loss falls
+
+
+def per_batch_losses(cfg, seed: int = 0) -> list[float]:
+    """Train `cfg.limit_train_batches` batches as fit() does and return each batch's loss."""
+    torch.manual_seed(cfg.seed)
+    data = load_dataset(cfg.dataset, val_fraction=cfg.val_fraction, seed=cfg.seed, image_size=cfg.image_size)
+    pre = Preprocess(cfg.image_size, data.channels, data.channels, data.native_size, data.mean, data.std)
+    augment = T.resolve_augment(cfg, data.default_augment)
+    model = GoogLeNet(**T.model_args(cfg, data.num_classes, data.channels))
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    cpu = torch.device("cpu")
+    optimizer = T.build_optimizer(cfg, model, cpu)
+    scheduler = T.build_scheduler(cfg, optimizer, cfg.limit_train_batches)
+
+    class Recorder:  # stands in for the progress bar: sees the running sums after every step
+        def __init__(self, state):
+            self.state, self.sums = state, []
+
+        def update(self, n):
+            self.sums.append(self.state.loss_sum)
+
+        def set_postfix(self, **kwargs):
+            pass
+
+    state = T.EpochState()
+    recorder = Recorder(state)
+    torch.manual_seed(T.epoch_seed(cfg, 0, 0))
+    gen = torch.Generator().manual_seed(T.epoch_seed(cfg, 0, 0) + 1)
+    T.train_one_epoch(model, model, data, pre, augment, optimizer, scheduler, None, cfg, 0, cpu, state, gen, recorder)
+    assert len(recorder.sums) == cfg.limit_train_batches
+    return (np.diff([0.0, *recorder.sums]) / cfg.batch_size).tolist()
+
+
+def test_default_recipe_loss_falls():
+    """The default recipe (fast preset: 32 px, batch 128, Adam, one-cycle) on 16 batches of the first epoch.
+
+    The learning rate is still ramping up here, so this shows the early fall.
+    Measured with this function: first four vs last four batches 3.89 -> 3.78 at
+    seed 0 (seeds 1-3: drops of 0.09-0.13; single batches scatter by about 0.04).
+    The slow test below shows learning beyond chance level.
+    """
+    losses = per_batch_losses(resolve_config(limit_train_batches=16))
+    assert all(math.isfinite(v) for v in losses)
+    first, last = np.mean(losses[:4]), np.mean(losses[-4:])
+    assert last < first - 0.05, losses
+
+
+@pytest.mark.slow
+def test_default_recipe_learns_beyond_chance():
+    """40 batches: the loss drops below a chance-level model's (ln 10 for the main head, plus 0.3 x 2 x ln 10
+    for the aux heads = 3.68). Measured at seed 0: about 3.4 for the last five batches."""
+    losses = per_batch_losses(resolve_config(limit_train_batches=40))
+    chance = 1.6 * math.log(10)
+    assert np.mean(losses[-5:]) < chance - 0.15, losses
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.3, losses
