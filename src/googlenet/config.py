@@ -46,7 +46,7 @@ class TrainConfig:
     aux_weight: float = 0.3  # paper: each auxiliary loss weighted 0.3
     init: str = "caffe"  # caffe (paper), pytorch or kaiming
     # optimisation
-    epochs: int = 10
+    epochs: int = 12
     batch_size: int = 128  # global batch size (split across processes under torchrun)
     optimizer: str = "adam"  # adam, adamw or sgd
     lr: float = 1e-3  # peak learning rate
@@ -58,9 +58,9 @@ class TrainConfig:
     pct_start: float = 0.25  # onecycle: fraction of steps spent ramping up
     step_epochs: int = 8  # step schedule: epochs between decays
     step_gamma: float = 0.96  # step schedule: multiplier at each decay
-    label_smoothing: float = 0.0
-    average: str = "none"  # none, ema or polyak (paper: Polyak averaging)
-    ema_decay: float = 0.999  # ema: weight of the old average per step
+    label_smoothing: float = 0.1
+    average: str = "ema"  # none, ema or polyak (paper: Polyak averaging)
+    ema_decay: float = 0.998  # ema: weight of the old average per step
     # run control
     seed: int = 0
     deterministic: bool = False  # deterministic algorithms (slower)
@@ -86,6 +86,14 @@ class TrainConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"unknown setting(s) {', '.join(unknown)}: see googlenet train --help")
+        d = dict(d)
+        for f in fields(cls):
+            # YAML 1.1 reads `lr: 1e-4` as the string '1e-4': turn numbers written as text into floats.
+            if f.name in d and f.type in ("float", "float | None") and isinstance(d[f.name], str):
+                try:
+                    d[f.name] = float(d[f.name])
+                except ValueError:
+                    raise ConfigError(f"{f.name} must be a number, got {d[f.name]!r}") from None
         return cls(**d)
 
     def validate(self) -> TrainConfig:
@@ -103,7 +111,7 @@ class TrainConfig:
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"{f.name} must be a finite number, got {value}")
-        positive = ("epochs", "batch_size", "image_size", "eval_batch_size", "lr")
+        positive = ("epochs", "batch_size", "image_size", "eval_batch_size", "lr", "step_epochs", "step_gamma")
         for key in positive:
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{key} must be positive, got {getattr(self, key)}")
@@ -112,6 +120,15 @@ class TrainConfig:
                 raise ConfigError(f"{key} must be in [0, 1), got {getattr(self, key)}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be between 0 and 1, got {self.val_fraction}")
+        for key in ("limit_train_batches", "limit_eval_batches", "patience"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be at least 1 (or unset), got {getattr(self, key)}")
+        if not 0.0 < self.pct_start < 1.0:
+            raise ConfigError(f"pct_start must be between 0 and 1, got {self.pct_start}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.warmup_epochs < 0 or self.momentum < 0:
+            raise ConfigError("warmup_epochs and momentum must not be negative")
         if self.aux_weight < 0 or self.label_smoothing < 0 or self.weight_decay < 0:
             raise ConfigError("aux_weight, label_smoothing and weight_decay must not be negative")
         return self
@@ -148,6 +165,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "step_gamma": 0.96,
         "weight_decay": 2e-4,  # BVLC Caffe solver
         "average": "polyak",
+        "label_smoothing": 0.0,
         "epochs": 60,  # BVLC Caffe release
         "batch_size": 32,  # BVLC Caffe release
     },

@@ -177,7 +177,10 @@ def _read_mnist_file(directory: Path | resources.abc.Traversable, stem: str, ver
     plain = directory / stem
     try:
         if gz.is_file():
-            data = gzip.decompress(gz.read_bytes())
+            with gz.open("rb") as raw, gzip.GzipFile(fileobj=raw) as f:
+                data = f.read(MAX_IDX_BYTES + 64)  # capped: a gzip bomb stops here
+            if len(data) > MAX_IDX_BYTES + 32:
+                raise DataError(f"MNIST file {stem}.gz decompresses to more than {MAX_IDX_BYTES} bytes: restore the original file")
         elif plain.is_file():
             data = plain.read_bytes()
         else:

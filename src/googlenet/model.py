@@ -36,9 +36,9 @@ __all__ = [
 
 InitName = Literal["caffe", "pytorch", "kaiming"]
 
-# The smallest square input the network accepts: below it a ceil-rounded
-# 3x3/2 max pool receives a map smaller than its window (checked by a test
-# that tries every size).
+# The smallest input side the network accepts: below it maxpool4 receives a
+# 1x1 map and its ceil-rounded 3x3/2 window yields nothing (a test tries the
+# sizes around it).
 MIN_IMAGE_SIZE = 31
 
 
@@ -173,7 +173,7 @@ class AuxPool(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if (x.shape[-2] - 5) // 3 + 1 == 4 and (x.shape[-1] - 5) // 3 + 1 == 4:
-            return F.avg_pool2d(x, 5, stride=3)  # the paper's pool (Caffe: ceil; identical here)
+            return F.avg_pool2d(x, 5, stride=3)  # the paper's pool (at 224 px: 14x14 -> 4x4, as Caffe)
         return F.adaptive_avg_pool2d(x, 4)  # deviation: not 14-16 px, see the docstring
 
 
