@@ -13,6 +13,9 @@ import pytest
 import torch
 
 from googlenet import data
+from googlenet.cli import main
+from googlenet.config import TrainConfig
+from googlenet.model import GoogLeNet
 
 DATA_DIR = Path(__file__).parent / "data"
 
@@ -41,3 +44,35 @@ def _restore_torch_rng():
     state = torch.get_rng_state()
     yield
     torch.set_rng_state(state)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """A run directory trained for 3 batches by the real CLI (~20-40 s on 2 cores), shared by the session."""
+    root = tmp_path_factory.getbasetemp() / "trained"
+    argv = ["train", "--epochs", "1", "--limit-train-batches", "3", "--limit-eval-batches", "1"]
+    assert main([*argv, "--device", "cpu", "--project", str(root), "--name", "t", "--exist-ok"]) == 0
+    return root / "t"
+
+
+def model_args(num_classes: int = 10, in_channels: int = 1) -> dict:
+    return {"num_classes": num_classes, "in_channels": in_channels, "aux_logits": True, "dropout": 0.4, "dropout_aux": 0.7, "init": "caffe"}
+
+
+def checkpoint_state(num_classes: int = 10, in_channels: int = 1) -> dict:
+    """What fit() saves, minus the optimiser: a real model's weights and the metadata the tools read."""
+    torch.manual_seed(0)
+    margs = model_args(num_classes, in_channels)
+    return {
+        "model": GoogLeNet(**margs).state_dict(),
+        "model_args": margs,
+        "averaged_model": None,
+        "config": TrainConfig(image_size=32, in_channels=in_channels).to_dict(),
+        "preprocess": data.Preprocess(32, in_channels, 1, 28, (0.13,), (0.31,)).to_dict(),
+        "classes": [str(i) for i in range(num_classes)],
+        "dataset": "mnist",
+        "epoch": 1,
+        "best_epoch": 1,
+        "best_acc": 0.5,
+        "results": [],
+    }

@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import checkpoint_state
 
 from googlenet.checkpoint import save_checkpoint
 from googlenet.cli import main
 from googlenet.config import ConfigError, TrainConfig
-from googlenet.data import MAX_IDX_BYTES, MNIST_FILES, DataError, Preprocess, _load_mnist, load_dataset, mnist_dir, read_idx
-from googlenet.model import GoogLeNet
+from googlenet.data import MAX_IDX_BYTES, MNIST_FILES, DataError, _load_mnist, load_dataset, mnist_dir, read_idx
 from googlenet.train import next_run_dir
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -91,24 +91,6 @@ def mnist_with(base: Path, dest: Path, stem: str, data: bytes | None, gz: bool =
     if data is not None:
         (dest / (f"{stem}.gz" if gz else stem)).write_bytes(data)
     return dest
-
-
-def checkpoint_state(num_classes: int = 10, in_channels: int = 1) -> dict:
-    torch.manual_seed(0)
-    margs = {"num_classes": num_classes, "in_channels": in_channels, "aux_logits": True, "dropout": 0.4, "dropout_aux": 0.7, "init": "caffe"}
-    return {
-        "model": GoogLeNet(**margs).state_dict(),
-        "model_args": margs,
-        "averaged_model": None,
-        "config": TrainConfig(image_size=32).to_dict(),
-        "preprocess": Preprocess(32, in_channels, 1, 28, (0.13,), (0.31,)).to_dict(),
-        "classes": [str(i) for i in range(num_classes)],
-        "dataset": "mnist",
-        "epoch": 1,
-        "best_epoch": 1,
-        "best_acc": 0.5,
-        "results": [],
-    }
 
 
 @pytest.fixture(scope="module")

@@ -13,39 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import checkpoint_state, model_args
 
 import googlenet
 from googlenet import files
 from googlenet.checkpoint import CheckpointError, load_checkpoint, load_weights, model_from_checkpoint, save_checkpoint
-from googlenet.config import TrainConfig
-from googlenet.data import Preprocess
 from googlenet.model import GoogLeNet
 
 SRC = Path(googlenet.__file__).parent
-
-
-def model_args(num_classes: int = 10, in_channels: int = 1) -> dict:
-    return {"num_classes": num_classes, "in_channels": in_channels, "aux_logits": True, "dropout": 0.4, "dropout_aux": 0.7, "init": "caffe"}
-
-
-def checkpoint_state(num_classes: int = 10, in_channels: int = 1) -> dict:
-    """What fit() saves, minus the optimiser: a real model's weights and the metadata the tools read."""
-    torch.manual_seed(0)
-    margs = model_args(num_classes, in_channels)
-    cfg = TrainConfig(image_size=32, in_channels=in_channels)
-    return {
-        "model": GoogLeNet(**margs).state_dict(),
-        "model_args": margs,
-        "averaged_model": None,
-        "config": cfg.to_dict(),
-        "preprocess": Preprocess(32, in_channels, 1, 28, (0.13,), (0.31,)).to_dict(),
-        "classes": [str(i) for i in range(num_classes)],
-        "dataset": "mnist",
-        "epoch": 1,
-        "best_epoch": 1,
-        "best_acc": 0.5,
-        "results": [],
-    }
 
 
 @pytest.fixture(scope="module")

@@ -22,13 +22,8 @@ def hub_load(**kwargs):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """best.pt of a run trained for 3 batches by the real CLI, shared with test_predict via the base temp dir."""
-    root = tmp_path_factory.getbasetemp() / "trained"
-    if not (root / "t" / "weights" / "best.pt").is_file():
-        argv = ["train", "--epochs", "1", "--limit-train-batches", "3", "--limit-eval-batches", "1"]
-        assert main([*argv, "--device", "cpu", "--project", str(root), "--name", "t", "--exist-ok"]) == 0
-    return root / "t" / "weights" / "best.pt"
+def checkpoint(trained_run: Path) -> Path:
+    return trained_run / "weights" / "best.pt"
 
 
 def test_builds_the_model_from_keywords():

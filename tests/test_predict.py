@@ -20,17 +20,8 @@ DIGITS = 6
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    """A run trained for 3 batches by the real CLI (~20-40 s on 2 cores).
-
-    Kept in the session's base temp dir, so the export and hub test modules
-    reuse it instead of training again.
-    """
-    root = tmp_path_factory.getbasetemp() / "trained"
-    if not (root / "t" / "weights" / "best.pt").is_file():
-        argv = ["train", "--epochs", "1", "--limit-train-batches", "3", "--limit-eval-batches", "1"]
-        assert main([*argv, "--device", "cpu", "--project", str(root), "--name", "t", "--exist-ok"]) == 0
-    return root / "t"
+def run_dir(trained_run: Path) -> Path:
+    return trained_run
 
 
 @pytest.fixture(scope="module")

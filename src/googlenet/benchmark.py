@@ -92,6 +92,19 @@ def make_step(model: nn.Module, cfg: TrainConfig, images: torch.Tensor, labels: 
     return step
 
 
+def data_pipeline_ms(images: torch.Tensor, pre: Preprocess, train: bool, device: torch.device, repeats: int) -> float:
+    """Median time of the batch transform alone (what `googlenet train` does to each batch before the model)."""
+    gen = torch.Generator().manual_seed(0)
+    times = []
+    for _ in range(max(repeats, 3)):
+        t = time.perf_counter()
+        x = batch_transform(images, pre, DIGITS if train else None, gen).contiguous(memory_format=torch.channels_last)
+        _sync(device)
+        times.append(1000 * (time.perf_counter() - t))
+    del x
+    return statistics.median(times)
+
+
 def count_step_flops(step: Callable[[], None]) -> int:
     counter = FlopCounterMode(display=False)
     with counter:
@@ -148,6 +161,7 @@ def run_benchmark(args) -> None:
                 _sync(device)
                 rates[name].append(args.steps * args.batch_size / (time.perf_counter() - t))
         peak = matmul_peak_gflops(device)
+        data_ms = data_pipeline_ms(images, pre, train, device, args.repeats * args.steps)
 
         base = statistics.median(rates["googlenet (this project)"])
         rows = []
@@ -161,6 +175,8 @@ def run_benchmark(args) -> None:
             f"median of {args.repeats} x {args.steps} steps; fp32 matmul peak {peak:,.1f} GFLOP/s"
         )
         print(format_table(["model", "img/s", "range", "MFLOP/img", "GFLOP/s", "of peak", "vs ours"], rows, "text"))
+        step_ms = 1000 * args.batch_size / base
+        print(f"data pipeline (index, {'augment, ' if train else ''}resize, normalise): {data_ms:.1f} ms per batch = {100 * data_ms / step_ms:.1f}% of the step")
         if args.compare == "torchvision":
             tv_rate = statistics.median(rates["torchvision googlenet"])
             print(f"this project / torchvision: {base / tv_rate:.2f}x")

@@ -55,7 +55,7 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 class StopOnInterrupt:
-    """Defer Ctrl-C (SIGINT) to the end of the current training step.
+    """Defer Ctrl-C (SIGINT) and SIGTERM (e.g. a cluster's preemption) to the end of the current training step.
 
     Stopping mid-step would save weights already updated by a step whose
     counters and RNG draws are not recorded, so the first Ctrl-C only sets a
@@ -66,18 +66,20 @@ class StopOnInterrupt:
 
     def __init__(self) -> None:
         self.flag = False
-        self._previous: Any = None
+        self._previous: dict[int, Any] = {}
         self._installed = False
 
     def __enter__(self) -> StopOnInterrupt:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
             self._installed = True
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._installed:
-            signal.signal(signal.SIGINT, self._previous if self._previous is not None else signal.default_int_handler)
+            for sig, previous in self._previous.items():
+                signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
             self._installed = False
 
     def _handle(self, signum: int, frame: object) -> None:
@@ -85,7 +87,8 @@ class StopOnInterrupt:
             raise KeyboardInterrupt
         self.flag = True
         if dist_utils.is_main():
-            os.write(2, b"\nCtrl-C: stopping after the current step (press Ctrl-C again to stop at once)\n")
+            name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+            os.write(2, f"\n{name}: stopping after the current step (press Ctrl-C again to stop at once)\n".encode())
 
     def requested(self) -> bool:
         """Whether any process got Ctrl-C (a collective under torchrun: every process calls it)."""
