@@ -34,7 +34,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_peak_gflops(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
+def matmul_peak_gflops(device: torch.device, n: int = 2048, repeats: int = 8) -> float:
     """Best fp32 GFLOP/s of an n x n matrix multiply (2 n^3 FLOPs each)."""
     a = torch.randn(n, n, device=device)
     b = torch.randn(n, n, device=device)
@@ -152,6 +152,7 @@ def run_benchmark(args) -> None:
             for _ in range(args.warmup):
                 step()
         _sync(device)
+        peak_before = matmul_peak_gflops(device)
         rates: dict[str, list[float]] = {name: [] for name in variants}
         for _ in range(args.repeats):
             for name, step in variants.items():
@@ -160,7 +161,9 @@ def run_benchmark(args) -> None:
                     step()
                 _sync(device)
                 rates[name].append(args.steps * args.batch_size / (time.perf_counter() - t))
-        peak = matmul_peak_gflops(device)
+        # The best of two measurements, before and after the timed steps: a
+        # shared machine's slow moments should not inflate the fraction of peak.
+        peak = max(peak_before, matmul_peak_gflops(device))
         data_ms = data_pipeline_ms(images, pre, train, device, args.repeats * args.steps)
 
         base = statistics.median(rates["googlenet (this project)"])
