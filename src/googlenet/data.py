@@ -172,7 +172,7 @@ def read_idx(data: bytes, name: str = "file") -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-def _read_mnist_file(directory: Path | resources.abc.Traversable, stem: str, verify: bool) -> np.ndarray:
+def _read_mnist_file(directory: Path | resources.abc.Traversable, stem: str, verify: bool, fix: str) -> np.ndarray:
     gz = directory / f"{stem}.gz"
     plain = directory / stem
     try:
@@ -185,15 +185,13 @@ def _read_mnist_file(directory: Path | resources.abc.Traversable, stem: str, ver
             data = plain.read_bytes()
         else:
             raise DataError(
-                f"MNIST file {stem}(.gz) is missing from {directory}: reinstall the package "
-                "(pip install --force-reinstall googlenet) or restore the file"
+                f"MNIST file {stem}(.gz) is missing from {directory}: {fix}"
             )
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise DataError(f"MNIST file {stem}.gz cannot be decompressed ({exc}): reinstall the package or restore the file") from None
+        raise DataError(f"MNIST file {stem}.gz cannot be decompressed ({exc}): {fix}") from None
     if verify and hashlib.md5(data).hexdigest() != MNIST_FILES[stem]:
         raise DataError(
-            f"MNIST file {stem} fails its MD5 check (corrupted): reinstall the package "
-            "(pip install --force-reinstall googlenet) or restore the file"
+            f"MNIST file {stem} fails its MD5 check (corrupted): {fix}"
         )
     return read_idx(data, stem)
 
@@ -203,8 +201,11 @@ def mnist_dir() -> resources.abc.Traversable:
 
 
 def _load_mnist(directory=None, verify: bool = True) -> tuple[Split, Split]:
-    directory = mnist_dir() if directory is None else Path(directory)
-    arrays = {stem: _read_mnist_file(directory, stem, verify) for stem in MNIST_FILES}
+    built_in = directory is None
+    directory = mnist_dir() if built_in else Path(directory)
+    # The hint fits where the files came from: the package's own copy, or the user's folder.
+    fix = "reinstall the package (pip install --force-reinstall googlenet)" if built_in else "restore the file from the original MNIST download"
+    arrays = {stem: _read_mnist_file(directory, stem, verify, fix) for stem in MNIST_FILES}
     splits = []
     for prefix in ("train", "t10k"):
         images, labels = arrays[f"{prefix}-images-idx3-ubyte"], arrays[f"{prefix}-labels-idx1-ubyte"]
