@@ -376,6 +376,36 @@ def test_inception_fast_path_matches_the_plain_branches():
         torch.testing.assert_close(block(x), plain)
 
 
+@pytest.mark.parametrize("kernel", [3, 5])
+@pytest.mark.parametrize("height,width", [(1, 1), (2, 2), (1, 3), (2, 5), (3, 3), (6, 6)])
+def test_cropped_conv_matches_the_full_kernel(kernel, height, width):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, kernel, padding=kernel // 2).double()
+    x = torch.randn(2, 4, height, width, dtype=torch.float64, requires_grad=True)
+    full = conv(x)
+    grads = torch.autograd.grad(full.square().sum(), (x, conv.weight, conv.bias))
+    cropped = M.cropped_conv2d(x, conv)
+    torch.testing.assert_close(cropped, full)
+    for g, ref in zip(torch.autograd.grad(cropped.square().sum(), (x, conv.weight, conv.bias)), grads):
+        torch.testing.assert_close(g, ref)
+    if min(height, width) <= kernel // 2:  # some taps only see padding: their gradient is exactly zero
+        assert grads[1].abs().sum(dim=(0, 1)).eq(0).any()
+
+
+@pytest.mark.parametrize("side", [1, 2, 5])
+def test_conv1x1_gemm_matches_conv2d(side):
+    torch.manual_seed(0)
+    x = torch.randn(3, 6, side, side, dtype=torch.float64).contiguous(memory_format=torch.channels_last).requires_grad_()
+    w = torch.randn(4, 6, 1, 1, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    out = M.conv1x1(x, w, b)
+    assert out.grad_fn is not None and "Conv1x1" in type(out.grad_fn).__name__  # the GEMM path ran
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, F.conv2d(x, w, b))
+    assert torch.autograd.gradcheck(M.conv1x1, (x, w, b))
+    F.relu(out, inplace=True).sum().backward()  # the output takes an in-place ReLU
+
+
 def test_model_output_is_the_same_with_either_lrn():
     torch.manual_seed(0)
     fast = GoogLeNet(10, 3).double().eval()

@@ -49,21 +49,22 @@ def matmul_peak_gflops(device: torch.device, n: int = 2048, repeats: int = 8) ->
     return best
 
 
-def set_speedups(model: nn.Module, fast_lrn: bool, fuse_1x1: bool) -> nn.Module:
+def set_speedups(model: nn.Module, fast_lrn: bool, fuse_1x1: bool, crop_kernels: bool, matmul_1x1: bool) -> nn.Module:
+    """Switch the model's exact speed-ups on or off (all on by default)."""
     for m in model.modules():
         if isinstance(m, LocalResponseNorm):
             m.fast = fast_lrn
         if isinstance(m, Inception):
-            m.fuse_1x1 = fuse_1x1
+            m.fuse_1x1, m.crop_kernels, m.matmul_1x1 = fuse_1x1, crop_kernels, matmul_1x1
     return model
 
 
-def make_step(model: nn.Module, cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, pre: Preprocess, train: bool, device: torch.device, channels_last: bool, torchvision_model: bool = False) -> Callable[[], None]:
+def make_step(model: nn.Module, cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, pre: Preprocess, train: bool, device: torch.device, channels_last: bool, torchvision_model: bool = False, fused_optimizer: bool = True) -> Callable[[], None]:
     """One training (or inference) step as `googlenet train` runs it."""
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(cfg, model, device)
+    optimizer = build_optimizer(cfg, model, device, fused=fused_optimizer)
     gen = torch.Generator().manual_seed(0)
     amp = amp_dtype_for(cfg, device)
 
@@ -126,20 +127,24 @@ def run_benchmark(args) -> None:
     labels = data.train.labels[: args.batch_size].to(device)
     modes = ["train", "eval"] if args.mode == "both" else [args.mode]
 
-    def ours(fast_lrn: bool = True, fuse: bool = True) -> nn.Module:
+    def ours(*speedups: bool) -> nn.Module:
         torch.manual_seed(0)
-        return set_speedups(GoogLeNet(data.num_classes, data.channels), fast_lrn, fuse)
+        return set_speedups(GoogLeNet(data.num_classes, data.channels), *(speedups or (True,) * 4))
 
     for mode in modes:
         train = mode == "train"
         variants: dict[str, Callable[[], None]] = {
             "googlenet (this project)": make_step(ours(), cfg, images, labels, pre, train, device, cfg.channels_last)
         }
-        if args.variants:
-            variants["  plain: no speed-ups, NCHW"] = make_step(ours(False, False), cfg, images, labels, pre, train, device, False)
-            variants["  + channels_last"] = make_step(ours(False, False), cfg, images, labels, pre, train, device, True)
-            variants["  + fast LRN"] = make_step(ours(True, False), cfg, images, labels, pre, train, device, True)
-            variants["  + fused 1x1 (= this project)"] = make_step(ours(True, True), cfg, images, labels, pre, train, device, True)
+        if args.variants:  # the speed-ups one by one, each added to the previous ones
+            plain = {"fused_optimizer": False}
+            variants["  plain: no speed-ups, NCHW"] = make_step(ours(False, False, False, False), cfg, images, labels, pre, train, device, False, **plain)
+            variants["  + channels_last"] = make_step(ours(False, False, False, False), cfg, images, labels, pre, train, device, True, **plain)
+            variants["  + fast LRN"] = make_step(ours(True, False, False, False), cfg, images, labels, pre, train, device, True, **plain)
+            variants["  + fused 1x1"] = make_step(ours(True, True, False, False), cfg, images, labels, pre, train, device, True, **plain)
+            variants["  + cropped kernels"] = make_step(ours(True, True, True, False), cfg, images, labels, pre, train, device, True, **plain)
+            variants["  + 1x1 as GEMM"] = make_step(ours(True, True, True, True), cfg, images, labels, pre, train, device, True, **plain)
+            variants["  + fused Adam (= this project)"] = make_step(ours(), cfg, images, labels, pre, train, device, True)
         if args.compare == "torchvision":
             import torchvision
 

@@ -30,7 +30,9 @@ __all__ = [
     "Inception",
     "InceptionAux",
     "LocalResponseNorm",
+    "conv1x1",
     "count_parameters",
+    "cropped_conv2d",
     "local_response_norm",
 ]
 
@@ -151,16 +153,107 @@ class Inception(nn.Module):
         # Run the three 1x1 convolutions that read x as one wider convolution:
         # the same weights and the same sums, one bigger matrix multiply.
         self.fuse_1x1 = True
+        # Skip the kernel taps of the 3x3 and 5x5 convolutions that can only
+        # ever fall on zero padding (maps smaller than the kernel: 1x1 and 2x2
+        # at 32 px input); they add exact zeros, so the sums are the same.
+        self.crop_kernels = True
+        # Run the 1x1 convolutions as plain matrix multiplies on channels_last
+        # CPU tensors (see `conv1x1`): same sums, faster weight gradients.
+        self.matmul_1x1 = True
+
+    # The switches above, each exact; `summary` turns them off to list every layer.
+    FAST_PATHS = ("fuse_1x1", "crop_kernels", "matmul_1x1")
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.fuse_1x1:
-            return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
+            b1 = self.branch1(x)  # branch order kept: the summary lists layers as they run
+            b2 = self._spatial(self.branch2[0](x), self.branch2[1])
+            b3 = self._spatial(self.branch3[0](x), self.branch3[1])
+            return torch.cat([b1, b2, b3, self._pool_proj(x)], 1)
         convs = (self.branch1[0], self.branch2[0][0], self.branch3[0][0])
         weight = torch.cat([c.weight for c in convs])
         bias = torch.cat([c.bias for c in convs])
-        y = F.relu(F.conv2d(x, weight, bias), inplace=True)
+        y = F.relu(self._conv1x1(x, weight, bias), inplace=True)
         b1, b2, b3 = y.split([c.out_channels for c in convs], 1)
-        return torch.cat([b1, self.branch2[1](b2), self.branch3[1](b3), self.branch4(x)], 1)
+        return torch.cat([b1, self._spatial(b2, self.branch2[1]), self._spatial(b3, self.branch3[1]), self._pool_proj(x)], 1)
+
+    def _conv1x1(self, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        return conv1x1(x, weight, bias) if self.matmul_1x1 else F.conv2d(x, weight, bias)
+
+    def _pool_proj(self, x: Tensor) -> Tensor:
+        if not self.matmul_1x1:
+            return self.branch4(x)
+        conv = self.branch4[1][0]
+        return F.relu(self._conv1x1(self.branch4[0](x), conv.weight, conv.bias), inplace=True)
+
+    def _spatial(self, x: Tensor, layer: nn.Sequential) -> Tensor:
+        """The 3x3 or 5x5 conv + ReLU of a branch, cropped to the taps that can see the map."""
+        if not self.crop_kernels:
+            return layer(x)
+        return F.relu(cropped_conv2d(x, layer[0]), inplace=True)
+
+
+def cropped_conv2d(x: Tensor, conv: nn.Conv2d) -> Tensor:
+    """`conv(x)` for a stride-1 zero-padded convolution, without the taps that only see padding.
+
+    An output pixel reads the input at offsets -p..p around it; on an H-pixel
+    side no offset beyond H-1 reaches the map, so those kernel rows and
+    columns only ever multiply padding zeros. Dropping them leaves the same
+    sums (and zero gradients for the dropped taps, as before).
+    """
+    if isinstance(conv.padding, str) or conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.padding_mode != "zeros":
+        return conv(x)
+    (ph, pw), (kh, kw) = conv.padding, conv.kernel_size
+    rh, rw = min(ph, x.shape[-2] - 1), min(pw, x.shape[-1] - 1)
+    if (rh, rw) == (ph, pw) or (kh, kw) != (2 * ph + 1, 2 * pw + 1):
+        return conv(x)
+    weight = conv.weight[:, :, ph - rh : ph + rh + 1, pw - rw : pw + rw + 1]
+    return F.conv2d(x, weight, conv.bias, padding=(rh, rw))
+
+
+class _Conv1x1Function(torch.autograd.Function):
+    """A 1x1 convolution of a channels_last tensor as one matrix multiply.
+
+    In channels_last memory an N x C x H x W tensor is an (N*H*W) x C matrix,
+    so y = x W^T + b, dx = g W and dW = g^T x are three plain GEMMs. On the
+    project's CPU they run 1.1-2.8x faster than oneDNN's convolution for the
+    small maps of 32-64 px inputs, chiefly the weight gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        n, c, h, w = x.shape
+        x2 = x.permute(0, 2, 3, 1).reshape(-1, c)  # a view: x is channels_last
+        w2 = weight.reshape(weight.shape[0], c)
+        out = torch.empty((n, w2.shape[0], h, w), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+        # Written through a view so that the output is a tensor of its own
+        # (a view returned by a Function could not take the in-place ReLU).
+        torch.addmm(bias, x2, w2.t(), out=out.permute(0, 2, 3, 1).view(-1, w2.shape[0]))
+        ctx.save_for_backward(x2, w2)
+        ctx.input_shape = x.shape
+        return out
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        x2, w2 = ctx.saved_tensors
+        n, _, h, w = ctx.input_shape
+        g2 = g.permute(0, 2, 3, 1).reshape(-1, w2.shape[0])
+        dx = (g2 @ w2).view(n, h, w, -1).permute(0, 3, 1, 2) if ctx.needs_input_grad[0] else None
+        dw = (g2.t() @ x2).view(w2.shape[0], -1, 1, 1) if ctx.needs_input_grad[1] else None
+        db = g2.sum(0) if ctx.needs_input_grad[2] else None
+        return dx, dw, db
+
+
+def conv1x1(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """`F.conv2d(x, weight, bias)` for a 1x1 kernel; a GEMM on channels_last CPU tensors."""
+    matmul = (
+        x.device.type == "cpu"
+        and x.dim() == 4
+        and x.is_contiguous(memory_format=torch.channels_last)
+        and not torch.is_autocast_enabled("cpu")
+        and x.dtype == weight.dtype == bias.dtype
+    )
+    return _Conv1x1Function.apply(x, weight, bias) if matmul else F.conv2d(x, weight, bias)
 
 
 class AuxPool(nn.Module):

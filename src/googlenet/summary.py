@@ -74,17 +74,19 @@ def summary_rows(model: GoogLeNet, image_size: int) -> list[SummaryRow]:
 
     was_training = model.training
     blocks = [m for m in model.modules() if isinstance(m, Inception)]
-    fused = [b.fuse_1x1 for b in blocks]
+    fast = [{name: getattr(b, name) for name in Inception.FAST_PATHS} for b in blocks]
     model.train()
     try:
         for b in blocks:  # run each branch's own layers so that every layer gets its row
-            b.fuse_1x1 = False
+            for name in Inception.FAST_PATHS:
+                setattr(b, name, False)
         param = next(model.parameters())
         model(torch.zeros(2, model.in_channels, image_size, image_size, device=param.device, dtype=param.dtype))
     finally:
         model.train(was_training)
-        for b, f in zip(blocks, fused):
-            b.fuse_1x1 = f
+        for b, flags in zip(blocks, fast):
+            for name, on in flags.items():
+                setattr(b, name, on)
         for h in handles:
             h.remove()
     return rows
