@@ -46,7 +46,7 @@ class TrainConfig:
     aux_weight: float = 0.3  # paper: each auxiliary loss weighted 0.3
     init: str = "caffe"  # caffe (paper), pytorch or kaiming
     # optimisation
-    epochs: int = 9
+    epochs: int = 11  # as many as fit 45 min on 2 CPU cores with margin (docs/experiments.md)
     batch_size: int = 128  # global batch size (split across processes under torchrun)
     optimizer: str = "adam"  # adam, adamw or sgd
     lr: float = 1e-3  # peak learning rate
