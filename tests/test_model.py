@@ -322,10 +322,11 @@ def _compare_lrn(x: torch.Tensor, size: int, alpha: float, beta: float, k: float
 
 @pytest.mark.parametrize("size", [5, 4, 1, 2])
 @pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize(("alpha", "beta", "k"), [(1e-4, 0.75, 1.0), (2.0, 0.6, 0.5)])
+@pytest.mark.parametrize(("alpha", "beta", "k"), [(1e-4, 0.75, 1.0), (2.0, 0.75, 0.5), (2.0, 0.6, 0.5)])
 def test_fast_lrn_matches_pytorch(size, channels_last, alpha, beta, k):
-    # The second constants make the normalisation strong, so a wrong window or
-    # a wrong backward would show; the first are the paper's.
+    # The first constants are the paper's; the others make the normalisation
+    # strong, so a wrong window or backward would show, with the paper's beta
+    # (its own d^-0.75 path) and with another.
     torch.manual_seed(size)
     x = torch.randn(2, 7, 3, 4, dtype=torch.float64) * 3
     if channels_last:
@@ -404,6 +405,14 @@ def test_conv1x1_gemm_matches_conv2d(side):
     torch.testing.assert_close(out, F.conv2d(x, w, b))
     assert torch.autograd.gradcheck(M.conv1x1, (x, w, b))
     F.relu(out, inplace=True).sum().backward()  # the output takes an in-place ReLU
+
+
+def test_conv1x1_falls_back_to_conv2d_off_its_path():
+    x = torch.randn(2, 3, 4, 4, requires_grad=True)  # NCHW: not the GEMM path
+    w, b = torch.randn(5, 3, 1, 1), torch.randn(5)
+    out = M.conv1x1(x, w, b)
+    assert "Conv1x1" not in type(out.grad_fn).__name__
+    torch.testing.assert_close(out, F.conv2d(x, w, b))
 
 
 def test_model_output_is_the_same_with_either_lrn():
