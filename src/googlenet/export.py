@@ -30,7 +30,7 @@ from .checkpoint import CheckpointError, load_checkpoint, load_weights, model_fr
 from .data import Preprocess
 from .errors import UserError
 from .files import atomic_path
-from .model import GoogLeNet
+from .model import GoogLeNet, Inception
 
 __all__ = ["ExportError", "FORMATS", "export_metadata", "inference_model", "load_safetensors", "run_export"]
 
@@ -64,14 +64,18 @@ def inference_model(state: dict[str, Any], portable: bool = False) -> GoogLeNet:
     """The checkpoint's eval-mode network without auxiliary heads.
 
     Takes the averaged weights when the checkpoint has them, like evaluation.
-    `portable` swaps the fast LRN kernel (a custom autograd Function) for
-    `nn.LocalResponseNorm`'s plain ops: same math, a graph any runtime knows.
+    `portable` swaps the fast LRN kernel and the GEMM 1x1 convolutions (custom
+    autograd Functions) for plain ops: same math, a graph any runtime knows.
     """
     full = model_from_checkpoint(state)
     args = {**state["model_args"], "aux_logits": False}
     if portable:
         args["fast_lrn"] = False
     model = GoogLeNet(**args)
+    if portable:
+        for block in model.modules():
+            if isinstance(block, Inception):
+                block.matmul_1x1 = False
     load_weights(model, full.state_dict(), state.get("source", "checkpoint"))
     return model.eval()
 
