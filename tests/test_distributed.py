@@ -20,6 +20,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from googlenet import distributed as dist_utils
 from googlenet.model import GoogLeNet
 
 pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed with gloo")
@@ -178,3 +179,16 @@ def test_multi_node_command_on_one_machine(workdir: Path, two_processes):
     got, want = load(workdir / "P" / "nodes"), load(two_processes[0])
     for key in ("model", "averaged_model"):
         assert all(torch.equal(got[key][k], want[key][k]) for k in want[key]), key
+
+
+def test_backend_follows_the_training_device_not_the_machine(monkeypatch):
+    """--device cpu under torchrun on a machine with GPUs must use gloo (NCCL cannot reduce CPU tensors)."""
+    backends, gpus = [], []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", gpus.append)
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", backends.append)
+    dist_utils.init(torch.device("cpu"))
+    dist_utils.init(torch.device("cuda", 1))
+    assert backends == ["gloo", "nccl"] and gpus == [torch.device("cuda", 1)]

@@ -50,12 +50,16 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def init() -> None:
-    """Join the process group when launched by torchrun with several processes."""
+def init(device: torch.device) -> None:
+    """Join the process group when launched by torchrun with several processes.
+
+    The backend follows the training device, not the machine: NCCL for CUDA,
+    gloo otherwise (so `--device cpu` works on a machine that has GPUs).
+    """
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        backend = "nccl" if device.type == "cuda" else "gloo"
         if backend == "nccl":
-            torch.cuda.set_device(local_rank())
+            torch.cuda.set_device(device)
         dist.init_process_group(backend)
 
 

@@ -134,6 +134,8 @@ def select_device(name: str = "auto") -> torch.device:
         raise ConfigError(f"device {name} requested but CUDA is not available: use --device cpu or auto")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"device {name} requested but MPS is not available: use --device cpu or auto")
+    if device.type == "cuda" and device.index is None:  # under torchrun: this process's GPU
+        return torch.device("cuda", dist_utils.local_rank())
     return device
 
 
@@ -379,8 +381,8 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
     """Train as `cfg` says (or resume a run directory) and return the run directory."""
     from .report import write_final_outputs
 
-    dist_utils.init()
     device = select_device(cfg.device)
+    dist_utils.init(device)
     if dist_utils.world_size() > 1 and cfg.batch_size % dist_utils.world_size():
         raise ConfigError(f"batch size {cfg.batch_size} does not split across {dist_utils.world_size()} processes: use a multiple")
     if cfg.image_size < MIN_IMAGE_SIZE:
