@@ -235,6 +235,9 @@ def test_results_csv_and_checkpoints(tiny_run):
     last = load_checkpoint(tiny_run / "weights" / "last.pt")
     best = load_checkpoint(tiny_run / "weights" / "best.pt")
     assert last["epoch"] == best["epoch"] == 1 and best["best_epoch"] == 1
+    # best.pt is for evaluation and export: no optimiser state (last.pt resumes)
+    assert "optimizer" in last and "optimizer" not in best
+    assert (tiny_run / "weights" / "best.pt").stat().st_size < (tiny_run / "weights" / "last.pt").stat().st_size
     assert last["classes"] == [str(i) for i in range(10)]
     assert last["config"] == yaml.safe_load((tiny_run / "config.yaml").read_text())
     assert last["model_args"]["in_channels"] == 1 and last["preprocess"]["image_size"] == 32

@@ -377,6 +377,11 @@ def load_resume_state(target: Path) -> tuple[Path, dict[str, Any]]:
     return run_dir, state
 
 
+def without_optimizer(state: dict[str, Any]) -> dict[str, Any]:
+    """best.pt: everything but the optimiser's moments (half the file for Adam); last.pt resumes."""
+    return {k: v for k, v in state.items() if k != "optimizer"}
+
+
 def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
     """Train as `cfg` says (or resume a run directory) and return the run directory."""
     from .report import write_final_outputs
@@ -454,7 +459,7 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
             if best_epoch != start_epoch or epoch_state.step:
                 raise CheckpointError(f"{best_path} is missing and last.pt is not the best epoch ({best_epoch}): copy the run's whole weights/ folder")
             if dist_utils.is_main():
-                save_checkpoint(best_path, resume_state)
+                save_checkpoint(best_path, without_optimizer(resume_state))
         if dist_utils.is_main():  # the run directory agrees with last.pt at once, even if killed again
             write_results(run_dir / "results.csv", results)
         _log(f"Resuming {run_dir} at epoch {start_epoch + 1}" + (f", step {epoch_state.step + 1}" if epoch_state.step else ""))
@@ -561,7 +566,7 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
                 write_results(run_dir / "results.csv", results)
                 state = checkpoint(epoch + 1)
                 if improved:
-                    save_checkpoint(weights_dir / "best.pt", state)
+                    save_checkpoint(weights_dir / "best.pt", without_optimizer(state))
                 save_checkpoint(weights_dir / "last.pt", state)
             _log(
                 f"epoch {epoch + 1}/{cfg.epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
