@@ -26,6 +26,7 @@ from .tables import format_table
 
 __all__ = ["build_report", "evaluate_all", "plot_curves", "write_final_outputs"]
 
+
 class ReportError(UserError):
     """Run files that cannot be read."""
 

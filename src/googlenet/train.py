@@ -157,12 +157,12 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device, fu
     `fused`: one fused kernel per step on CPU and CUDA (Adam: 3x faster than
     `foreach` on the project's CPU); the same update, to float rounding.
     """
-    fused = {"fused": True} if fused and device.type in ("cpu", "cuda") else {"foreach": True}
+    kernel = {"fused": True} if fused and device.type in ("cpu", "cuda") else {"foreach": True}
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay, **fused)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay, **kernel)
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kernel)
 
 
 def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
