@@ -206,6 +206,8 @@ def test_non_numeric_value_names_the_setting(tmp_path):
         ({"patience": 0}, "patience"),  # else training stops after the first epoch whatever happens
         ({"ema_decay": 1.5}, "ema_decay"),
         ({"warmup_epochs": -1.0}, "warmup_epochs"),
+        ({"elastic": -1.0}, "elastic"),
+        ({"elastic_sigma": 0.0}, "elastic_sigma"),  # else a division by zero in the Gaussian
     ],
 )
 def test_validation_of_schedule_and_run_control_settings(values, name):

@@ -318,6 +318,33 @@ def test_crop_padding_shifts_by_whole_pixels():
     assert shifted > 0
 
 
+def test_elastic_field_is_simards_gaussian_smoothed_noise():
+    # Same noise, torchvision's 2-D Gaussian blur: the same field (the matrix form is only faster).
+    import torchvision.transforms.v2.functional as TF
+
+    field = data.elastic_field(3, 32, 28, alpha=34.0, sigma=4.0, generator=torch.Generator().manual_seed(0))
+    noise = torch.rand(3, 2, 32, 32, generator=torch.Generator().manual_seed(0)).mul_(2).sub_(1)
+    s = 4.0 * 32 / 28
+    radius = 14  # ceil(3 s)
+    blurred = TF.gaussian_blur(noise, [2 * radius + 1] * 2, [s, s])
+    torch.testing.assert_close(field, blurred.mul(2 * 34.0 / 28).permute(0, 2, 3, 1), atol=1e-5, rtol=0)
+    # A tiny image: the blur's reach is cut to fit the reflect padding.
+    assert data.elastic_field(2, 6, 28, 34.0, 4.0).shape == (2, 6, 6, 2)
+
+
+def test_elastic_distortion_moves_pixels_by_a_few_pixels(digits):
+    pre = _pre(image_size=28, in_channels=1)
+    plain = batch_transform(digits, pre)
+    out = batch_transform(digits, pre, Augment(elastic=34.0), torch.Generator().manual_seed(0))
+    assert out.shape == plain.shape and not torch.allclose(out, plain)
+    # Small distortions: still much closer to its own digit than to another one.
+    own = (out - plain).flatten(1).norm(dim=1)
+    other = (out - plain.roll(1, 0)).flatten(1).norm(dim=1)
+    assert (own < other).all()
+    weak = batch_transform(digits, pre, Augment(elastic=3.4), torch.Generator().manual_seed(0))
+    assert (weak - plain).norm() < (out - plain).norm()
+
+
 # ------------------------------------------------------------ image folders
 
 

@@ -4,9 +4,11 @@ The step timed is the one `googlenet train` runs: the default config's batch
 transform (augmentation included) on in-memory MNIST, the model in its memory
 format, GoogLeNet's loss with the auxiliary heads, backward and the optimiser
 step. FLOPs per image come from `torch.utils.flop_counter`; the machine's fp32
-peak is measured in the same run as the best of several large matrix
-multiplies. Variants are timed interleaved, repetition by repetition, and the
-median is reported, so a noisy machine shifts them all alike.
+peak is the best of a few large matrix multiplies, measured again at the start
+of every repetition. Variants are timed interleaved, repetition by repetition;
+img/s are medians, and the fraction of peak and the ratios between variants
+are medians of per-repetition ratios, so a noisy machine shifts both sides of
+each ratio alike.
 """
 
 from __future__ import annotations
@@ -157,35 +159,39 @@ def run_benchmark(args) -> None:
             for _ in range(args.warmup):
                 step()
         _sync(device)
-        peak_before = matmul_peak_gflops(device)
         rates: dict[str, list[float]] = {name: [] for name in variants}
+        peaks: list[float] = []
         for _ in range(args.repeats):
+            # The peak is measured in every repetition, next to the steps it is compared with:
+            # the fraction of peak is a ratio within one moment of a machine whose speed moves.
+            peaks.append(matmul_peak_gflops(device, repeats=3))
             for name, step in variants.items():
                 t = time.perf_counter()
                 for _ in range(args.steps):
                     step()
                 _sync(device)
                 rates[name].append(args.steps * args.batch_size / (time.perf_counter() - t))
-        # The best of two measurements, before and after the timed steps: a
-        # shared machine's slow moments should not inflate the fraction of peak.
-        peak = max(peak_before, matmul_peak_gflops(device))
         data_ms = data_pipeline_ms(images, pre, train, device, args.repeats * args.steps)
 
-        base = statistics.median(rates["googlenet (this project)"])
+        ours_rates = rates["googlenet (this project)"]
+        base = statistics.median(ours_rates)
+        peak = statistics.median(peaks)
         rows = []
         for name, r in rates.items():
             ips = statistics.median(r)
-            gflops = ips * flops[name] / 1e9
-            rows.append((name, f"{ips:,.1f}", f"{min(r):,.1f}-{max(r):,.1f}", f"{flops[name] / 1e6:,.1f}", f"{gflops:,.1f}", f"{100 * gflops / peak:.0f}%", f"{ips / base:.2f}"))
+            of_peak = statistics.median(rate * flops[name] / 1e9 / p for rate, p in zip(r, peaks))
+            vs_ours = statistics.median(a / b for a, b in zip(r, ours_rates))
+            rows.append((name, f"{ips:,.1f}", f"{min(r):,.1f}-{max(r):,.1f}", f"{flops[name] / 1e6:,.1f}", f"{ips * flops[name] / 1e9:,.1f}", f"{100 * of_peak:.0f}%", f"{vs_ours:.2f}"))
         threads = torch.get_num_threads() if device.type == "cpu" else "-"
         print(
             f"{mode} step, {args.image_size} px, batch {args.batch_size}, {device} ({threads} threads), "
-            f"median of {args.repeats} x {args.steps} steps; fp32 matmul peak {peak:,.1f} GFLOP/s"
+            f"median of {args.repeats} x {args.steps} steps; fp32 matmul peak {peak:,.1f} GFLOP/s "
+            f"(median; {min(peaks):,.1f}-{max(peaks):,.1f})"
         )
         print(format_table(["model", "img/s", "range", "MFLOP/img", "GFLOP/s", "of peak", "vs ours"], rows, "text"))
         step_ms = 1000 * args.batch_size / base
         print(f"data pipeline (index, {'augment, ' if train else ''}resize, normalise): {data_ms:.1f} ms per batch = {100 * data_ms / step_ms:.1f}% of the step")
         if args.compare == "torchvision":
-            tv_rate = statistics.median(rates["torchvision googlenet"])
-            print(f"this project / torchvision: {base / tv_rate:.2f}x")
+            ratio = statistics.median(a / b for a, b in zip(ours_rates, rates["torchvision googlenet"]))
+            print(f"this project / torchvision: {ratio:.2f}x (median of the {args.repeats} repetitions' ratios)")
         print()

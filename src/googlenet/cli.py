@@ -59,6 +59,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--scale", type=float, metavar="FRACTION")
     g.add_argument("--hflip", action=bool_opt, default=None)
     g.add_argument("--crop-padding", type=int, metavar="PX")
+    g.add_argument("--elastic", type=float, metavar="PX", help="elastic distortion strength (Simard et al.: 34; 0 = off)")
+    g.add_argument("--elastic-sigma", type=float, metavar="PX", help="smoothness of the elastic distortion (default 4)")
 
     g = p.add_argument_group("model")
     g.add_argument("--dropout", type=float, help="before the main classifier (paper 0.4)")

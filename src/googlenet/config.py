@@ -40,6 +40,8 @@ class TrainConfig:
     scale: float | None = None  # max relative zoom
     hflip: bool | None = None  # random horizontal flips
     crop_padding: int | None = None  # random crop after padding, native pixels
+    elastic: float | None = None  # elastic distortion strength, native pixels (Simard et al. 2003: 34)
+    elastic_sigma: float = 4.0  # smoothness of the elastic distortion, native pixels
     # model
     dropout: float = 0.4  # paper: 0.4 before the main classifier
     dropout_aux: float = 0.7  # paper: 0.7 in the auxiliary heads
@@ -127,6 +129,8 @@ class TrainConfig:
             raise ConfigError(f"pct_start must be between 0 and 1, got {self.pct_start}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.elastic_sigma <= 0 or (self.elastic or 0) < 0:
+            raise ConfigError("elastic must not be negative and elastic_sigma must be positive (Simard et al.: 34 and 4)")
         if self.warmup_epochs < 0 or self.momentum < 0:
             raise ConfigError("warmup_epochs and momentum must not be negative")
         if self.aux_weight < 0 or self.label_smoothing < 0 or self.weight_decay < 0:

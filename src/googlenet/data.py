@@ -3,7 +3,7 @@
 Every dataset becomes three `Split`s (train, val, test) of uint8 images
 N x C x H x W and int64 labels. Transforms run on whole batches as tensor ops
 on the training device: one `grid_sample` does augmentation (rotation, scale,
-translation) and the resize to the model's image size at once, then channel
+translation, elastic distortion) and the resize to the model's image size at once, then channel
 expansion and normalisation. Nothing here reads the disk after loading.
 
 MNIST ships inside the package (see datasets/mnist/README.md for its source
@@ -36,6 +36,7 @@ __all__ = [
     "Split",
     "batch_transform",
     "dataset_info",
+    "elastic_field",
     "load_dataset",
     "read_idx",
     "stratified_split",
@@ -66,10 +67,12 @@ class Augment:
     scale: float = 0.0  # max relative zoom in or out
     hflip: bool = False  # random horizontal flips (never for digits)
     crop_padding: int = 0  # random crop after zero-padding by this many native pixels (CIFAR style)
+    elastic: float = 0.0  # elastic distortion strength alpha, native pixels (Simard et al. 2003: 34)
+    elastic_sigma: float = 4.0  # smoothness of the elastic displacement field, native pixels (Simard: 4)
 
     @property
     def active(self) -> bool:
-        return bool(self.rotate or self.translate or self.scale or self.hflip or self.crop_padding)
+        return bool(self.rotate or self.translate or self.scale or self.hflip or self.crop_padding or self.elastic)
 
 
 @dataclass(frozen=True)
@@ -403,7 +406,7 @@ def batch_transform(
     """uint8 N x C x h x w -> normalised float N x in_channels x S x S, on images' device.
 
     With `augment`, each image gets its own random rotation, zoom, shift,
-    crop and flip, all folded into one affine `grid_sample` that also resizes.
+    crop, flip and elastic distortion, all folded into one affine `grid_sample` that also resizes.
     Without it, a plain bilinear resize (the same sampling as the identity
     transform) so that training and evaluation see the same geometry.
     """
@@ -431,6 +434,8 @@ def batch_transform(
             [torch.stack([cos * flip, -sin, shift_x], 1), torch.stack([sin * flip, cos, shift_y], 1)], 1
         )
         grid = F.affine_grid(theta, [n, x.shape[1], size, size], align_corners=False)
+        if augment.elastic:
+            grid = grid + elastic_field(n, size, x.shape[-1], augment.elastic, augment.elastic_sigma, generator).to(dev)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     elif x.shape[-1] != size or x.shape[-2] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=size < x.shape[-1])
@@ -445,6 +450,26 @@ def batch_transform(
         else:
             raise DataError(f"cannot map {x.shape[1]}-channel images to {pre.in_channels} input channels: use --in-channels {x.shape[1]}")
     return x.contiguous()
+
+
+def elastic_field(
+    n: int, size: int, native: int, alpha: float, sigma: float, generator: torch.Generator | None = None
+) -> Tensor:
+    """Per-image elastic displacements (Simard et al. 2003) as grid offsets, n x size x size x 2.
+
+    Uniform noise in [-1, 1] per output pixel and axis, smoothed by a Gaussian
+    of `sigma` native pixels and scaled to `alpha` native pixels, in the
+    [-1, 1] coordinates of `grid_sample`. Made on the CPU with `generator`.
+    """
+    noise = torch.rand(n, 2, size, size, generator=generator).mul_(2).sub_(1)
+    s = sigma * size / native  # in output pixels
+    radius = min(math.ceil(3 * s), size - 1)  # reflect padding needs radius < size
+    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1.0) / s) ** 2)
+    # The blur with reflect padding as a size x size matrix (row i: the blurred unit vector e_i),
+    # so the separable blur is two small matrix products (a 2-D convolution is 20x slower here).
+    blur = F.conv1d(F.pad(torch.eye(size)[:, None], (radius, radius), mode="reflect"), (taps / taps.sum())[None, None])[:, 0]
+    field = blur.T @ noise @ blur
+    return field.mul_(2 * alpha / native).permute(0, 2, 3, 1)
 
 
 def list_datasets(args) -> None:

@@ -183,7 +183,7 @@ def build_report(run_dir: str | Path) -> Path:
 
     total_time = sum(r["epoch_time"] for r in rows)
     aug = "off" if not cfg.get("augment") else "on (dataset defaults unless set: " + ", ".join(
-        f"{k} {cfg[k]}" for k in ("rotate", "translate", "scale", "hflip", "crop_padding") if cfg.get(k) is not None
+        f"{k} {cfg[k]}" for k in ("rotate", "translate", "scale", "hflip", "crop_padding", "elastic") if cfg.get(k) is not None
     ) + ")"
     recipe = (
         f"Trained for {len(rows)} epoch(s) (of {cfg['epochs']}) on `{cfg['dataset']}` at {cfg['image_size']}x{cfg['image_size']} px, "

@@ -148,6 +148,8 @@ def resolve_augment(cfg: TrainConfig, default: Augment) -> Augment:
         scale=default.scale if cfg.scale is None else cfg.scale,
         hflip=default.hflip if cfg.hflip is None else cfg.hflip,
         crop_padding=default.crop_padding if cfg.crop_padding is None else cfg.crop_padding,
+        elastic=default.elastic if cfg.elastic is None else cfg.elastic,
+        elastic_sigma=cfg.elastic_sigma,
     )
 
 
@@ -413,7 +415,7 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
     pre = Preprocess(cfg.image_size, in_channels, data.channels, data.native_size, data.mean, data.std)
     augment = resolve_augment(cfg, data.default_augment)
     # config.yaml records the augmentation actually used, not "dataset default".
-    cfg = replace(cfg, rotate=augment.rotate, translate=augment.translate, scale=augment.scale, hflip=augment.hflip, crop_padding=augment.crop_padding)
+    cfg = replace(cfg, rotate=augment.rotate, translate=augment.translate, scale=augment.scale, hflip=augment.hflip, crop_padding=augment.crop_padding, elastic=augment.elastic)
     if device.type != "cpu":
         data.train, data.val, data.test = data.train.to(device), data.val.to(device), data.test.to(device)
 
