@@ -138,6 +138,9 @@ def test_sigkill_mid_run_then_resume_is_exact(workdir: Path, reference: Path):
         assert done.returncode == 0, done.stderr
         assert f"Resuming {resumed.relative_to(workdir)} at epoch" in done.stdout
         assert_same_run(resumed, reference)
+    # env.json keeps the first process's environment and adds the resume's
+    env = json.loads((run / "env.json").read_text())
+    assert "--resume" not in env["command"] and [e["command"].split()[1:3] for e in env["resumed"]] == [["train", "--resume"]]
     # the resumed run said where it continued, and wrote nothing outside its directory
     assert sorted(p.name for p in (workdir / "P").iterdir()) == ["from-epoch-1", "killed", "reference"]
 

@@ -22,9 +22,10 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.nn.functional as F
@@ -323,6 +324,18 @@ def environment(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
     }
 
 
+def run_environment(run_dir: Path, cfg: TrainConfig, device: torch.device, resumed: bool) -> dict[str, Any]:
+    """This process's environment; on resume, the run's first environment with this one added under "resumed"."""
+    env = environment(cfg, device)
+    try:
+        first = json.loads((run_dir / "env.json").read_text()) if resumed else None
+    except (OSError, ValueError):
+        first = None  # missing or unreadable: this environment is all there is
+    if not isinstance(first, dict):
+        return env
+    return {**first, "resumed": [*first.get("resumed", []), env]}
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -384,6 +397,91 @@ def without_optimizer(state: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in state.items() if k != "optimizer"}
 
 
+@dataclass
+class Progress:
+    """Where a run stands besides its weights and optimiser: what resuming it continues from."""
+
+    start_epoch: int = 0
+    best_acc: float = -1.0
+    best_epoch: int = -1
+    elapsed: float = 0.0  # seconds of training and validation so far
+    results: list[dict[str, Any]] = field(default_factory=list)  # results.csv rows
+    epoch_state: EpochState = field(default_factory=EpochState)
+    rng: dict[str, Tensor] | None = None  # a mid-epoch resume's RNG state, set just before its first step
+
+
+def restore(
+    state: dict[str, Any],
+    source: str,
+    run_dir: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    averaged: AveragedModel | None,
+) -> Progress:
+    """Load a run's last.pt into the new run's objects, repair its directory and say where to continue."""
+    load_weights(model, state["model"], source)
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if averaged is not None and state.get("averaged_model") is not None:
+            averaged.module.load_state_dict(state["averaged_model"])
+            averaged.n_averaged.copy_(state["averaged_count"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise CheckpointError(f"{source}: optimiser, schedule or averaged weights do not match this run ({type(exc).__name__}): use the run's own weights/last.pt") from None
+    progress = Progress(state["epoch"], state["best_acc"], state["best_epoch"], state.get("elapsed", 0.0), state["results"])
+    if state.get("epoch_state"):
+        # each process continues its own running sums (rank 0's in checkpoints of one process)
+        states = state.get("epoch_state_per_rank") or [state["epoch_state"]]
+        progress.epoch_state = EpochState(**states[dist_utils.rank() % len(states)])
+    step = progress.epoch_state.step
+    best_path = run_dir / "weights" / "best.pt"
+    if progress.best_epoch > 0 and not best_path.is_file():  # e.g. only last.pt was copied
+        if progress.best_epoch != progress.start_epoch or step:
+            raise CheckpointError(f"{best_path} is missing and last.pt is not the best epoch ({progress.best_epoch}): copy the run's whole weights/ folder")
+        if dist_utils.is_main():
+            save_checkpoint(best_path, without_optimizer(state))
+    if dist_utils.is_main():  # the run directory agrees with last.pt at once, even if killed again
+        write_results(run_dir / "results.csv", progress.results)
+    _log(f"Resuming {run_dir} at epoch {progress.start_epoch + 1}" + (f", step {step + 1}" if step else ""))
+    if step:
+        # Mid-epoch resume: the RNG streams continue from the interrupted step boundary (set at the loop's start).
+        per_rank = state.get("rng_per_rank") or [state["rng"]]
+        if len(per_rank) != dist_utils.world_size():
+            _log(f"note: the run was interrupted with {len(per_rank)} process(es), resumed with {dist_utils.world_size()}: the rest of this epoch is not bit-exact")
+        progress.rng = per_rank[dist_utils.rank() % len(per_rank)]
+    return progress
+
+
+def stop_interrupted(
+    exc: KeyboardInterrupt,
+    run_dir: Path,
+    epoch: int,
+    epochs_done: int,
+    epoch_state: EpochState,
+    mid_epoch_checkpoint: Callable[[list], dict[str, Any]],
+    gen: torch.Generator,
+    device: torch.device,
+) -> NoReturn:
+    """Ctrl-C: save the step boundary it stopped at (every process's state), say how to resume, exit 130."""
+    last = run_dir / "weights" / "last.pt"
+    command = f"googlenet train --resume {run_dir}" + (" (under the same torchrun command)" if dist_utils.world_size() > 1 else "")
+    if isinstance(exc, TrainingInterrupted):
+        if epoch_state.step:  # mid-epoch: save the exact state of this step boundary, every process's
+            per_rank = dist_utils.all_gather_object((rng_state(gen, device), dict(epoch_state.__dict__)))
+            if dist_utils.is_main():
+                save_checkpoint(last, mid_epoch_checkpoint(per_rank))
+            dist_utils.barrier()  # torchrun stops the others once one exits: wait for the save
+        where = f"epoch {epoch + 1}, step {epoch_state.step}" if epoch_state.step else f"end of epoch {epochs_done}"
+        _log(f"\nInterrupted; progress saved ({where}). Resume with: {command}")
+    elif last.is_file():
+        _log(f"\nInterrupted mid-step; the previous checkpoint, weights/last.pt, is kept. Resume with: {command}")
+    else:
+        _log("\nInterrupted before the first checkpoint; nothing to resume: start the run again")
+    dist_utils.cleanup()
+    raise SystemExit(130) from None
+
+
 def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
     """Train as `cfg` says (or resume a run directory) and return the run directory."""
     from .report import write_final_outputs
@@ -434,49 +532,16 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
         steps_per_epoch = min(steps_per_epoch, cfg.limit_train_batches)
     scheduler = build_scheduler(cfg, optimizer, steps_per_epoch)
 
-    results: list[dict[str, Any]] = []
-    start_epoch, best_acc, best_epoch, elapsed = 0, -1.0, -1, 0.0
-    epoch_state = EpochState()
     gen = torch.Generator()
     if resume_state is not None:
-        load_weights(model, resume_state["model"], str(resume))
-        try:
-            optimizer.load_state_dict(resume_state["optimizer"])
-            scheduler.load_state_dict(resume_state["scheduler"])
-            if averaged is not None and resume_state.get("averaged_model") is not None:
-                averaged.module.load_state_dict(resume_state["averaged_model"])
-                averaged.n_averaged.copy_(resume_state["averaged_count"])
-        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
-            raise CheckpointError(f"{resume}: optimiser, schedule or averaged weights do not match this run ({type(exc).__name__}): use the run's own weights/last.pt") from None
-        start_epoch = resume_state["epoch"]
-        best_acc, best_epoch = resume_state["best_acc"], resume_state["best_epoch"]
-        results = resume_state["results"]
-        elapsed = resume_state.get("elapsed", 0.0)
-        if resume_state.get("epoch_state"):
-            # each process continues its own running sums (rank 0's in checkpoints of one process)
-            states = resume_state.get("epoch_state_per_rank") or [resume_state["epoch_state"]]
-            epoch_state = EpochState(**states[dist_utils.rank() % len(states)])
-        best_path = run_dir / "weights" / "best.pt"
-        if best_epoch > 0 and not best_path.is_file():  # e.g. only last.pt was copied
-            if best_epoch != start_epoch or epoch_state.step:
-                raise CheckpointError(f"{best_path} is missing and last.pt is not the best epoch ({best_epoch}): copy the run's whole weights/ folder")
-            if dist_utils.is_main():
-                save_checkpoint(best_path, without_optimizer(resume_state))
-        if dist_utils.is_main():  # the run directory agrees with last.pt at once, even if killed again
-            write_results(run_dir / "results.csv", results)
-        _log(f"Resuming {run_dir} at epoch {start_epoch + 1}" + (f", step {epoch_state.step + 1}" if epoch_state.step else ""))
+        progress = restore(resume_state, str(resume), run_dir, model, optimizer, scheduler, averaged)
     else:
+        progress = Progress()
         run_dir = next_run_dir(cfg)
         dist_utils.barrier()  # every process has picked the directory before rank 0 creates it
+    start_epoch, best_acc, best_epoch, elapsed = progress.start_epoch, progress.best_acc, progress.best_epoch, progress.elapsed
+    results, epoch_state, resume_rng = progress.results, progress.epoch_state, progress.rng
     weights_dir = run_dir / "weights"
-
-    resume_rng = None
-    if resume_state is not None and epoch_state.step:
-        # Mid-epoch resume: the RNG streams continue from the interrupted step boundary (set at the loop's start).
-        per_rank = resume_state.get("rng_per_rank") or [resume_state["rng"]]
-        if len(per_rank) != dist_utils.world_size():
-            _log(f"note: the run was interrupted with {len(per_rank)} process(es), resumed with {dist_utils.world_size()}: the rest of this epoch is not bit-exact")
-        resume_rng = per_rank[dist_utils.rank() % len(per_rank)]
 
     def checkpoint(epoch_done: int, state: EpochState | None = None, per_rank: list | None = None) -> dict[str, Any]:
         return {
@@ -504,7 +569,7 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
     if dist_utils.is_main():
         weights_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        atomic_write_text(run_dir / "env.json", json.dumps(environment(cfg, device), indent=2) + "\n")
+        atomic_write_text(run_dir / "env.json", json.dumps(run_environment(run_dir, cfg, device, resume_state is not None), indent=2) + "\n")
         from .summary import summarize
 
         atomic_write_text(run_dir / "summary.md", summarize(GoogLeNet(**margs), cfg.image_size))
@@ -588,21 +653,7 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
         )
         raise TrainingDiverged(f"{exc}; {kept}") from None
     except KeyboardInterrupt as exc:
-        command = f"googlenet train --resume {run_dir}" + (" (under the same torchrun command)" if dist_utils.world_size() > 1 else "")
-        if isinstance(exc, TrainingInterrupted):
-            if epoch_state.step:  # mid-epoch: save the exact state of this step boundary, every process's
-                per_rank = dist_utils.all_gather_object((rng_state(gen, device), dict(epoch_state.__dict__)))
-                if dist_utils.is_main():
-                    save_checkpoint(weights_dir / "last.pt", checkpoint(epoch, epoch_state, per_rank))
-                dist_utils.barrier()  # torchrun stops the others once one exits: wait for the save
-            where = f"epoch {epoch + 1}, step {epoch_state.step}" if epoch_state.step else f"end of epoch {len(results)}"
-            _log(f"\nInterrupted; progress saved ({where}). Resume with: {command}")
-        elif (weights_dir / "last.pt").is_file():
-            _log(f"\nInterrupted mid-step; the previous checkpoint, weights/last.pt, is kept. Resume with: {command}")
-        else:
-            _log("\nInterrupted before the first checkpoint; nothing to resume: start the run again")
-        dist_utils.cleanup()
-        raise SystemExit(130) from None
+        stop_interrupted(exc, run_dir, epoch, len(results), epoch_state, lambda per_rank: checkpoint(epoch, epoch_state, per_rank), gen, device)
     finally:
         stop.__exit__()
 
