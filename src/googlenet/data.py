@@ -3,8 +3,8 @@
 Every dataset becomes three `Split`s (train, val, test) of uint8 images
 N x C x H x W and int64 labels. Transforms run on whole batches as tensor ops
 on the training device: one `grid_sample` does augmentation (rotation, scale,
-translation, elastic distortion) and the resize to the model's image size at once, then channel
-expansion and normalisation. Nothing here reads the disk after loading.
+translation, elastic distortion) and the resize to the model's image size at
+once, then channel expansion and normalisation. Nothing here reads the disk after loading.
 
 MNIST ships inside the package (see datasets/mnist/README.md for its source
 and licence) and is checked against the official MD5s on every load.
@@ -406,7 +406,8 @@ def batch_transform(
     """uint8 N x C x h x w -> normalised float N x in_channels x S x S, on images' device.
 
     With `augment`, each image gets its own random rotation, zoom, shift,
-    crop, flip and elastic distortion, all folded into one affine `grid_sample` that also resizes.
+    crop, flip and elastic distortion, all folded into one `grid_sample` that
+    also resizes.
     Without it, a plain bilinear resize (the same sampling as the identity
     transform) so that training and evaluation see the same geometry.
     """
@@ -468,8 +469,8 @@ def elastic_field(
     # The blur with reflect padding as a size x size matrix (row i: the blurred unit vector e_i),
     # so the separable blur is two small matrix products (a 2-D convolution is 20x slower here).
     blur = F.conv1d(F.pad(torch.eye(size)[:, None], (radius, radius), mode="reflect"), (taps / taps.sum())[None, None])[:, 0]
-    field = blur.T @ noise @ blur
-    return field.mul_(2 * alpha / native).permute(0, 2, 3, 1)
+    offsets = blur.T @ noise @ blur
+    return offsets.mul_(2 * alpha / native).permute(0, 2, 3, 1)
 
 
 def list_datasets(args) -> None:
