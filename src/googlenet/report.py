@@ -182,8 +182,9 @@ def build_report(run_dir: str | Path) -> Path:
     per_class = format_table(per_class_headers, per_class_rows)
 
     total_time = sum(r["epoch_time"] for r in rows)
+    aug_keys = ("rotate", "translate", "scale", "hflip", "crop_padding", "elastic") + (("elastic_sigma",) if cfg.get("elastic") else ())
     aug = "off" if not cfg.get("augment") else "on (dataset defaults unless set: " + ", ".join(
-        f"{k} {cfg[k]}" for k in ("rotate", "translate", "scale", "hflip", "crop_padding", "elastic") if cfg.get(k) is not None
+        f"{k} {cfg[k]}" for k in aug_keys if cfg.get(k) is not None
     ) + ")"
     recipe = (
         f"Trained for {len(rows)} epoch(s) (of {cfg['epochs']}) on `{cfg['dataset']}` at {cfg['image_size']}x{cfg['image_size']} px, "
