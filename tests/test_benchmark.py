@@ -71,3 +71,10 @@ def test_benchmark_rejects_small_images(capsys) -> None:
     assert main(["benchmark", "--image-size", "16"]) == 2
     err = capsys.readouterr().err
     assert "minimum of 31" in err and "Traceback" not in err
+
+
+def test_benchmark_under_autocast_uses_that_dtypes_peak(capsys) -> None:
+    args = ["benchmark", "--image-size", "32", "--batch-size", "2", "--steps", "1", "--repeats", "1", "--warmup", "0", "--amp", "bf16"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "bf16 autocast; bf16 matmul peak" in out and "fp32" not in out

@@ -415,6 +415,39 @@ def test_conv1x1_falls_back_to_conv2d_off_its_path():
     torch.testing.assert_close(out, F.conv2d(x, w, b))
 
 
+def test_conv1x1_gemm_under_cpu_autocast_matches_conv2d():
+    """Under bf16 autocast the GEMM path casts every operand, as autocast does for a convolution."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 16, 3, 3).contiguous(memory_format=torch.channels_last).requires_grad_()
+    w = torch.randn(8, 16, 1, 1, requires_grad=True)
+    b = torch.randn(8, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = M.conv1x1(x, w, b)
+        ref = F.conv2d(x, w, b)
+    assert "Conv1x1" in type(out.grad_fn).__name__ and out.dtype == ref.dtype == torch.bfloat16
+    torch.testing.assert_close(out, ref, rtol=2e-2, atol=2e-2)
+    grads = torch.autograd.grad(out.float().square().sum(), (x, w, b))
+    ref_grads = torch.autograd.grad(ref.float().square().sum(), (x, w, b))
+    for g, r, p in zip(grads, ref_grads, (x, w, b)):
+        assert g.dtype == p.dtype == torch.float32  # the parameters keep float32 gradients
+        torch.testing.assert_close(g, r, rtol=5e-2, atol=5e-2 * r.abs().max().item())
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_lrn_of_half_precision_input_is_computed_in_float32(fast):
+    """bf16 cannot hold 1 + 2e-5 * sum(x^2): the LRN computes in float32 and rounds only its output."""
+    torch.manual_seed(0)
+    x = (torch.randn(2, 16, 4, 4) * 5).relu().bfloat16()
+    ref = F.local_response_norm(x.double(), 5, 1e-4, 0.75, 1.0)
+    y = M.LocalResponseNorm(5, fast=fast)(x)
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.double(), ref, rtol=2**-8, atol=0)  # within bf16's rounding of the exact result
+    naive = M.local_response_norm(x, 5)  # the same kernel run in bf16 throughout is off by far more
+    assert not torch.allclose(naive.double(), ref, rtol=2**-8, atol=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert M.LocalResponseNorm(5, fast=fast)(x).dtype == torch.bfloat16
+
+
 def test_model_output_is_the_same_with_either_lrn():
     torch.manual_seed(0)
     fast = GoogLeNet(10, 3).double().eval()

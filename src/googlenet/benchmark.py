@@ -3,9 +3,9 @@
 The step timed is the one `googlenet train` runs: the default config's batch
 transform (augmentation included) on in-memory MNIST, the model in its memory
 format, GoogLeNet's loss with the auxiliary heads, backward and the optimiser
-step. FLOPs per image come from `torch.utils.flop_counter`; the machine's fp32
-peak is the best of a few large matrix multiplies, measured again at the start
-of every repetition. Variants are timed interleaved, repetition by repetition;
+step. FLOPs per image come from `torch.utils.flop_counter`; the machine's
+matmul peak (fp32, or the autocast dtype with `--amp`) is the best of a few
+large matrix multiplies, measured again at the start of every repetition. Variants are timed interleaved, repetition by repetition;
 img/s are medians, and the fraction of peak and the ratios between variants
 are medians of per-repetition ratios, so a noisy machine shifts both sides of
 each ratio alike.
@@ -36,10 +36,10 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_peak_gflops(device: torch.device, n: int = 2048, repeats: int = 8) -> float:
-    """Best fp32 GFLOP/s of an n x n matrix multiply (2 n^3 FLOPs each)."""
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+def matmul_peak_gflops(device: torch.device, n: int = 2048, repeats: int = 8, dtype: torch.dtype = torch.float32) -> float:
+    """Best GFLOP/s of an n x n matrix multiply (2 n^3 FLOPs each) in `dtype`."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b
     _sync(device)
     best = 0.0
@@ -122,7 +122,10 @@ def run_benchmark(args) -> None:
     if min(args.batch_size, args.steps, args.repeats) < 1 or args.warmup < 0:
         raise ConfigError("--batch-size, --steps and --repeats must be positive and --warmup not negative")
     device = select_device(args.device)
-    cfg = replace(TrainConfig(), image_size=args.image_size, batch_size=args.batch_size)
+    cfg = replace(TrainConfig(), image_size=args.image_size, batch_size=args.batch_size, amp=args.amp)
+    # The peak that matters is that of the dtype the matrix multiplies run in (AMX's bf16 peak is 6x its fp32 one).
+    peak_dtype = amp_dtype_for(cfg, device) or torch.float32
+    precision = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[peak_dtype]
     data = load_dataset("mnist", val_fraction=cfg.val_fraction, seed=cfg.seed)
     pre = Preprocess(args.image_size, data.channels, data.channels, data.native_size, data.mean, data.std)
     images = data.train.images[: args.batch_size].to(device)
@@ -164,7 +167,7 @@ def run_benchmark(args) -> None:
         for _ in range(args.repeats):
             # The peak is measured in every repetition, next to the steps it is compared with:
             # the fraction of peak is a ratio within one moment of a machine whose speed moves.
-            peaks.append(matmul_peak_gflops(device, repeats=3))
+            peaks.append(matmul_peak_gflops(device, repeats=3, dtype=peak_dtype))
             for name, step in variants.items():
                 t = time.perf_counter()
                 for _ in range(args.steps):
@@ -185,7 +188,8 @@ def run_benchmark(args) -> None:
         threads = torch.get_num_threads() if device.type == "cpu" else "-"
         print(
             f"{mode} step, {args.image_size} px, batch {args.batch_size}, {device} ({threads} threads), "
-            f"median of {args.repeats} x {args.steps} steps; fp32 matmul peak {peak:,.1f} GFLOP/s "
+            f"median of {args.repeats} x {args.steps} steps{'' if precision == 'fp32' else f', {precision} autocast'}; "
+            f"{precision} matmul peak {peak:,.1f} GFLOP/s "
             f"(median; {min(peaks):,.1f}-{max(peaks):,.1f})"
         )
         print(format_table(["model", "img/s", "range", "MFLOP/img", "GFLOP/s", "of peak", "vs ours"], rows, "text"))

@@ -117,9 +117,13 @@ class LocalResponseNorm(nn.LocalResponseNorm):
         self.fast = fast
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.fast:
-            return local_response_norm(x, self.size, self.alpha, self.beta, self.k)
-        return super().forward(x)
+        dtype = x.dtype
+        if dtype in (torch.bfloat16, torch.float16):
+            # Under autocast (or a half-precision model): alpha/size = 2e-5 is far below
+            # bf16's resolution near k = 1, so the normalisation is computed in float32.
+            x = x.float()
+        y = local_response_norm(x, self.size, self.alpha, self.beta, self.k) if self.fast else super().forward(x)
+        return y.to(dtype)
 
 
 def conv_relu(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0) -> nn.Sequential:
@@ -255,11 +259,16 @@ def conv1x1(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
         x.device.type == "cpu"
         and x.dim() == 4
         and x.is_contiguous(memory_format=torch.channels_last)
-        and not torch.is_autocast_enabled("cpu")
         and not torch.compiler.is_compiling()  # let the compiler see a plain convolution
-        and x.dtype == weight.dtype == bias.dtype
     )
-    return _Conv1x1Function.apply(x, weight, bias) if matmul else F.conv2d(x, weight, bias)
+    if not matmul:
+        return F.conv2d(x, weight, bias)
+    if torch.is_autocast_enabled("cpu"):  # what autocast does to a convolution: every operand in its dtype
+        dtype = torch.get_autocast_dtype("cpu")
+        x, weight, bias = x.to(dtype), weight.to(dtype), bias.to(dtype)
+    if not x.dtype == weight.dtype == bias.dtype:
+        return F.conv2d(x, weight, bias)
+    return _Conv1x1Function.apply(x, weight, bias)
 
 
 class AuxPool(nn.Module):
