@@ -48,6 +48,12 @@ def test_paper_preset_is_the_papers_optimiser():
     assert (cfg.image_size, cfg.in_channels) == (224, 3)
 
 
+def test_only_the_fast_preset_has_a_time_budget():
+    """The CPU recipe plans its epochs to fit 40 minutes; the seed's and the paper's run all their epochs."""
+    assert (resolve_config("fast").epochs, resolve_config("fast").time) == (20, 40.0)
+    assert resolve_config("seed").time == 0 and resolve_config("paper").time == 0
+
+
 def test_unknown_preset():
     with pytest.raises(ConfigError, match="unknown preset 'imagenet'"):
         resolve_config("imagenet")
@@ -83,6 +89,7 @@ def test_unknown_keys_rejected():
         ({"dropout_aux": -0.1}, "dropout_aux must be in"),
         ({"val_fraction": 1.0}, "val_fraction"),
         ({"aux_weight": -0.3}, "must not be negative"),
+        ({"time": -1.0}, "time must not be negative"),
     ],
 )
 def test_validation(values, message):

@@ -86,6 +86,15 @@ def _lrs(cfg, steps_per_epoch: int) -> list[float]:
     return lrs
 
 
+def _lr_after(cfg, steps_per_epoch: int, steps: int) -> float:
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    sched = T.build_scheduler(cfg, opt, steps_per_epoch)
+    for _ in range(steps):
+        opt.step()
+        sched.step()
+    return opt.param_groups[0]["lr"]
+
+
 def test_constant_schedule():
     assert _lrs(resolve_config(schedule="constant", lr=0.1, epochs=3), 4) == [0.1] * 12
 
@@ -122,6 +131,56 @@ def test_onecycle_schedule():
     assert all(b > a for a, b in zip(lrs[:peak], lrs[1 : peak + 1]))
     assert all(b < a for a, b in zip(lrs[peak:], lrs[peak + 1 :]))
     assert lrs[-1] < 1e-4
+
+
+def test_planned_epochs_fit_the_time_budget():
+    cfg = resolve_config(epochs=20, time=40)
+    assert T.planned_epochs(cfg, 1, 90.0) == 20  # 20 x 90 s fit 40 min: the cap holds
+    assert T.planned_epochs(cfg, 1, 200.0) == 12  # 12 x 200 s = 40 min
+    assert T.planned_epochs(cfg, 5, 1000.0) == 5  # over budget: stop now, never fewer than done
+    assert T.planned_epochs(dataclasses.replace(cfg, time=0.0), 1, 1e6) == 20  # 0: no limit
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine"])
+def test_replanned_schedule_continues_the_shorter_one(schedule):
+    """A schedule cut from 20 to 12 epochs after 3 goes on as if it had been planned for 12 from the start."""
+    steps, done = 10, 30
+    long_cfg = resolve_config(schedule=schedule, lr=0.1, epochs=20, warmup_epochs=1)
+    short_cfg = dataclasses.replace(long_cfg, epochs=12)
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = T.build_scheduler(long_cfg, opt, steps)
+    for _ in range(done):
+        opt.step()
+        sched.step()
+    sched = T.build_scheduler(short_cfg, opt, steps, done_steps=done)
+    lrs = []
+    for _ in range(12 * steps - done):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx(_lrs(short_cfg, steps)[done:], rel=1e-9)
+    assert lrs[-1] < 1e-3 * 0.1  # the shorter schedule ends annealed
+
+
+def test_train_shortens_its_schedule_to_the_time_budget(tmp_path, monkeypatch, capsys):
+    """fit() replans after each epoch; the learning rate still ends annealed and config.yaml holds the plan."""
+    monkeypatch.setattr(T, "planned_epochs", lambda cfg, done, seconds: min(cfg.epochs, 2))  # as if only 2 of 4 fit
+    argv = [
+        "train", "--epochs", "4", "--time", "30", "--limit-train-batches", "3", "--limit-eval-batches", "1",
+        "--batch-size", "16", "--eval-batch-size", "100", "--project", str(tmp_path), "--name", "t",
+    ]  # fmt: skip
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "--time 30 min: 2 of 4 epochs fit" in out and "epoch 2/2" in out
+    with open(tmp_path / "t" / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2
+    # The learning rate ends where a one-cycle planned for 2 epochs ends, not halfway through one of 4.
+    planned = [_lr_after(resolve_config(epochs=n, limit_train_batches=3), 3, 6) for n in (2, 4)]
+    assert float(rows[-1]["lr"]) == pytest.approx(planned[0], rel=1e-5) and planned[1] > 4 * planned[0]
+    assert yaml.safe_load((tmp_path / "t" / "config.yaml").read_text())["epochs"] == 2
+    assert load_checkpoint(tmp_path / "t" / "weights" / "last.pt")["config"]["epochs"] == 2
+    assert "(of 2, time budget 30 min)" in (tmp_path / "t" / "REPORT.md").read_text()
 
 
 def test_build_optimizer():

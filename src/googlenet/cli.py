@@ -69,7 +69,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--init", choices=["caffe", "pytorch", "kaiming"], help="weight init (paper/Caffe: caffe)")
 
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int)
+    g.add_argument("--epochs", type=int, help="number of epochs (with --time: the most)")
+    g.add_argument("--time", type=float, metavar="MINUTES", help="train and validate for at most this long: fewer epochs on slower machines (default 40; 0: no limit)")
     g.add_argument("--batch-size", type=int, help="global batch size")
     g.add_argument("--optimizer", choices=["adam", "adamw", "sgd"])
     g.add_argument("--lr", type=float, help="(peak) learning rate")

@@ -48,7 +48,11 @@ class TrainConfig:
     aux_weight: float = 0.3  # paper: each auxiliary loss weighted 0.3
     init: str = "caffe"  # caffe (paper), pytorch or kaiming
     # optimisation
-    epochs: int = 11  # as many as fit 45 min on 2 CPU cores with margin (docs/experiments.md)
+    epochs: int = 20  # the most epochs; see `time` (docs/experiments.md)
+    # Minutes of training and validation at most (0: no limit). After every epoch the
+    # run plans as many of `epochs` as fit at the mean epoch time so far and shortens
+    # its schedule to match (Ultralytics' `time`); the plan is saved in config.yaml.
+    time: float = 40.0
     batch_size: int = 128  # global batch size (split across processes under torchrun)
     optimizer: str = "adam"  # adam, adamw or sgd
     lr: float = 1e-3  # peak learning rate
@@ -131,8 +135,8 @@ class TrainConfig:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.elastic_sigma <= 0 or (self.elastic or 0) < 0:
             raise ConfigError("elastic must not be negative and elastic_sigma must be positive (Simard et al.: 34 and 4)")
-        if self.warmup_epochs < 0 or self.momentum < 0:
-            raise ConfigError("warmup_epochs and momentum must not be negative")
+        if self.warmup_epochs < 0 or self.momentum < 0 or self.time < 0:
+            raise ConfigError("warmup_epochs, momentum and time must not be negative (time 0: no limit)")
         if self.aux_weight < 0 or self.label_smoothing < 0 or self.weight_decay < 0:
             raise ConfigError("aux_weight, label_smoothing and weight_decay must not be negative")
         return self
@@ -156,6 +160,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "augment": False,
         "average": "none",
         "label_smoothing": 0.0,
+        "time": 0.0,  # all 20 epochs, however long they take
     },
     # The paper's optimiser: SGD momentum 0.9, lr -4% every 8 epochs, Polyak averaging.
     "paper": {
@@ -172,6 +177,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "label_smoothing": 0.0,
         "epochs": 60,  # BVLC Caffe release
         "batch_size": 32,  # BVLC Caffe release
+        "time": 0.0,
     },
 }
 

@@ -186,8 +186,9 @@ def build_report(run_dir: str | Path) -> Path:
     aug = "off" if not cfg.get("augment") else "on (dataset defaults unless set: " + ", ".join(
         f"{k} {cfg[k]}" for k in aug_keys if cfg.get(k) is not None
     ) + ")"
+    budget = f", time budget {cfg['time']:g} min" if cfg.get("time") else ""
     recipe = (
-        f"Trained for {len(rows)} epoch(s) (of {cfg['epochs']}) on `{cfg['dataset']}` at {cfg['image_size']}x{cfg['image_size']} px, "
+        f"Trained for {len(rows)} epoch(s) (of {cfg['epochs']}{budget}) on `{cfg['dataset']}` at {cfg['image_size']}x{cfg['image_size']} px, "
         f"{cfg['in_channels']} input channel(s), batch size {cfg['batch_size']}, {cfg['optimizer']} with peak learning rate "
         f"{cfg['lr']:g} and a {cfg['schedule']} schedule, weight decay {cfg['weight_decay']:g}, label smoothing "
         f"{cfg['label_smoothing']:g}, auxiliary loss weight {cfg['aux_weight']:g}, weight averaging {cfg['average']}, "

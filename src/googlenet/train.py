@@ -168,13 +168,26 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device, fu
     return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kernel)
 
 
-def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
-    """A per-step schedule; `step` is the paper's -4% every 8 epochs."""
+def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int, done_steps: int = 0):
+    """A per-step schedule over `cfg.epochs`; `step` is the paper's -4% every 8 epochs.
+
+    `done_steps`: a schedule replanned mid-run (`--time`) continues from there.
+    """
     total = max(cfg.epochs * steps_per_epoch, 1)
     if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=cfg.lr, total_steps=total, pct_start=cfg.pct_start, cycle_momentum=False
         )
+    else:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(cfg, steps_per_epoch, total))
+    if done_steps:  # set the learning rate of step `done_steps` of the new schedule
+        scheduler.last_epoch = done_steps - 1
+        scheduler.step()
+    return scheduler
+
+
+def _lr_factor(cfg: TrainConfig, steps_per_epoch: int, total: int) -> Callable[[int], float]:
+    """The step -> learning-rate factor of the cosine, step and constant schedules."""
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
 
     def factor(step: int) -> float:
@@ -186,7 +199,14 @@ def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_pe
             return cfg.step_gamma ** (step // (cfg.step_epochs * steps_per_epoch))
         return 1.0
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return factor
+
+
+def planned_epochs(cfg: TrainConfig, epochs_done: int, seconds_per_epoch: float) -> int:
+    """`--time`: how many of `cfg.epochs` fit the budget at this speed (never fewer than are done)."""
+    if not cfg.time:
+        return cfg.epochs
+    return max(epochs_done, min(cfg.epochs, int(cfg.time * 60 / seconds_per_epoch)))
 
 
 def build_averaged(cfg: TrainConfig, model: nn.Module) -> AveragedModel | None:
@@ -627,7 +647,15 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
             if improved:
                 best_acc, best_epoch = val.accuracy, epoch + 1
             epoch_state = EpochState()
+            planned_before = cfg.epochs
+            if cfg.time:  # every process plans from the same (mean) time, so all stop together
+                per_epoch = dist_utils.all_reduce_sum(torch.tensor([elapsed], dtype=torch.float64)).item() / dist_utils.world_size() / len(results)
+                cfg = replace(cfg, epochs=planned_epochs(cfg, epoch + 1, per_epoch))
+                if epoch + 1 < cfg.epochs < planned_before:
+                    scheduler = build_scheduler(cfg, optimizer, steps_per_epoch, done_steps=(epoch + 1) * steps_per_epoch)
             if dist_utils.is_main():
+                if cfg.epochs != planned_before:  # config.yaml and the checkpoints hold the plan a resume follows
+                    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
                 # results.csv, then best.pt, then last.pt: a kill between any two leaves a run that resumes
                 # from last.pt and rewrites the others (best.pt is never older than last.pt's best_epoch).
                 write_results(run_dir / "results.csv", results)
@@ -636,10 +664,17 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
                     save_checkpoint(weights_dir / "best.pt", without_optimizer(state))
                 save_checkpoint(weights_dir / "last.pt", state)
             _log(
-                f"epoch {epoch + 1}/{cfg.epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
+                f"epoch {epoch + 1}/{planned_before}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
                 f"val loss {val.loss:.4f} acc {val.accuracy:.4f}  lr {row['lr']}  {row['epoch_time']:.0f}s"
                 + ("  *best" if improved else "")
             )
+            if cfg.epochs != planned_before:
+                _log(
+                    f"--time {cfg.time:g} min: {cfg.epochs} of {planned_before} epochs fit at {per_epoch:.0f} s per epoch"
+                    + (f"; the learning-rate schedule now ends after epoch {cfg.epochs}" if cfg.epochs > epoch + 1 else ": stopping")
+                )
+            if epoch + 1 >= cfg.epochs:
+                break
             if cfg.patience is not None and epoch + 1 - best_epoch >= cfg.patience:
                 _log(f"early stopping: no better validation accuracy for {cfg.patience} epochs")
                 break
