@@ -468,7 +468,7 @@ def test_default_recipe_loss_falls():
 
     The learning rate is still ramping up here, so this shows the early fall.
     Measured with this function: first four vs last four batches 3.89 -> 3.78 at
-    seed 0 (seeds 1-3: drops of 0.09-0.13; single batches scatter by about 0.04).
+    seed 0 (seeds 1-3: drops of 0.09-0.12; single batches scatter by about 0.04).
     The slow test below shows learning beyond chance level.
     """
     losses = per_batch_losses(resolve_config(limit_train_batches=16))
@@ -479,9 +479,10 @@ def test_default_recipe_loss_falls():
 
 @pytest.mark.slow
 def test_default_recipe_learns_beyond_chance():
-    """40 batches: the loss drops below a chance-level model's (ln 10 for the main head, plus 0.3 x 2 x ln 10
-    for the aux heads = 3.68). Measured at seed 0: 3.88 for the first five batches, 3.48 for the last five."""
-    losses = per_batch_losses(resolve_config(limit_train_batches=40))
+    """60 batches: the loss drops below a chance-level model's (ln 10 for the main head, plus 0.3 x 2 x ln 10
+    for the aux heads = 3.68). Measured at seed 0: 3.88 for the first five batches, 3.36 for the last five
+    (3.64 after 40 batches: the 20-epoch schedule ramps up more slowly than the earlier 11-epoch one)."""
+    losses = per_batch_losses(resolve_config(limit_train_batches=60))
     chance = 1.6 * math.log(10)
     assert np.mean(losses[-5:]) < chance - 0.08, losses
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.2, losses

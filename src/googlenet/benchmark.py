@@ -5,10 +5,11 @@ transform (augmentation included) on in-memory MNIST, the model in its memory
 format, GoogLeNet's loss with the auxiliary heads, backward and the optimiser
 step. FLOPs per image come from `torch.utils.flop_counter`; the machine's
 matmul peak (fp32, or the autocast dtype with `--amp`) is the best of a few
-large matrix multiplies, measured again at the start of every repetition. Variants are timed interleaved, repetition by repetition;
-img/s are medians, and the fraction of peak and the ratios between variants
-are medians of per-repetition ratios, so a noisy machine shifts both sides of
-each ratio alike.
+large matrix multiplies, measured again at the start of every repetition.
+Variants are timed interleaved, repetition by repetition; img/s are medians,
+and the fraction of peak and the ratios between variants are medians of
+per-repetition ratios, so a noisy machine shifts both sides of each ratio
+alike.
 """
 
 from __future__ import annotations
