@@ -374,6 +374,10 @@ def write_results(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+def write_config(run_dir: Path, cfg: TrainConfig) -> None:
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
 def model_args(cfg: TrainConfig, num_classes: int, in_channels: int) -> dict[str, Any]:
     return {
         "num_classes": num_classes,
@@ -588,7 +592,7 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
 
     if dist_utils.is_main():
         weights_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        write_config(run_dir, cfg)
         atomic_write_text(run_dir / "env.json", json.dumps(run_environment(run_dir, cfg, device, resume_state is not None), indent=2) + "\n")
         from .summary import summarize
 
@@ -655,7 +659,7 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
                     scheduler = build_scheduler(cfg, optimizer, steps_per_epoch, done_steps=(epoch + 1) * steps_per_epoch)
             if dist_utils.is_main():
                 if cfg.epochs != planned_before:  # config.yaml and the checkpoints hold the plan a resume follows
-                    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+                    write_config(run_dir, cfg)
                 # results.csv, then best.pt, then last.pt: a kill between any two leaves a run that resumes
                 # from last.pt and rewrites the others (best.pt is never older than last.pt's best_epoch).
                 write_results(run_dir / "results.csv", results)
