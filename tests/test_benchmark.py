@@ -23,12 +23,13 @@ def _outputs_and_grads(model: GoogLeNet, x: torch.Tensor, seed: int = 0):
 @pytest.mark.parametrize(
     "speedups,channels_last",
     [
-        ((True, False, False, False), False),
-        ((False, True, False, False), False),
-        ((False, False, True, False), False),
-        ((False, False, False, True), True),  # the GEMM path needs channels_last
-        ((False, True, True, True), True),
-        ((True, True, True, True), True),
+        ((True, False, False, False, False), False),
+        ((False, True, False, False, False), False),
+        ((False, False, True, False, False), False),
+        ((False, False, False, True, False), True),  # the GEMM path needs channels_last
+        ((False, False, False, False, True), False),
+        ((False, True, True, True, False), True),
+        ((True, True, True, True, True), True),
     ],
 )
 def test_speedups_keep_outputs_and_gradients(speedups: tuple[bool, ...], channels_last: bool) -> None:
@@ -37,7 +38,7 @@ def test_speedups_keep_outputs_and_gradients(speedups: tuple[bool, ...], channel
     # 40 px: inception4 runs on 2x2 maps and inception5 on 1x1 maps, so the
     # 3x3 and 5x5 kernels there are cropped.
     x = torch.randn(3, 1, 40, 40, dtype=torch.float64)
-    ref_out, ref_grads = _outputs_and_grads(set_speedups(model, False, False, False, False), x)
+    ref_out, ref_grads = _outputs_and_grads(set_speedups(model, False, False, False, False, False), x)
     set_speedups(model, *speedups)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

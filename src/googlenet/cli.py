@@ -143,7 +143,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", default="auto", choices=["auto", "off", "bf16", "fp16"], help="autocast, as googlenet train's --amp (applies to every model timed)")
-    p.add_argument("--variants", action="store_true", help="also time the speed-ups one by one (LRN, channels_last)")
+    p.add_argument("--variants", action="store_true", help="also time the speed-ups one by one, each added to the previous ones")
     return parser
 
 

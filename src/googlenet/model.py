@@ -60,41 +60,42 @@ class _LRNFunction(torch.autograd.Function):
     """Cross-channel LRN with a hand-written backward.
 
     y = x * d^-beta with d = k + alpha/size * sum_{window} x^2. The window sum
-    is five shifted adds instead of PyTorch's avg_pool3d over a padded copy,
-    and the backward reuses d instead of letting autograd record the pow chain:
-    dx = g d^-beta - 2 alpha beta / size * x * window_sum(g y / d).
+    is shifted adds instead of PyTorch's avg_pool3d over a padded copy, and
+    the backward reuses d and y instead of letting autograd record the pow
+    chain: dx = g d^-beta - 2 alpha beta / size * x * window_sum(g y / d).
+    Each line is one pass over the map (these maps are the network's largest).
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, size: int, alpha: float, beta: float, k: float) -> Tensor:
-        d = _window_sum(x * x, size).mul_(alpha / size).add_(k)
+        q = torch.addcmul(x.new_zeros(()), x, x, value=alpha / size)  # alpha/size * x^2 in one pass
+        d = _add_window(q + k, q, size)
         if beta == 0.75:  # the paper's beta: d^-0.75 = d^-0.5 * d^-0.25, 4x faster than pow on a CPU
             inv = d.rsqrt()
             inv.mul_(inv.sqrt())
         else:
             inv = d.pow(-beta)
-        ctx.save_for_backward(x, inv, d)
+        y = x * inv
+        ctx.save_for_backward(x, inv, d, y)
         ctx.size, ctx.alpha, ctx.beta = size, alpha, beta
-        return x * inv
+        return y
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        x, inv, d = ctx.saved_tensors
+        x, inv, d, y = ctx.saved_tensors
         # Each input is in the windows of the outputs whose windows it falls in:
-        # the transposed window (the same one for odd sizes). In-place where
-        # the tensors are ours: these maps are the largest of the network.
-        s = _window_sum((g * x).mul_(inv).div_(d), ctx.size, transpose=True)
-        s.mul_(x).mul_(2.0 * ctx.alpha * ctx.beta / ctx.size)
-        return (g * inv).sub_(s), None, None, None, None
+        # the transposed window (the same one for odd sizes).
+        t = (g * y).div_(d)
+        s = _add_window(t.clone(), t, ctx.size, transpose=True)
+        return torch.addcmul(g * inv, s, x, value=-2.0 * ctx.alpha * ctx.beta / ctx.size), None, None, None, None
 
 
-def _window_sum(t: Tensor, size: int, transpose: bool = False) -> Tensor:
-    """Sum over a window of `size` channels, zero-padded like PyTorch's LRN."""
+def _add_window(out: Tensor, t: Tensor, size: int, transpose: bool = False) -> Tensor:
+    """Add to `out` (which holds t's own channel) t's other channels in a window of `size`, zero-padded like PyTorch's LRN."""
     before, after = size // 2, (size - 1) // 2
     if transpose:
         before, after = after, before
     channels = t.shape[1]
-    out = t.clone()
     for shift in range(1, before + 1):  # channel c takes c - shift
         out[:, shift:] += t[:, : channels - shift]
     for shift in range(1, after + 1):  # channel c takes c + shift
@@ -369,7 +370,16 @@ class GoogLeNet(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(1024, num_classes)
 
+        # Apply conv1's ReLU after maxpool1 instead of before it: max and ReLU
+        # commute (max of ReLUs = ReLU of the max, and the gradient reaches the
+        # same input), so outputs and gradients are the same with the ReLU and
+        # its backward on a quarter of the pixels of the network's largest map.
+        self.relu_after_pool1 = True
+
         self.reset_parameters(init)
+
+    # The switch above, exact like Inception's; `summary` turns it off to list the layers in the paper's order.
+    FAST_PATHS = ("relu_after_pool1",)
 
     def reset_parameters(self, init: InitName = "caffe") -> None:
         """Initialise every layer; "caffe" is the paper's (BVLC) scheme."""
@@ -408,8 +418,11 @@ class GoogLeNet(nn.Module):
         """The convolutional trunk; returns the final map and the aux logits."""
         self.check_input(x)
         # N x 3 x 224 x 224
-        x = self.conv1(x)  # N x 64 x 112 x 112
-        x = self.maxpool1(x)  # N x 64 x 56 x 56
+        if self.relu_after_pool1:
+            x = self.conv1[1](self.maxpool1(self.conv1[0](x)))  # N x 64 x 56 x 56
+        else:
+            x = self.conv1(x)  # N x 64 x 112 x 112
+            x = self.maxpool1(x)  # N x 64 x 56 x 56
         x = self.lrn1(x)  # N x 64 x 56 x 56
         x = self.conv2(x)  # N x 64 x 56 x 56
         x = self.conv3(x)  # N x 192 x 56 x 56

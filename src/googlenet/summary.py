@@ -73,20 +73,20 @@ def summary_rows(model: GoogLeNet, image_size: int) -> list[SummaryRow]:
             handles.append(module.register_forward_hook(leaf_hook))
 
     was_training = model.training
-    blocks = [m for m in model.modules() if isinstance(m, Inception)]
-    fast = [{name: getattr(b, name) for name in Inception.FAST_PATHS} for b in blocks]
+    # The network and its blocks with exact fast paths (GoogLeNet.FAST_PATHS, Inception.FAST_PATHS).
+    fast = {m: {name: getattr(m, name) for name in m.FAST_PATHS} for m in model.modules() if hasattr(m, "FAST_PATHS")}
     model.train()
     try:
-        for b in blocks:  # run each branch's own layers so that every layer gets its row
-            for name in Inception.FAST_PATHS:
-                setattr(b, name, False)
+        for m, flags in fast.items():  # run every layer on its own, in the paper's order, so that each gets its row
+            for name in flags:
+                setattr(m, name, False)
         param = next(model.parameters())
         model(torch.zeros(2, model.in_channels, image_size, image_size, device=param.device, dtype=param.dtype))
     finally:
         model.train(was_training)
-        for b, flags in zip(blocks, fast):
+        for m, flags in fast.items():
             for name, on in flags.items():
-                setattr(b, name, on)
+                setattr(m, name, on)
         for h in handles:
             h.remove()
     return rows
