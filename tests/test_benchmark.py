@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from googlenet.benchmark import matmul_peak_gflops, set_speedups
+from googlenet.benchmark import SPEEDUPS, matmul_peak_gflops, set_speedups
 from googlenet.cli import main
 from googlenet.model import GoogLeNet
 
@@ -23,23 +23,24 @@ def _outputs_and_grads(model: GoogLeNet, x: torch.Tensor, seed: int = 0):
 @pytest.mark.parametrize(
     "speedups,channels_last",
     [
-        ((True, False, False, False, False), False),
-        ((False, True, False, False, False), False),
-        ((False, False, True, False, False), False),
-        ((False, False, False, True, False), True),  # the GEMM path needs channels_last
-        ((False, False, False, False, True), False),
-        ((False, True, True, True, False), True),
-        ((True, True, True, True, True), True),
+        (["fast_lrn"], False),
+        (["fuse_1x1"], False),
+        (["crop_kernels"], False),
+        (["matmul_1x1"], True),  # the GEMM paths need channels_last
+        (["relu_after_pool1"], False),
+        (["crop_kernels", "matmul_small_maps"], True),
+        (["fuse_1x1", "crop_kernels", "matmul_1x1", "matmul_small_maps"], True),
+        (list(SPEEDUPS), True),
     ],
 )
-def test_speedups_keep_outputs_and_gradients(speedups: tuple[bool, ...], channels_last: bool) -> None:
+def test_speedups_keep_outputs_and_gradients(speedups: list[str], channels_last: bool) -> None:
     torch.manual_seed(0)
     model = GoogLeNet(num_classes=10, in_channels=1).double()
     # 40 px: inception4 runs on 2x2 maps and inception5 on 1x1 maps, so the
-    # 3x3 and 5x5 kernels there are cropped.
+    # 3x3 and 5x5 kernels there are cropped, and run as GEMMs over the map.
     x = torch.randn(3, 1, 40, 40, dtype=torch.float64)
-    ref_out, ref_grads = _outputs_and_grads(set_speedups(model, False, False, False, False, False), x)
-    set_speedups(model, *speedups)
+    ref_out, ref_grads = _outputs_and_grads(set_speedups(model, ()), x)
+    set_speedups(model, speedups)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -48,6 +49,11 @@ def test_speedups_keep_outputs_and_gradients(speedups: tuple[bool, ...], channel
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
     for name, g in grads.items():
         torch.testing.assert_close(g, ref_grads[name], rtol=1e-8, atol=1e-10, msg=name)
+
+
+def test_set_speedups_rejects_unknown_names() -> None:
+    with pytest.raises(ValueError, match="unknown speed-ups"):
+        set_speedups(GoogLeNet(10, 1), ["fast_lrm"])
 
 
 def test_matmul_peak_is_positive() -> None:

@@ -8,9 +8,11 @@ evaluate) happens once per module; it uses batch 32 and evaluation batches of
 from __future__ import annotations
 
 import csv
+import ctypes
 import dataclasses
 import json
 import math
+import platform
 import shutil
 from pathlib import Path
 
@@ -486,3 +488,16 @@ def test_default_recipe_learns_beyond_chance():
     chance = 1.6 * math.log(10)
     assert np.mean(losses[-5:]) < chance - 0.08, losses
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.2, losses
+
+
+# ------------------------------------------------------------------- allocator
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
+def test_keep_freed_memory_serves_large_tensors_from_the_heap():
+    """Without it glibc maps tensors over 32 MB from the kernel (above the heap's end) and unmaps them on free."""
+    assert T.keep_freed_memory()
+    sbrk = ctypes.CDLL("libc.so.6").sbrk
+    sbrk.restype = ctypes.c_void_p
+    big = torch.empty(64 * 2**20 // 4)  # 64 MB: beyond any mmap threshold glibc allows
+    assert big.data_ptr() < sbrk(0)  # inside the heap, below its current end

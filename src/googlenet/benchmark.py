@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import replace
 
 import torch
@@ -25,11 +25,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .config import ConfigError, TrainConfig
 from .data import DIGITS, Preprocess, batch_transform, load_dataset
-from .model import MIN_IMAGE_SIZE, GoogLeNet, Inception, LocalResponseNorm
+from .model import MIN_IMAGE_SIZE, GoogLeNet, LocalResponseNorm
 from .tables import format_table
 from .train import amp_dtype_for, build_optimizer, googlenet_loss, select_device
 
-__all__ = ["matmul_peak_gflops", "run_benchmark"]
+__all__ = ["SPEEDUPS", "matmul_peak_gflops", "run_benchmark", "set_speedups"]
 
 
 def _sync(device: torch.device) -> None:
@@ -52,15 +52,28 @@ def matmul_peak_gflops(device: torch.device, n: int = 2048, repeats: int = 8, dt
     return best
 
 
-def set_speedups(model: nn.Module, fast_lrn: bool, fuse_1x1: bool, crop_kernels: bool, matmul_1x1: bool, relu_after_pool1: bool = True) -> nn.Module:
-    """Switch the model's exact speed-ups on or off (all on by default)."""
+# The model's exact speed-ups (LocalResponseNorm.fast and the FAST_PATHS
+# switches), with their --variants labels, in the order that table adds them.
+SPEEDUPS = {
+    "fast_lrn": "fast LRN",
+    "fuse_1x1": "fused 1x1",
+    "crop_kernels": "cropped kernels",
+    "matmul_1x1": "1x1 as GEMM",
+    "relu_after_pool1": "ReLU after pool1",
+    "matmul_small_maps": "2x2 maps as GEMM",
+}
+
+
+def set_speedups(model: nn.Module, on: Collection[str] = tuple(SPEEDUPS)) -> nn.Module:
+    """Switch on the model's exact speed-ups named in `on` (see SPEEDUPS) and the others off."""
+    unknown = set(on) - set(SPEEDUPS)
+    if unknown:
+        raise ValueError(f"unknown speed-ups {sorted(unknown)}: choose from {', '.join(SPEEDUPS)}")
     for m in model.modules():
-        if isinstance(m, GoogLeNet):
-            m.relu_after_pool1 = relu_after_pool1
         if isinstance(m, LocalResponseNorm):
-            m.fast = fast_lrn
-        if isinstance(m, Inception):
-            m.fuse_1x1, m.crop_kernels, m.matmul_1x1 = fuse_1x1, crop_kernels, matmul_1x1
+            m.fast = "fast_lrn" in on
+        for name in getattr(m, "FAST_PATHS", ()):
+            setattr(m, name, name in on)
     return model
 
 
@@ -135,9 +148,9 @@ def run_benchmark(args) -> None:
     labels = data.train.labels[: args.batch_size].to(device)
     modes = ["train", "eval"] if args.mode == "both" else [args.mode]
 
-    def ours(*speedups: bool) -> nn.Module:
+    def ours(on: Collection[str] = tuple(SPEEDUPS)) -> nn.Module:
         torch.manual_seed(0)
-        return set_speedups(GoogLeNet(data.num_classes, data.channels), *(speedups or (True,) * 5))
+        return set_speedups(GoogLeNet(data.num_classes, data.channels), on)
 
     for mode in modes:
         train = mode == "train"
@@ -146,13 +159,10 @@ def run_benchmark(args) -> None:
         }
         if args.variants:  # the speed-ups one by one, each added to the previous ones
             plain = {"fused_optimizer": False}
-            variants["  plain: no speed-ups, NCHW"] = make_step(ours(False, False, False, False, False), cfg, images, labels, pre, train, device, False, **plain)
-            variants["  + channels_last"] = make_step(ours(False, False, False, False, False), cfg, images, labels, pre, train, device, True, **plain)
-            variants["  + fast LRN"] = make_step(ours(True, False, False, False, False), cfg, images, labels, pre, train, device, True, **plain)
-            variants["  + fused 1x1"] = make_step(ours(True, True, False, False, False), cfg, images, labels, pre, train, device, True, **plain)
-            variants["  + cropped kernels"] = make_step(ours(True, True, True, False, False), cfg, images, labels, pre, train, device, True, **plain)
-            variants["  + 1x1 as GEMM"] = make_step(ours(True, True, True, True, False), cfg, images, labels, pre, train, device, True, **plain)
-            variants["  + ReLU after pool1"] = make_step(ours(True, True, True, True, True), cfg, images, labels, pre, train, device, True, **plain)
+            variants["  plain: no speed-ups, NCHW"] = make_step(ours(()), cfg, images, labels, pre, train, device, False, **plain)
+            variants["  + channels_last"] = make_step(ours(()), cfg, images, labels, pre, train, device, True, **plain)
+            for i, label in enumerate(SPEEDUPS.values(), start=1):
+                variants[f"  + {label}"] = make_step(ours(list(SPEEDUPS)[:i]), cfg, images, labels, pre, train, device, True, **plain)
             variants["  + fused Adam (= this project)"] = make_step(ours(), cfg, images, labels, pre, train, device, True)
         if args.compare == "torchvision":
             import torchvision

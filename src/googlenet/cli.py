@@ -148,7 +148,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .train import fit
+    from .train import fit, keep_freed_memory
+
+    keep_freed_memory()
 
     values = {k: v for k, v in vars(args).items() if k not in ("command", "preset", "config", "resume", "func")}
     file_values = load_yaml(args.config) if args.config else None
@@ -203,7 +205,9 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def cmd_benchmark(args: argparse.Namespace) -> None:
     from .benchmark import run_benchmark
+    from .train import keep_freed_memory
 
+    keep_freed_memory()  # as googlenet train does
     run_benchmark(args)
 
 

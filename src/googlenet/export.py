@@ -64,7 +64,7 @@ def inference_model(state: dict[str, Any], portable: bool = False) -> GoogLeNet:
     """The checkpoint's eval-mode network without auxiliary heads.
 
     Takes the averaged weights when the checkpoint has them, like evaluation.
-    `portable` swaps the fast LRN kernel and the GEMM 1x1 convolutions (custom
+    `portable` swaps the fast LRN kernel and the GEMM convolutions (custom
     autograd Functions) for plain ops: same math, a graph any runtime knows.
     """
     full = model_from_checkpoint(state)
@@ -75,7 +75,7 @@ def inference_model(state: dict[str, Any], portable: bool = False) -> GoogLeNet:
     if portable:
         for block in model.modules():
             if isinstance(block, Inception):
-                block.matmul_1x1 = False
+                block.matmul_1x1 = block.matmul_small_maps = False
     load_weights(model, full.state_dict(), state.get("source", "checkpoint"))
     return model.eval()
 

@@ -16,6 +16,7 @@ each is commented where it happens:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Literal, NamedTuple
 
@@ -34,6 +35,7 @@ __all__ = [
     "count_parameters",
     "cropped_conv2d",
     "local_response_norm",
+    "small_map_conv2d",
 ]
 
 InitName = Literal["caffe", "pytorch", "kaiming"]
@@ -170,9 +172,14 @@ class Inception(nn.Module):
         # Run the 1x1 convolutions as plain matrix multiplies on channels_last
         # CPU tensors (see `conv1x1`): same sums, faster weight gradients.
         self.matmul_1x1 = True
+        # On maps so small that the cropped kernel links every output pixel to
+        # every input pixel (2x2 and 1x1 maps), run the 3x3 and 5x5
+        # convolutions as one matrix multiply over the whole map (see
+        # `small_map_conv2d`): the same products, without oneDNN's overhead.
+        self.matmul_small_maps = True
 
     # The switches above, each exact; `summary` turns them off to list every layer.
-    FAST_PATHS = ("fuse_1x1", "crop_kernels", "matmul_1x1")
+    FAST_PATHS = ("fuse_1x1", "crop_kernels", "matmul_1x1", "matmul_small_maps")
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.fuse_1x1:
@@ -200,24 +207,29 @@ class Inception(nn.Module):
         """The 3x3 or 5x5 conv + ReLU of a branch, cropped to the taps that can see the map."""
         if not self.crop_kernels:
             return layer(x)
-        return F.relu(cropped_conv2d(x, layer[0]), inplace=True)
+        return F.relu(cropped_conv2d(x, layer[0], self.matmul_small_maps), inplace=True)
 
 
-def cropped_conv2d(x: Tensor, conv: nn.Conv2d) -> Tensor:
+def cropped_conv2d(x: Tensor, conv: nn.Conv2d, matmul_small_maps: bool = False) -> Tensor:
     """`conv(x)` for a stride-1 zero-padded convolution, without the taps that only see padding.
 
     An output pixel reads the input at offsets -p..p around it; on an H-pixel
     side no offset beyond H-1 reaches the map, so those kernel rows and
     columns only ever multiply padding zeros. Dropping them leaves the same
-    sums (and zero gradients for the dropped taps, as before).
+    sums (and zero gradients for the dropped taps, as before). When the
+    cropped kernel reaches the whole map from every pixel and
+    `matmul_small_maps` is set, it runs as `small_map_conv2d`.
     """
     if isinstance(conv.padding, str) or conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.padding_mode != "zeros":
         return conv(x)
     (ph, pw), (kh, kw) = conv.padding, conv.kernel_size
-    rh, rw = min(ph, x.shape[-2] - 1), min(pw, x.shape[-1] - 1)
-    if (rh, rw) == (ph, pw) or (kh, kw) != (2 * ph + 1, 2 * pw + 1):
+    h, w = x.shape[-2:]
+    rh, rw = min(ph, h - 1), min(pw, w - 1)
+    if (rh, rw) == (ph, pw) and not (matmul_small_maps and (rh, rw) == (h - 1, w - 1)) or (kh, kw) != (2 * ph + 1, 2 * pw + 1):
         return conv(x)
     weight = conv.weight[:, :, ph - rh : ph + rh + 1, pw - rw : pw + rw + 1]
+    if matmul_small_maps and (rh, rw) == (h - 1, w - 1):
+        return small_map_conv2d(x, weight, conv.bias)
     return F.conv2d(x, weight, conv.bias, padding=(rh, rw))
 
 
@@ -254,22 +266,93 @@ class _Conv1x1Function(torch.autograd.Function):
         return dx, dw, db
 
 
-def conv1x1(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """`F.conv2d(x, weight, bias)` for a 1x1 kernel; a GEMM on channels_last CPU tensors."""
-    matmul = (
-        x.device.type == "cpu"
-        and x.dim() == 4
-        and x.is_contiguous(memory_format=torch.channels_last)
-        and not torch.compiler.is_compiling()  # let the compiler see a plain convolution
-    )
-    if not matmul:
-        return F.conv2d(x, weight, bias)
-    if torch.is_autocast_enabled("cpu"):  # what autocast does to a convolution: every operand in its dtype
+def _gemm_operands(x: Tensor, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+    """The operands of a convolution run as matrix multiplies, or None where that path does not apply.
+
+    It applies to channels_last CPU tensors outside torch.compile (which should
+    see a plain convolution); under CPU autocast the operands are cast as
+    autocast casts a convolution's.
+    """
+    if x.device.type != "cpu" or x.dim() != 4 or not x.is_contiguous(memory_format=torch.channels_last) or torch.compiler.is_compiling():
+        return None
+    if torch.is_autocast_enabled("cpu"):
         dtype = torch.get_autocast_dtype("cpu")
         x, weight, bias = x.to(dtype), weight.to(dtype), bias.to(dtype)
-    if not x.dtype == weight.dtype == bias.dtype:
-        return F.conv2d(x, weight, bias)
-    return _Conv1x1Function.apply(x, weight, bias)
+    return (x, weight, bias) if x.dtype == weight.dtype == bias.dtype else None
+
+
+def conv1x1(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """`F.conv2d(x, weight, bias)` for a 1x1 kernel; a GEMM on channels_last CPU tensors."""
+    operands = _gemm_operands(x, weight, bias)
+    return F.conv2d(x, weight, bias) if operands is None else _Conv1x1Function.apply(*operands)
+
+
+@functools.cache
+def _pair_taps(h: int, w: int) -> tuple[Tensor, Tensor]:
+    """Kernel row and column linking input pixel q to output pixel p on an h x w map ([q, p]), for a (2h-1) x (2w-1) kernel."""
+    rows = torch.arange(h).repeat_interleave(w)
+    cols = torch.arange(w).repeat(h)
+    return rows[:, None] - rows[None, :] + h - 1, cols[:, None] - cols[None, :] + w - 1
+
+
+class _SmallMapConvFunction(torch.autograd.Function):
+    """A stride-1 convolution whose (2h-1) x (2w-1) kernel reaches the whole h x w map from every pixel.
+
+    Every output pixel p then reads every input pixel q through one kernel tap,
+    so in channels_last memory the convolution is one matrix multiply:
+    y[n, (p, co)] = sum over (q, ci) of x[n, (q, ci)] * W[co, ci, tap(q, p)]
+    + b[co], with a weight matrix of (h w)^2 kernel slices. These are the
+    products the convolution computes without those with padding zeros; the
+    backward is two more GEMMs, and the weight gradient sums each tap's slices.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        n, c, h, w = x.shape
+        pixels, out_channels = h * w, weight.shape[0]
+        rows, cols = _pair_taps(h, w)
+        # [q, p, ci, co] -> the (q, ci) x (p, co) matrix
+        wd = weight.permute(2, 3, 1, 0)[rows, cols].permute(0, 2, 1, 3).reshape(pixels * c, pixels * out_channels)
+        x2 = x.permute(0, 2, 3, 1).reshape(n, pixels * c)  # a view: x is channels_last
+        out = torch.empty((n, out_channels, h, w), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+        torch.addmm(bias.repeat(pixels), x2, wd, out=out.permute(0, 2, 3, 1).view(n, pixels * out_channels))
+        ctx.save_for_backward(x2, wd)
+        ctx.shapes = (x.shape, weight.shape)
+        return out
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        x2, wd = ctx.saved_tensors
+        (n, c, h, w), weight_shape = ctx.shapes
+        pixels, out_channels = h * w, weight_shape[0]
+        g2 = g.permute(0, 2, 3, 1).reshape(n, pixels * out_channels)
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:
+            dx = (g2 @ wd.t()).view(n, h, w, c).permute(0, 3, 1, 2)
+        if ctx.needs_input_grad[1]:
+            dwd = (x2.t() @ g2).view(pixels, c, pixels, out_channels)
+            dwt = g.new_zeros(weight_shape[2], weight_shape[3], c, out_channels)
+            rows, cols = _pair_taps(h, w)
+            for q in range(pixels):
+                for p in range(pixels):
+                    dwt[rows[q, p], cols[q, p]] += dwd[q, :, p]
+            dw = dwt.permute(3, 2, 0, 1)
+        if ctx.needs_input_grad[2]:
+            db = g2.sum(0).view(pixels, out_channels).sum(0)
+        return dx, dw, db
+
+
+def small_map_conv2d(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """`F.conv2d(x, weight, bias, padding=(h-1, w-1))` for an h x w map and a (2h-1) x (2w-1) kernel; a GEMM on channels_last CPU tensors."""
+    h, w = x.shape[-2:]
+    if weight.shape[-2:] != (2 * h - 1, 2 * w - 1):
+        raise ValueError(f"small_map_conv2d needs a {2 * h - 1}x{2 * w - 1} kernel on a {h}x{w} map, got {tuple(weight.shape[-2:])}")
+    if x.dim() == 4 and x.stride(1) == 1:  # a channel slice of a channels_last map (an Inception branch): copy the few pixels
+        x = x.contiguous(memory_format=torch.channels_last)
+    operands = _gemm_operands(x, weight, bias)
+    if operands is None:
+        return F.conv2d(x, weight, bias, padding=(h - 1, w - 1))
+    return _SmallMapConvFunction.apply(*operands)
 
 
 class AuxPool(nn.Module):

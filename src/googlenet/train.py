@@ -119,6 +119,30 @@ def googlenet_loss(out: GoogLeNetOutput, target: Tensor, aux_weight: float = 0.3
     return loss
 
 
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep freed memory for reuse instead of handing it back to the kernel.
+
+    By default glibc serves every allocation over a threshold (at most 32 MB)
+    with fresh pages from the kernel and returns them on free, so each training
+    step page-faults its largest activations and gradients in again. Serving
+    everything from the heap and never trimming it (what jemalloc and tcmalloc,
+    the allocators Intel's PyTorch tuning guide suggests, do by design) made
+    the CPU training step 2-3% faster here (docs/experiments.md). Process-wide,
+    so `googlenet train` and `benchmark` call it, not the library. Returns
+    whether it applied: a no-op where the C library is not glibc.
+    """
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # from <malloc.h>
+    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 1 << 30))
+
+
 def select_device(name: str = "auto") -> torch.device:
     """auto: cuda, then mps, then cpu."""
     if name == "auto":
