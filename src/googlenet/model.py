@@ -288,11 +288,11 @@ def conv1x1(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
 
 
 @functools.cache
-def _pair_taps(h: int, w: int) -> tuple[Tensor, Tensor]:
-    """Kernel row and column linking input pixel q to output pixel p on an h x w map ([q, p]), for a (2h-1) x (2w-1) kernel."""
+def _pair_taps(h: int, w: int) -> Tensor:
+    """The kernel tap (row * (2w-1) + column) linking input pixel q to output pixel p on an h x w map, at [q * h w + p]."""
     rows = torch.arange(h).repeat_interleave(w)
     cols = torch.arange(w).repeat(h)
-    return rows[:, None] - rows[None, :] + h - 1, cols[:, None] - cols[None, :] + w - 1
+    return ((rows[:, None] - rows[None, :] + h - 1) * (2 * w - 1) + cols[:, None] - cols[None, :] + w - 1).flatten()
 
 
 class _SmallMapConvFunction(torch.autograd.Function):
@@ -310,9 +310,10 @@ class _SmallMapConvFunction(torch.autograd.Function):
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
         n, c, h, w = x.shape
         pixels, out_channels = h * w, weight.shape[0]
-        rows, cols = _pair_taps(h, w)
+        taps = _pair_taps(h, w)
+        slices = weight.permute(2, 3, 1, 0).reshape(-1, c, out_channels)  # [tap, ci, co]
         # [q, p, ci, co] -> the (q, ci) x (p, co) matrix
-        wd = weight.permute(2, 3, 1, 0)[rows, cols].permute(0, 2, 1, 3).reshape(pixels * c, pixels * out_channels)
+        wd = slices.index_select(0, taps).view(pixels, pixels, c, out_channels).transpose(1, 2).reshape(pixels * c, pixels * out_channels)
         x2 = x.permute(0, 2, 3, 1).reshape(n, pixels * c)  # a view: x is channels_last
         out = torch.empty((n, out_channels, h, w), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
         torch.addmm(bias.repeat(pixels), x2, wd, out=out.permute(0, 2, 3, 1).view(n, pixels * out_channels))
@@ -323,20 +324,16 @@ class _SmallMapConvFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: Tensor):
         x2, wd = ctx.saved_tensors
-        (n, c, h, w), weight_shape = ctx.shapes
-        pixels, out_channels = h * w, weight_shape[0]
+        (n, c, h, w), (out_channels, _, kh, kw) = ctx.shapes
+        pixels = h * w
         g2 = g.permute(0, 2, 3, 1).reshape(n, pixels * out_channels)
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
             dx = (g2 @ wd.t()).view(n, h, w, c).permute(0, 3, 1, 2)
         if ctx.needs_input_grad[1]:
-            dwd = (x2.t() @ g2).view(pixels, c, pixels, out_channels)
-            dwt = g.new_zeros(weight_shape[2], weight_shape[3], c, out_channels)
-            rows, cols = _pair_taps(h, w)
-            for q in range(pixels):
-                for p in range(pixels):
-                    dwt[rows[q, p], cols[q, p]] += dwd[q, :, p]
-            dw = dwt.permute(3, 2, 0, 1)
+            dwd = (x2.t() @ g2).view(pixels, c, pixels, out_channels).transpose(1, 2).reshape(-1, c, out_channels)  # [(q, p), ci, co]
+            dslices = g.new_zeros(kh * kw, c, out_channels).index_add_(0, _pair_taps(h, w), dwd)
+            dw = dslices.view(kh, kw, c, out_channels).permute(3, 2, 0, 1)
         if ctx.needs_input_grad[2]:
             db = g2.sum(0).view(pixels, out_channels).sum(0)
         return dx, dw, db
