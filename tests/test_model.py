@@ -396,6 +396,34 @@ def test_cropped_conv_matches_the_full_kernel(kernel, height, width):
         assert grads[1].abs().sum(dim=(0, 1)).eq(0).any()
 
 
+@pytest.mark.parametrize(
+    "kernel,height,width",
+    [(3, 1, 1), (3, 2, 2), (3, 1, 2), (3, 2, 1), (5, 1, 1), (5, 2, 2), (5, 3, 3), (5, 2, 3), (5, 3, 1)],  # maps of at most kernel // 2 + 1 pixels a side
+)
+def test_small_map_gemm_matches_the_convolution(kernel, height, width):
+    """Where the cropped kernel reaches the whole map it runs as one GEMM: same outputs and gradients."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(5, 6, kernel, padding=kernel // 2).double()
+    x = torch.randn(3, 5, height, width, dtype=torch.float64).contiguous(memory_format=torch.channels_last).requires_grad_()
+    full = conv(x)
+    grads = torch.autograd.grad(full.square().sum(), (x, conv.weight, conv.bias))
+    out = M.cropped_conv2d(x, conv, matmul_small_maps=True)
+    assert "SmallMapConv" in type(out.grad_fn).__name__ and out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, full)
+    for g, ref in zip(torch.autograd.grad(out.square().sum(), (x, conv.weight, conv.bias)), grads):
+        torch.testing.assert_close(g, ref)
+
+
+def test_small_map_gemm_takes_a_channel_slice_and_checks_the_kernel():
+    torch.manual_seed(0)
+    y = torch.randn(2, 9, 2, 2, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    x = y[:, 3:7]  # what an Inception branch receives from the fused 1x1 convolutions
+    w, b = torch.randn(4, 4, 3, 3, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
+    torch.testing.assert_close(M.small_map_conv2d(x, w, b), F.conv2d(x, w, b, padding=1))
+    with pytest.raises(ValueError, match="3x3 kernel on a 2x2 map"):
+        M.small_map_conv2d(x, torch.randn(4, 4, 5, 5, dtype=torch.float64), b)
+
+
 @pytest.mark.parametrize("side", [1, 2, 5])
 def test_conv1x1_gemm_matches_conv2d(side):
     torch.manual_seed(0)

@@ -65,7 +65,7 @@ class _LRNFunction(torch.autograd.Function):
     is shifted adds instead of PyTorch's avg_pool3d over a padded copy, and
     the backward reuses d and y instead of letting autograd record the pow
     chain: dx = g d^-beta - 2 alpha beta / size * x * window_sum(g y / d).
-    Each line is one pass over the map (these maps are the network's largest).
+    Written for few passes over memory: these maps are the network's largest.
     """
 
     @staticmethod
@@ -225,10 +225,11 @@ def cropped_conv2d(x: Tensor, conv: nn.Conv2d, matmul_small_maps: bool = False) 
     (ph, pw), (kh, kw) = conv.padding, conv.kernel_size
     h, w = x.shape[-2:]
     rh, rw = min(ph, h - 1), min(pw, w - 1)
-    if (rh, rw) == (ph, pw) and not (matmul_small_maps and (rh, rw) == (h - 1, w - 1)) or (kh, kw) != (2 * ph + 1, 2 * pw + 1):
+    whole_map = matmul_small_maps and (rh, rw) == (h - 1, w - 1)  # every output pixel sees every input pixel
+    if (kh, kw) != (2 * ph + 1, 2 * pw + 1) or ((rh, rw) == (ph, pw) and not whole_map):
         return conv(x)
     weight = conv.weight[:, :, ph - rh : ph + rh + 1, pw - rw : pw + rw + 1]
-    if matmul_small_maps and (rh, rw) == (h - 1, w - 1):
+    if whole_map:
         return small_map_conv2d(x, weight, conv.bias)
     return F.conv2d(x, weight, conv.bias, padding=(rh, rw))
 
