@@ -424,6 +424,24 @@ def test_small_map_gemm_takes_a_channel_slice_and_checks_the_kernel():
         M.small_map_conv2d(x, torch.randn(4, 4, 5, 5, dtype=torch.float64), b)
 
 
+def test_small_map_gemm_under_cpu_autocast_matches_conv2d():
+    """Under bf16 autocast the small-map GEMM casts every operand, as autocast does for a convolution."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 16, 2, 2).contiguous(memory_format=torch.channels_last).requires_grad_()
+    w = torch.randn(8, 16, 3, 3, requires_grad=True)
+    b = torch.randn(8, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = M.small_map_conv2d(x, w, b)
+        ref = F.conv2d(x, w, b, padding=1)
+    assert "SmallMapConv" in type(out.grad_fn).__name__ and out.dtype == ref.dtype == torch.bfloat16
+    torch.testing.assert_close(out, ref, rtol=2e-2, atol=5e-2)
+    grads = torch.autograd.grad(out.float().square().sum(), (x, w, b))
+    ref_grads = torch.autograd.grad(ref.float().square().sum(), (x, w, b))
+    for g, r, p in zip(grads, ref_grads, (x, w, b)):
+        assert g.dtype == p.dtype == torch.float32  # the parameters keep float32 gradients
+        torch.testing.assert_close(g, r, rtol=5e-2, atol=5e-2 * r.abs().max().item())
+
+
 @pytest.mark.parametrize("side", [1, 2, 5])
 def test_conv1x1_gemm_matches_conv2d(side):
     torch.manual_seed(0)
