@@ -424,22 +424,26 @@ def test_small_map_gemm_takes_a_channel_slice_and_checks_the_kernel():
         M.small_map_conv2d(x, torch.randn(4, 4, 5, 5, dtype=torch.float64), b)
 
 
-def test_small_map_gemm_under_cpu_autocast_matches_conv2d():
-    """Under bf16 autocast the small-map GEMM casts every operand, as autocast does for a convolution."""
+def _check_gemm_path_under_bf16_autocast(gemm, kernel: int, side: int, function_name: str) -> None:
+    """Under bf16 autocast a GEMM path casts every operand, as autocast does for a convolution."""
     torch.manual_seed(0)
-    x = torch.randn(4, 16, 2, 2).contiguous(memory_format=torch.channels_last).requires_grad_()
-    w = torch.randn(8, 16, 3, 3, requires_grad=True)
+    x = torch.randn(4, 16, side, side).contiguous(memory_format=torch.channels_last).requires_grad_()
+    w = torch.randn(8, 16, kernel, kernel, requires_grad=True)
     b = torch.randn(8, requires_grad=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = M.small_map_conv2d(x, w, b)
-        ref = F.conv2d(x, w, b, padding=1)
-    assert "SmallMapConv" in type(out.grad_fn).__name__ and out.dtype == ref.dtype == torch.bfloat16
+        out = gemm(x, w, b)
+        ref = F.conv2d(x, w, b, padding=kernel // 2)
+    assert function_name in type(out.grad_fn).__name__ and out.dtype == ref.dtype == torch.bfloat16
     torch.testing.assert_close(out, ref, rtol=2e-2, atol=5e-2)
     grads = torch.autograd.grad(out.float().square().sum(), (x, w, b))
     ref_grads = torch.autograd.grad(ref.float().square().sum(), (x, w, b))
     for g, r, p in zip(grads, ref_grads, (x, w, b)):
         assert g.dtype == p.dtype == torch.float32  # the parameters keep float32 gradients
         torch.testing.assert_close(g, r, rtol=5e-2, atol=5e-2 * r.abs().max().item())
+
+
+def test_small_map_gemm_under_cpu_autocast_matches_conv2d():
+    _check_gemm_path_under_bf16_autocast(M.small_map_conv2d, kernel=3, side=2, function_name="SmallMapConv")
 
 
 @pytest.mark.parametrize("side", [1, 2, 5])
@@ -465,21 +469,7 @@ def test_conv1x1_falls_back_to_conv2d_off_its_path():
 
 
 def test_conv1x1_gemm_under_cpu_autocast_matches_conv2d():
-    """Under bf16 autocast the GEMM path casts every operand, as autocast does for a convolution."""
-    torch.manual_seed(0)
-    x = torch.randn(4, 16, 3, 3).contiguous(memory_format=torch.channels_last).requires_grad_()
-    w = torch.randn(8, 16, 1, 1, requires_grad=True)
-    b = torch.randn(8, requires_grad=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = M.conv1x1(x, w, b)
-        ref = F.conv2d(x, w, b)
-    assert "Conv1x1" in type(out.grad_fn).__name__ and out.dtype == ref.dtype == torch.bfloat16
-    torch.testing.assert_close(out, ref, rtol=2e-2, atol=2e-2)
-    grads = torch.autograd.grad(out.float().square().sum(), (x, w, b))
-    ref_grads = torch.autograd.grad(ref.float().square().sum(), (x, w, b))
-    for g, r, p in zip(grads, ref_grads, (x, w, b)):
-        assert g.dtype == p.dtype == torch.float32  # the parameters keep float32 gradients
-        torch.testing.assert_close(g, r, rtol=5e-2, atol=5e-2 * r.abs().max().item())
+    _check_gemm_path_under_bf16_autocast(M.conv1x1, kernel=1, side=3, function_name="Conv1x1")
 
 
 @pytest.mark.parametrize("fast", [True, False])
