@@ -225,7 +225,7 @@ def cropped_conv2d(x: Tensor, conv: nn.Conv2d, matmul_small_maps: bool = False) 
     (ph, pw), (kh, kw) = conv.padding, conv.kernel_size
     h, w = x.shape[-2:]
     rh, rw = min(ph, h - 1), min(pw, w - 1)
-    whole_map = matmul_small_maps and (rh, rw) == (h - 1, w - 1)  # every output pixel sees every input pixel
+    whole_map = matmul_small_maps and conv.bias is not None and (rh, rw) == (h - 1, w - 1)  # every output pixel sees every input pixel
     if (kh, kw) != (2 * ph + 1, 2 * pw + 1) or ((rh, rw) == (ph, pw) and not whole_map):
         return conv(x)
     weight = conv.weight[:, :, ph - rh : ph + rh + 1, pw - rw : pw + rw + 1]
