@@ -1,23 +1,32 @@
-"""googlenet: GoogLeNet (Inception-v1) faithful to the paper, and the toolkit around it."""
+"""googlenet: GoogLeNet (Inception-v1) faithful to the paper, and the toolkit around it.
 
-from .model import MIN_IMAGE_SIZE, GoogLeNet, GoogLeNetOutput, count_parameters
+    from googlenet import GoogLeNet, accelerate, load_model
+    model = GoogLeNet(num_classes=10, in_channels=1)  # the paper's network (model.py)
+    accelerate(model)  # the same network with exact CPU speed-ups (kernels.py)
+
+Names are imported on first use, so `googlenet --help` does not load torch.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["MIN_IMAGE_SIZE", "GoogLeNet", "GoogLeNetOutput", "count_parameters", "load_model", "__version__"]
+# public name -> the module that defines it
+_EXPORTS = {
+    "MIN_IMAGE_SIZE": "model",
+    "GoogLeNet": "model",
+    "GoogLeNetOutput": "model",
+    "count_parameters": "model",
+    "accelerate": "kernels",
+    "load_model": "checkpoint",
+}
+
+__all__ = [*_EXPORTS, "__version__"]
 
 
-def load_model(path, map_location="cpu"):
-    """Load a checkpoint (.pt) or exported .safetensors file as an eval-mode GoogLeNet.
-
-    Returns (model, metadata). Files are read without unpickling.
-    """
-    from pathlib import Path
-
-    if str(path).endswith(".safetensors"):
-        from .export import load_safetensors
-
-        return load_safetensors(Path(path), map_location)
-    from .checkpoint import load_model as _load
-
-    return _load(path, map_location)
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,13 +23,15 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig, check_image_size
 from .data import DIGITS, Preprocess, batch_transform, load_dataset
-from .model import MIN_IMAGE_SIZE, GoogLeNet, LocalResponseNorm
+from .kernels import SPEEDUPS, accelerate
+from .model import GoogLeNet, GoogLeNetOutput
+from .runtime import amp_dtype_for, select_device
 from .tables import format_table
-from .train import amp_dtype_for, build_optimizer, googlenet_loss, select_device
+from .train import build_optimizer, train_step
 
-__all__ = ["SPEEDUPS", "matmul_peak_gflops", "run_benchmark", "set_speedups"]
+__all__ = ["make_step", "matmul_peak_gflops", "run_benchmark"]
 
 
 def _sync(device: torch.device) -> None:
@@ -52,33 +54,22 @@ def matmul_peak_gflops(device: torch.device, n: int = 2048, repeats: int = 8, dt
     return best
 
 
-# The model's exact speed-ups (LocalResponseNorm.fast and the FAST_PATHS
-# switches), with their --variants labels, in the order that table adds them.
-SPEEDUPS = {
-    "fast_lrn": "fast LRN",
-    "fuse_1x1": "fused 1x1",
-    "crop_kernels": "cropped kernels",
-    "matmul_1x1": "1x1 as GEMM",
-    "relu_after_pool1": "ReLU after pool1",
-    "matmul_small_maps": "2x2 maps as GEMM",
-}
+class TorchvisionAdapter(nn.Module):
+    """torchvision's googlenet behind GoogLeNet's interface: 1-channel input repeated to 3, outputs as GoogLeNetOutput."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> GoogLeNetOutput:
+        out = self.model(x.expand(-1, 3, -1, -1))  # torchvision's googlenet takes 3 channels
+        if isinstance(out, torch.Tensor):  # eval mode: the logits alone
+            return GoogLeNetOutput(out)
+        return GoogLeNetOutput(out.logits, out.aux_logits1, out.aux_logits2)  # torchvision's order is (logits, aux2, aux1)
 
 
-def set_speedups(model: nn.Module, on: Collection[str] = tuple(SPEEDUPS)) -> nn.Module:
-    """Switch on the model's exact speed-ups named in `on` (see SPEEDUPS) and the others off."""
-    unknown = set(on) - set(SPEEDUPS)
-    if unknown:
-        raise ValueError(f"unknown speed-ups {sorted(unknown)}: choose from {', '.join(SPEEDUPS)}")
-    for m in model.modules():
-        if isinstance(m, LocalResponseNorm):
-            m.fast = "fast_lrn" in on
-        for name in getattr(m, "FAST_PATHS", ()):
-            setattr(m, name, name in on)
-    return model
-
-
-def make_step(model: nn.Module, cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, pre: Preprocess, train: bool, device: torch.device, channels_last: bool, torchvision_model: bool = False, fused_optimizer: bool = True) -> Callable[[], None]:
-    """One training (or inference) step as `googlenet train` runs it."""
+def make_step(model: nn.Module, cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, pre: Preprocess, train: bool, device: torch.device, channels_last: bool, fused_optimizer: bool = True) -> Callable[[], None]:
+    """One training step exactly as `googlenet train` runs it (`train.train_step` after the batch transform), or one inference step."""
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -88,24 +79,13 @@ def make_step(model: nn.Module, cfg: TrainConfig, images: torch.Tensor, labels: 
 
     def step() -> None:
         x = batch_transform(images, pre, DIGITS if train else None, gen)
-        if torchvision_model:
-            x = x.expand(-1, 3, -1, -1)  # torchvision's googlenet takes 3 channels
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            if not train:
-                with torch.no_grad():
-                    model(x)
-                return
-            out = model(x)
-            if torchvision_model:  # torchvision returns (logits, aux2, aux1)
-                loss = nn.functional.cross_entropy(out.logits, labels)
-                loss = loss + 0.3 * (nn.functional.cross_entropy(out.aux_logits1, labels) + nn.functional.cross_entropy(out.aux_logits2, labels))
-            else:
-                loss = googlenet_loss(out, labels, cfg.aux_weight, cfg.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if train:
+            train_step(model, x, labels, optimizer, cfg, amp)
+        else:
+            with torch.no_grad(), torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                model(x)
 
     model.train(train)
     return step
@@ -133,8 +113,7 @@ def count_step_flops(step: Callable[[], None]) -> int:
 
 def run_benchmark(args) -> None:
     """Time the variants interleaved and print img/s, GFLOP/s and the fraction of the matmul peak."""
-    if args.image_size < MIN_IMAGE_SIZE:
-        raise ConfigError(f"image size {args.image_size} is below the network's minimum of {MIN_IMAGE_SIZE}: use --image-size {MIN_IMAGE_SIZE} or more")
+    check_image_size(args.image_size)
     if min(args.batch_size, args.steps, args.repeats) < 1 or args.warmup < 0:
         raise ConfigError("--batch-size, --steps and --repeats must be positive and --warmup not negative")
     device = select_device(args.device)
@@ -143,14 +122,14 @@ def run_benchmark(args) -> None:
     peak_dtype = amp_dtype_for(cfg, device) or torch.float32
     precision = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[peak_dtype]
     data = load_dataset("mnist", val_fraction=cfg.val_fraction, seed=cfg.seed)
-    pre = Preprocess(args.image_size, data.channels, data.channels, data.native_size, data.mean, data.std)
+    pre = Preprocess.for_dataset(data, args.image_size)
     images = data.train.images[: args.batch_size].to(device)
     labels = data.train.labels[: args.batch_size].to(device)
     modes = ["train", "eval"] if args.mode == "both" else [args.mode]
 
     def ours(on: Collection[str] = tuple(SPEEDUPS)) -> nn.Module:
         torch.manual_seed(0)
-        return set_speedups(GoogLeNet(data.num_classes, data.channels), on)
+        return accelerate(GoogLeNet(data.num_classes, data.channels), on)
 
     for mode in modes:
         train = mode == "train"
@@ -169,7 +148,7 @@ def run_benchmark(args) -> None:
 
             torch.manual_seed(0)
             tv = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=True, num_classes=data.num_classes)
-            variants["torchvision googlenet"] = make_step(tv, cfg, images, labels, pre, train, device, False, torchvision_model=True)
+            variants["torchvision googlenet"] = make_step(TorchvisionAdapter(tv), cfg, images, labels, pre, train, device, False)
 
         flops = {name: count_step_flops(step) / args.batch_size for name, step in variants.items()}
         for step in variants.values():

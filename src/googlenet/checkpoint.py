@@ -5,11 +5,13 @@ pipeline (model arguments, preprocessing, class names, the resolved config)
 and, for `last`, everything needed to resume exactly (optimizer, scheduler,
 averaged weights, epoch, best metric, RNG states, results so far).
 Loading always uses `torch.load(..., weights_only=True)`: a file carrying a
-pickled payload is refused before any of its code can run.
+pickled payload is refused before any of its code can run. `load_model` also
+reads the .safetensors files that `googlenet export` writes.
 """
 
 from __future__ import annotations
 
+import json
 import pickle
 import re
 import zipfile
@@ -24,9 +26,11 @@ from .errors import UserError
 from .files import atomic_save
 from .model import GoogLeNet
 
-__all__ = ["CheckpointError", "FORMAT_VERSION", "load_checkpoint", "load_model", "model_from_checkpoint", "save_checkpoint"]
+__all__ = ["CheckpointError", "FORMAT_VERSION", "load_checkpoint", "load_model", "load_safetensors", "model_from_checkpoint", "save_checkpoint"]
 
 FORMAT_VERSION = 1
+# The metadata keys every export carries (googlenet export); each value is JSON.
+METADATA_KEYS = ("classes", "preprocess", "model_args", "dataset", "config", "googlenet_version")
 
 
 class CheckpointError(UserError):
@@ -110,7 +114,12 @@ def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[GoogLeNet, dict[str, Any]]:
-    """One call from Python: the eval-mode model and the checkpoint's metadata."""
+    """Load a checkpoint (.pt, or a run directory) or an exported .safetensors file as an eval-mode GoogLeNet.
+
+    Returns (model, metadata): class names, preprocessing, model arguments. Files are read without unpickling.
+    """
+    if str(path).endswith(".safetensors"):
+        return load_safetensors(path, map_location)
     state = load_checkpoint(path, map_location)
     state["source"] = str(path)
     model = model_from_checkpoint(state).eval()
@@ -122,3 +131,30 @@ def preprocess_of(state: dict[str, Any]) -> Preprocess:
         return Preprocess.from_dict(state["preprocess"])
     except (KeyError, TypeError) as exc:
         raise CheckpointError(f"checkpoint lacks its preprocessing settings ({exc}): re-export it from googlenet") from None
+
+
+def load_safetensors(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[GoogLeNet, dict[str, Any]]:
+    """Rebuild the eval-mode network and its metadata from an exported .safetensors file (no pickle)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist: pass a .safetensors file written by googlenet export")
+    device = torch.device(map_location)
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            raw = f.metadata() or {}
+            weights = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({type(exc).__name__}: {str(exc)[:120]})") from None
+    missing = [k for k in ("classes", "preprocess", "model_args") if k not in raw]
+    if missing:
+        raise CheckpointError(f"{path} has no googlenet metadata ({', '.join(missing)} missing): export it with googlenet export")
+    try:
+        meta: dict[str, Any] = {k: json.loads(v) for k, v in raw.items() if k in METADATA_KEYS}
+        model = GoogLeNet(**{**meta["model_args"], "aux_logits": False})
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path} has malformed googlenet metadata ({exc}): export it again") from None
+    load_weights(model, weights, str(path))
+    meta["source"] = str(path)
+    return model.to(device).eval(), meta

@@ -19,7 +19,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from .config import PRESETS, ConfigError, TrainConfig, load_yaml, resolve_config
+from .config import PRESETS, ConfigError, TrainConfig, check_image_size, load_yaml, resolve_config
 from .data import DATASETS
 from .errors import UserError
 
@@ -148,7 +148,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .train import fit, keep_freed_memory
+    from .runtime import keep_freed_memory
+    from .train import fit
 
     keep_freed_memory()
 
@@ -174,11 +175,10 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
-    from .model import MIN_IMAGE_SIZE, GoogLeNet
+    from .model import GoogLeNet
     from .summary import summarize
 
-    if args.image_size < MIN_IMAGE_SIZE:
-        raise ConfigError(f"image size {args.image_size} is below the network's minimum of {MIN_IMAGE_SIZE}: use --image-size {MIN_IMAGE_SIZE} or more")
+    check_image_size(args.image_size)
     if args.num_classes < 1 or args.in_channels < 1:
         raise ConfigError("--num-classes and --in-channels must be positive")
     model = GoogLeNet(args.num_classes, args.in_channels, aux_logits=not args.no_aux)
@@ -205,7 +205,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def cmd_benchmark(args: argparse.Namespace) -> None:
     from .benchmark import run_benchmark
-    from .train import keep_freed_memory
+    from .runtime import keep_freed_memory
 
     keep_freed_memory()  # as googlenet train does
     run_benchmark(args)

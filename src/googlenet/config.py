@@ -17,11 +17,19 @@ import yaml
 
 from .errors import UserError
 
-__all__ = ["PRESETS", "ConfigError", "TrainConfig", "load_yaml", "resolve_config"]
+__all__ = ["PRESETS", "ConfigError", "TrainConfig", "check_image_size", "load_yaml", "resolve_config"]
 
 
 class ConfigError(UserError):
     """A configuration the user can fix; the message says how."""
+
+
+def check_image_size(size: int) -> None:
+    """The one check of an image size setting against the network's minimum (`model.MIN_IMAGE_SIZE`)."""
+    from .model import MIN_IMAGE_SIZE  # here, not at the top: parsing the command line does not load torch
+
+    if size < MIN_IMAGE_SIZE:
+        raise ConfigError(f"image size {size} is below the network's minimum of {MIN_IMAGE_SIZE}: use --image-size {MIN_IMAGE_SIZE} or more")
 
 
 @dataclass(frozen=True)
@@ -121,6 +129,7 @@ class TrainConfig:
         for key in positive:
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{key} must be positive, got {getattr(self, key)}")
+        check_image_size(self.image_size)
         for key in ("dropout", "dropout_aux"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ConfigError(f"{key} must be in [0, 1), got {getattr(self, key)}")

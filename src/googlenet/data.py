@@ -129,6 +129,18 @@ class Preprocess:
     def from_dict(cls, d: dict) -> Preprocess:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
+    @classmethod
+    def for_dataset(cls, data: Dataset, image_size: int, in_channels: int | None = None) -> Preprocess:
+        """The preprocessing of `data`'s stored images for a model of `image_size` px and `in_channels` (default: the data's)."""
+        return cls(
+            image_size=image_size,
+            in_channels=in_channels or data.channels,
+            data_channels=data.channels,
+            native_size=data.native_size,
+            mean=data.mean,
+            std=data.std,
+        )
+
 
 @dataclass
 class Dataset:

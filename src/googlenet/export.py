@@ -26,18 +26,23 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import CheckpointError, load_checkpoint, load_weights, model_from_checkpoint, preprocess_of
+from .checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_safetensors,
+    load_weights,
+    model_from_checkpoint,
+    preprocess_of,
+)
 from .data import Preprocess
 from .errors import UserError
 from .files import atomic_path
-from .model import GoogLeNet, Inception
+from .model import GoogLeNet
 
-__all__ = ["ExportError", "FORMATS", "export_metadata", "inference_model", "load_safetensors", "run_export"]
+__all__ = ["ExportError", "FORMATS", "export_metadata", "inference_model", "run_export"]
 
 FORMATS = {"onnx": ".onnx", "pt2": ".pt2", "safetensors": ".safetensors"}
 PT2_METADATA_FILE = "googlenet.json"
-# The metadata keys every export carries; each value is JSON.
-METADATA_KEYS = ("classes", "preprocess", "model_args", "dataset", "config", "googlenet_version")
 # Exported logits may differ from PyTorch's by reordered float sums; a wrong
 # weight or op differs by O(1). Relative to the largest logit (at least 1).
 TOLERANCE = 1e-3
@@ -60,22 +65,13 @@ class LogitsOnly(nn.Module):
         return self.model(images).logits
 
 
-def inference_model(state: dict[str, Any], portable: bool = False) -> GoogLeNet:
-    """The checkpoint's eval-mode network without auxiliary heads.
+def inference_model(state: dict[str, Any]) -> GoogLeNet:
+    """The checkpoint's eval-mode network without auxiliary heads: the plain network of model.py, a graph any runtime knows.
 
     Takes the averaged weights when the checkpoint has them, like evaluation.
-    `portable` swaps the fast LRN kernel and the GEMM convolutions (custom
-    autograd Functions) for plain ops: same math, a graph any runtime knows.
     """
     full = model_from_checkpoint(state)
-    args = {**state["model_args"], "aux_logits": False}
-    if portable:
-        args["fast_lrn"] = False
-    model = GoogLeNet(**args)
-    if portable:
-        for block in model.modules():
-            if isinstance(block, Inception):
-                block.matmul_1x1 = block.matmul_small_maps = False
+    model = GoogLeNet(**{**state["model_args"], "aux_logits": False})
     load_weights(model, full.state_dict(), state.get("source", "checkpoint"))
     return model.eval()
 
@@ -123,7 +119,7 @@ def _max_difference(run: Callable[[Tensor], Tensor], reference: nn.Module, pre: 
 
 def _traceable(state: dict[str, Any], pre: Preprocess) -> tuple[nn.Module, tuple[Tensor], dict[str, Any]]:
     """The logits-only network, an example batch and its dynamic batch axis, for torch.export."""
-    net = LogitsOnly(inference_model(state, portable=True)).eval()
+    net = LogitsOnly(inference_model(state)).eval()
     example = torch.zeros(2, pre.in_channels, pre.image_size, pre.image_size)
     return net, (example,), {"images": {0: torch.export.Dim("batch", min=1)}}
 
@@ -224,30 +220,3 @@ def run_export(args: argparse.Namespace) -> None:
         f"input N x {pre['in_channels']} x {pre['image_size']} x {pre['image_size']} (any N), {len(meta['classes'])} classes"
     )
     print(f"Max |difference| from the PyTorch model's logits (batches of {' and '.join(map(str, CHECK_BATCHES))}): {diff:.2e}")
-
-
-def load_safetensors(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[GoogLeNet, dict[str, Any]]:
-    """Rebuild the eval-mode network and its metadata from an exported .safetensors file (no pickle)."""
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path} does not exist: pass a .safetensors file written by googlenet export")
-    device = torch.device(map_location)
-    try:
-        with safe_open(str(path), framework="pt", device=str(device)) as f:
-            raw = f.metadata() or {}
-            weights = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({type(exc).__name__}: {str(exc)[:120]})") from None
-    missing = [k for k in ("classes", "preprocess", "model_args") if k not in raw]
-    if missing:
-        raise CheckpointError(f"{path} has no googlenet metadata ({', '.join(missing)} missing): export it with googlenet export")
-    try:
-        meta: dict[str, Any] = {k: json.loads(v) for k, v in raw.items() if k in METADATA_KEYS}
-        model = GoogLeNet(**{**meta["model_args"], "aux_logits": False})
-    except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path} has malformed googlenet metadata ({exc}): export it again") from None
-    load_weights(model, weights, str(path))
-    meta["source"] = str(path)
-    return model.to(device).eval(), meta

@@ -137,8 +137,9 @@ WRITERS = {"table": _write_table, "csv": _write_csv, "json": _write_json}
 
 def run_predict(args: argparse.Namespace) -> None:
     """`googlenet predict CHECKPOINT IMAGE... [--topk K] [--format table|json|csv] [--invert]`."""
-    from . import load_model
-    from .train import select_device
+    from .checkpoint import load_model
+    from .kernels import accelerate
+    from .runtime import select_device
 
     if args.topk < 1:
         raise ConfigError(f"--topk {args.topk} must be at least 1")
@@ -147,7 +148,7 @@ def run_predict(args: argparse.Namespace) -> None:
     paths = expand_images(args.images)  # before loading the model: bad paths fail fast
     device = select_device(args.device)
     model, meta = load_model(args.checkpoint, map_location=device)
-    model.to(device)
+    accelerate(model).to(device)
     pre = preprocess_of(meta)
     classes = [str(c) for c in meta.get("classes") or []]
     if len(classes) != model.num_classes:

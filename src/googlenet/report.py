@@ -22,6 +22,7 @@ from .data import Dataset, Preprocess
 from .errors import UserError
 from .evaluate import evaluate_split
 from .files import atomic_save, atomic_write_text
+from .kernels import accelerate
 from .tables import format_table
 
 __all__ = ["build_report", "evaluate_all", "plot_curves", "write_final_outputs"]
@@ -102,7 +103,7 @@ def write_confusion_csv(cm: list[list[int]], classes: list[str], path: Path) -> 
 def evaluate_all(state: dict[str, Any], data: Dataset, device: torch.device, splits=("train", "val", "test"), limit_batches=None) -> dict[str, Any]:
     """Eval-mode metrics of a checkpoint's (averaged) weights on whole splits."""
     cfg = state["config"]
-    model = model_from_checkpoint(state).to(device)
+    model = accelerate(model_from_checkpoint(state)).to(device)
     if cfg.get("channels_last"):
         model = model.to(memory_format=torch.channels_last)
     pre = Preprocess.from_dict(state["preprocess"])
@@ -115,7 +116,7 @@ def evaluate_all(state: dict[str, Any], data: Dataset, device: torch.device, spl
     return out
 
 
-def write_final_outputs(run_dir: Path, data: Dataset, pre: Preprocess, device: torch.device, cfg) -> None:
+def write_final_outputs(run_dir: Path, data: Dataset, device: torch.device, cfg) -> None:
     """Evaluate the best checkpoint on every split, then write metrics, plots and REPORT.md."""
     state = load_checkpoint(run_dir / "weights" / "best.pt", map_location=device)
     metrics = {
@@ -238,7 +239,7 @@ Confusion matrices (rows = true class): {', '.join(f'[{SPLIT_TITLES[s].lower()}]
 def run_evaluate(args) -> None:
     """`googlenet evaluate CHECKPOINT --split ...`: print and save the same metrics as training."""
     from .data import load_dataset
-    from .train import select_device
+    from .runtime import select_device
 
     path = Path(args.checkpoint)
     device = select_device(args.device)

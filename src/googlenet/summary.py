@@ -48,7 +48,11 @@ def _layer_type(module: nn.Module) -> str:
 
 @torch.no_grad()
 def summary_rows(model: GoogLeNet, image_size: int) -> list[SummaryRow]:
-    """Run one training-mode forward (so the aux heads run) and record each layer."""
+    """Run one training-mode forward (so the aux heads run) and record each layer.
+
+    Takes the plain network of model.py (not an accelerated one, whose fused
+    layers would not each get their row).
+    """
     rows: list[SummaryRow] = []
     handles = []
 
@@ -73,20 +77,12 @@ def summary_rows(model: GoogLeNet, image_size: int) -> list[SummaryRow]:
             handles.append(module.register_forward_hook(leaf_hook))
 
     was_training = model.training
-    # The network and its blocks with exact fast paths (GoogLeNet.FAST_PATHS, Inception.FAST_PATHS).
-    fast = {m: {name: getattr(m, name) for name in m.FAST_PATHS} for m in model.modules() if hasattr(m, "FAST_PATHS")}
     model.train()
     try:
-        for m, flags in fast.items():  # run every layer on its own, in the paper's order, so that each gets its row
-            for name in flags:
-                setattr(m, name, False)
         param = next(model.parameters())
         model(torch.zeros(2, model.in_channels, image_size, image_size, device=param.device, dtype=param.dtype))
     finally:
         model.train(was_training)
-        for m, flags in fast.items():
-            for name, on in flags.items():
-                setattr(m, name, on)
         for h in handles:
             h.remove()
     return rows

@@ -1,0 +1,271 @@
+"""Checkpoint state, Ctrl-C and exact resume.
+
+A run can stop at any step boundary and continue bit-exactly: last.pt holds
+the weights, the optimiser, the schedule, the averaged weights, where the
+epoch stopped (`EpochState`), the RNG streams of every process and the
+results so far. Ctrl-C and SIGTERM are deferred to the end of the current
+step (`StopOnInterrupt`), so the saved state is one the training step never
+half-applied. Every epoch reseeds its RNGs (`seed_epoch`), so a resume from
+an epoch boundary replays the same numbers too.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, NoReturn
+
+import torch
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel
+
+from . import distributed as dist_utils
+from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
+from .config import ConfigError, TrainConfig
+from .data import Augment, Dataset, Preprocess
+from .rundir import write_results
+from .runtime import log
+
+__all__ = [
+    "EpochState",
+    "Progress",
+    "StopOnInterrupt",
+    "TrainingInterrupted",
+    "TrainingState",
+    "checkpoint_state",
+    "load_resume_state",
+    "restore",
+    "seed_epoch",
+    "stop_interrupted",
+    "without_optimizer",
+]
+
+RESUME_KEYS = ("config", "optimizer", "scheduler", "epoch", "best_acc", "best_epoch", "results")
+
+
+@dataclass
+class TrainingState:
+    """The objects a run trains with; a checkpoint saves them and a resume restores them."""
+
+    cfg: TrainConfig
+    data: Dataset
+    pre: Preprocess
+    augment: Augment
+    model: nn.Module  # the network whose parameters train (and whose state_dict is saved)
+    step_model: nn.Module  # what the training step calls: the model, under DDP and torch.compile if used
+    averaged: AveragedModel | None
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    steps_per_epoch: int
+    device: torch.device
+    gen: torch.Generator  # the augmentation's random numbers
+    model_args: dict[str, Any]
+
+
+@dataclass
+class EpochState:
+    """Running sums of the current epoch (saved on Ctrl-C for an exact mid-epoch resume)."""
+
+    step: int = 0
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+
+
+@dataclass
+class Progress:
+    """Where a run stands besides its weights and optimiser: what resuming it continues from."""
+
+    start_epoch: int = 0
+    best_acc: float = -1.0
+    best_epoch: int = -1
+    elapsed: float = 0.0  # seconds of training and validation so far
+    results: list[dict[str, Any]] = field(default_factory=list)  # results.csv rows
+    epoch_state: EpochState = field(default_factory=EpochState)
+    rng: dict[str, Tensor] | None = None  # a mid-epoch resume's RNG state, set just before its first step
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C honoured at a step boundary, where model, optimiser and RNGs agree (an exact resume point)."""
+
+
+class StopOnInterrupt:
+    """Defer Ctrl-C (SIGINT) and SIGTERM (e.g. a cluster's preemption) to the end of the current training step.
+
+    Stopping mid-step would save weights already updated by a step whose
+    counters and RNG draws are not recorded, so the first Ctrl-C only sets a
+    flag; `requested()` reports it at the next step boundary (agreed by all
+    processes under torchrun, which forwards SIGINT to every worker). A second
+    Ctrl-C interrupts at once, without saving a mid-epoch checkpoint.
+    """
+
+    def __init__(self) -> None:
+        self.flag = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopOnInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.flag:
+            raise KeyboardInterrupt
+        self.flag = True
+        if dist_utils.is_main():
+            name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+            os.write(2, f"\n{name}: stopping after the current step (press Ctrl-C again to stop at once)\n".encode())
+
+    def requested(self) -> bool:
+        """Whether any process got Ctrl-C (a collective under torchrun: every process calls it)."""
+        return dist_utils.any_process(self.flag)
+
+
+def rng_state(gen: torch.Generator, device: torch.device) -> dict[str, Tensor]:
+    state = {"torch": torch.get_rng_state(), "augment": gen.get_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, Tensor], gen: torch.Generator, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    gen.set_state(state["augment"])
+    if device.type == "cuda" and state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def epoch_seed(cfg: TrainConfig, epoch: int, rank: int) -> int:
+    """Every epoch reseeds its RNGs, so a resumed run replays exactly."""
+    return (cfg.seed * 1_000_003 + epoch * 9_973 + rank * 101) % (2**63)
+
+
+def seed_epoch(t: TrainingState, progress: Progress, epoch: int) -> None:
+    """Set the RNGs for `epoch`: its own seeds, or a mid-epoch resume's saved streams."""
+    if progress.rng is not None:  # nothing may draw random numbers between this and the first step
+        set_rng_state(progress.rng, t.gen, t.device)
+        progress.rng = None
+    else:
+        torch.manual_seed(epoch_seed(t.cfg, epoch, dist_utils.rank()))
+        t.gen.manual_seed(epoch_seed(t.cfg, epoch, dist_utils.rank()) + 1)
+
+
+def checkpoint_state(t: TrainingState, progress: Progress, epoch_done: int, per_rank: list | None = None) -> dict[str, Any]:
+    """last.pt: everything to rebuild the model and its input pipeline, and to resume exactly.
+
+    `per_rank` (a mid-epoch stop): every process's (RNG state, EpochState) at the step boundary.
+    """
+    return {
+        "model": t.model.state_dict(),
+        "model_args": t.model_args,
+        "averaged_model": t.averaged.module.state_dict() if t.averaged is not None else None,
+        "averaged_count": t.averaged.n_averaged.clone() if t.averaged is not None else None,
+        "optimizer": t.optimizer.state_dict(),
+        "scheduler": t.scheduler.state_dict(),
+        "epoch": epoch_done,
+        "epoch_state": per_rank[0][1] if per_rank else None,
+        "epoch_state_per_rank": [s for _, s in per_rank] if per_rank else None,
+        "best_acc": progress.best_acc,
+        "best_epoch": progress.best_epoch,
+        "results": progress.results,
+        "elapsed": progress.elapsed,
+        "rng": per_rank[0][0] if per_rank else rng_state(t.gen, t.device),
+        "rng_per_rank": [r for r, _ in per_rank] if per_rank else None,
+        "config": t.cfg.to_dict(),
+        "preprocess": t.pre.to_dict(),
+        "classes": t.data.classes,
+        "dataset": t.cfg.dataset,
+    }
+
+
+def without_optimizer(state: dict[str, Any]) -> dict[str, Any]:
+    """best.pt: everything but the optimiser's moments (half the file for Adam); last.pt resumes."""
+    return {k: v for k, v in state.items() if k != "optimizer"}
+
+
+def load_resume_state(target: Path, device: str) -> tuple[Path, dict[str, Any], TrainConfig]:
+    """(run directory, checkpoint, its config on `device`) for --resume RUN_DIR or RUN_DIR/weights/*.pt, or a one-line error."""
+    if not target.exists():
+        raise ConfigError(f"{target} does not exist: --resume takes a run directory, e.g. runs/train/exp")
+    if target.is_dir():
+        run_dir, path = target, target / "weights" / "last.pt"
+        if not path.is_file():
+            raise CheckpointError(f"{target} has no weights/last.pt to resume from (stopped before its first epoch ended?): start the run again")
+    elif target.parent.name == "weights":
+        run_dir, path = target.parent.parent, target
+    else:  # the run directory is where the files go: never guess it from a stray file's location
+        raise ConfigError(f"--resume takes a run directory (e.g. runs/train/exp) or its weights/last.pt, not {target}")
+    state = load_checkpoint(path)
+    missing = [k for k in RESUME_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{path} cannot resume training (it has no {missing[0]}): resume from a run's weights/last.pt")
+    try:
+        cfg = replace(TrainConfig.from_dict(state["config"]), device=device).validate()
+    except (TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{target} holds an unusable training config ({exc}): resume a run written by googlenet train") from None
+    return run_dir, state, cfg
+
+
+def restore(state: dict[str, Any], source: str, run_dir: Path, t: TrainingState) -> Progress:
+    """Load a run's last.pt into the new run's objects, repair its directory and say where to continue."""
+    load_weights(t.model, state["model"], source)
+    try:
+        t.optimizer.load_state_dict(state["optimizer"])
+        t.scheduler.load_state_dict(state["scheduler"])
+        if t.averaged is not None and state.get("averaged_model") is not None:
+            t.averaged.module.load_state_dict(state["averaged_model"])
+            t.averaged.n_averaged.copy_(state["averaged_count"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise CheckpointError(f"{source}: optimiser, schedule or averaged weights do not match this run ({type(exc).__name__}): use the run's own weights/last.pt") from None
+    progress = Progress(state["epoch"], state["best_acc"], state["best_epoch"], state.get("elapsed", 0.0), state["results"])
+    if state.get("epoch_state"):
+        # each process continues its own running sums (rank 0's in checkpoints of one process)
+        states = state.get("epoch_state_per_rank") or [state["epoch_state"]]
+        progress.epoch_state = EpochState(**states[dist_utils.rank() % len(states)])
+    step = progress.epoch_state.step
+    best_path = run_dir / "weights" / "best.pt"
+    if progress.best_epoch > 0 and not best_path.is_file():  # e.g. only last.pt was copied
+        if progress.best_epoch != progress.start_epoch or step:
+            raise CheckpointError(f"{best_path} is missing and last.pt is not the best epoch ({progress.best_epoch}): copy the run's whole weights/ folder")
+        if dist_utils.is_main():
+            save_checkpoint(best_path, without_optimizer(state))
+    if dist_utils.is_main():  # the run directory agrees with last.pt at once, even if killed again
+        write_results(run_dir / "results.csv", progress.results)
+    log(f"Resuming {run_dir} at epoch {progress.start_epoch + 1}" + (f", step {step + 1}" if step else ""))
+    if step:
+        # Mid-epoch resume: the RNG streams continue from the interrupted step boundary (set by seed_epoch).
+        per_rank = state.get("rng_per_rank") or [state["rng"]]
+        if len(per_rank) != dist_utils.world_size():
+            log(f"note: the run was interrupted with {len(per_rank)} process(es), resumed with {dist_utils.world_size()}: the rest of this epoch is not bit-exact")
+        progress.rng = per_rank[dist_utils.rank() % len(per_rank)]
+    return progress
+
+
+def stop_interrupted(exc: KeyboardInterrupt, run_dir: Path, t: TrainingState, progress: Progress, epoch: int) -> NoReturn:
+    """Ctrl-C: save the step boundary it stopped at (every process's state), say how to resume, exit 130."""
+    last = run_dir / "weights" / "last.pt"
+    command = f"googlenet train --resume {run_dir}" + (" (under the same torchrun command)" if dist_utils.world_size() > 1 else "")
+    step = progress.epoch_state.step
+    if isinstance(exc, TrainingInterrupted):
+        if step:  # mid-epoch: save the exact state of this step boundary, every process's
+            per_rank = dist_utils.all_gather_object((rng_state(t.gen, t.device), dict(progress.epoch_state.__dict__)))
+            if dist_utils.is_main():
+                save_checkpoint(last, checkpoint_state(t, progress, epoch, per_rank))
+            dist_utils.barrier()  # torchrun stops the others once one exits: wait for the save
+        where = f"epoch {epoch + 1}, step {step}" if step else f"end of epoch {len(progress.results)}"
+        log(f"\nInterrupted; progress saved ({where}). Resume with: {command}")
+    elif last.is_file():
+        log(f"\nInterrupted mid-step; the previous checkpoint, weights/last.pt, is kept. Resume with: {command}")
+    else:
+        log("\nInterrupted before the first checkpoint; nothing to resume: start the run again")
+    dist_utils.cleanup()
+    raise SystemExit(130) from None

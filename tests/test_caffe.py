@@ -1,0 +1,357 @@
+"""googlenet convert: BVLC's .caffemodel read without Caffe, checked against OpenCV's Caffe importer.
+
+The released bvlc_googlenet.caffemodel cannot be downloaded here, so the tests
+write their own .caffemodel files from random GoogLeNet weights (with the
+small protobuf writer below, in the three layouts Caffe has used) and check
+that (1) converting them gives back exactly those weights, (2) OpenCV 4, an
+independent Caffe runtime, computes the same logits and auxiliary-head logits
+from BVLC's prototxt and the file as the converted model does, and (3) other
+networks, truncated files and random bytes are refused with one line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor
+
+from googlenet.caffe import (
+    BVLC_GOOGLENET_SHA1,
+    CAFFE_LAYERS,
+    CaffeError,
+    convert_caffemodel,
+    main_convert,
+    parse_net,
+)
+from googlenet.checkpoint import load_model
+from googlenet.errors import UserError
+from googlenet.model import GoogLeNet
+
+CAFFE_DIR = Path(__file__).parent / "data" / "caffe"  # BVLC's prototxt files, copied unchanged (see its README.md)
+DEPLOY = CAFFE_DIR / "bvlc_googlenet_deploy.prototxt"
+TRAIN_VAL = CAFFE_DIR / "bvlc_googlenet_train_val.prototxt"
+needs_prototxt = pytest.mark.skipif(not DEPLOY.is_file(), reason=f"BVLC's prototxt files are not in {CAFFE_DIR}")
+
+# ------------------------------------------------------------ a .caffemodel writer (protobuf wire format)
+
+V1_TYPES = {"Convolution": 4, "InnerProduct": 14, "Data": 5, "Softmax": 20}
+
+
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def field(number: int, payload: bytes | int) -> bytes:
+    """A varint field (int payload) or a length-delimited one (bytes)."""
+    if isinstance(payload, int):
+        return varint(number << 3) + varint(payload)
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+def blob_bytes(t: Tensor, legacy_shape: bool) -> bytes:
+    """BlobProto: shape (BlobShape, packed int64 dims) or Caffe's legacy num/channels/height/width, then packed float data."""
+    shape = tuple(t.shape)
+    if legacy_shape:
+        header = b"".join(field(i + 1, d) for i, d in enumerate((1,) * (4 - len(shape)) + shape))
+    else:
+        header = field(7, field(1, b"".join(varint(d) for d in shape)))
+    return header + field(5, t.detach().numpy().astype("<f4").tobytes())
+
+
+def layer_bytes(name: str, kind: str, blobs: list[Tensor], v1: bool, legacy_shape: bool) -> bytes:
+    encoded = [blob_bytes(b, legacy_shape) for b in blobs]
+    if v1:  # V1LayerParameter: name 4, type 5 (enum), blobs 6
+        return field(4, name.encode()) + field(5, V1_TYPES[kind]) + b"".join(field(6, b) for b in encoded)
+    return field(1, name.encode()) + field(2, kind.encode()) + b"".join(field(7, b) for b in encoded)  # LayerParameter: 1, 2, 7
+
+
+def caffe_layers(state: dict[str, Tensor]) -> list[tuple[str, list[Tensor]]]:
+    """GoogLeNet's state dict as Caffe's (layer name, [weights, biases]), in train_val.prototxt's order."""
+    return [(name, [state[f"{module}.weight"], state[f"{module}.bias"]]) for name, module in CAFFE_LAYERS.items()]
+
+
+def write_caffemodel(
+    layers: dict[str, Tensor] | list[tuple[str, list[Tensor]]], path: Path, v1: bool = False, legacy_shape: bool = False
+) -> Path:
+    """Write a NetParameter as Caffe does: a data layer, the weighted layers, a softmax; `v1` for 2014's `layers` format."""
+    if isinstance(layers, dict):
+        layers = caffe_layers(layers)
+    body = [layer_bytes("data", "Data", [], v1, legacy_shape)]
+    for name, blobs in layers:
+        kind = "InnerProduct" if blobs and blobs[0].dim() == 2 else "Convolution"
+        body.append(layer_bytes(name, kind, blobs, v1, legacy_shape))
+    body.append(layer_bytes("prob", "Softmax", [], v1, legacy_shape))
+    net = field(1, b"GoogleNet") + b"".join(field(2 if v1 else 100, layer) for layer in body)
+    path.write_bytes(net)
+    return path
+
+
+# ------------------------------------------------------------ fixtures
+
+
+def random_googlenet(seed: int = 0) -> GoogLeNet:
+    """GoogLeNet with random weights whose logits depend on the input: He init (scale kept through the ReLUs), random biases."""
+    torch.manual_seed(seed)
+    model = GoogLeNet(1000, 3, init="kaiming")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.uniform_(-0.1, 0.1)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def model() -> GoogLeNet:
+    return random_googlenet()
+
+
+@pytest.fixture(scope="module")
+def caffemodel(model: GoogLeNet, tmp_path_factory) -> Path:
+    """The random weights as a current-format .caffemodel (53 MB, like the released file)."""
+    return write_caffemodel(model.state_dict(), tmp_path_factory.mktemp("caffe") / "random.caffemodel")
+
+
+def assert_same_weights(state: dict[str, Tensor], model: GoogLeNet) -> None:
+    own = model.state_dict()
+    assert list(state) == list(own)
+    for k, v in own.items():
+        assert torch.equal(state[k], v), k
+
+
+def one_line_error(path: Path, *patterns: str) -> str:
+    with pytest.raises(CaffeError) as info:
+        convert_caffemodel(path)
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith(str(path)), msg
+    for pattern in patterns:
+        assert re.search(pattern, msg), (pattern, msg)
+    return msg
+
+
+# ------------------------------------------------------------ layer names
+
+
+@needs_prototxt
+def test_layer_names_are_every_weighted_layer_of_bvlc_googlenet(model: GoogLeNet) -> None:
+    blocks = prototxt_layers(TRAIN_VAL.read_text())
+    weighted = [name for name, text in blocks if re.search(r'type: "(Convolution|InnerProduct)"', text)]
+    assert list(CAFFE_LAYERS) == weighted
+    modules = {k.rsplit(".", 1)[0] for k in model.state_dict()}
+    assert sorted(CAFFE_LAYERS.values()) == sorted(modules)
+
+
+# ------------------------------------------------------------ round trips
+
+
+def test_round_trip_current_format(model: GoogLeNet, caffemodel: Path) -> None:
+    state = convert_caffemodel(caffemodel)
+    assert_same_weights(state["model"], model)
+    assert state["caffe_format"] == "layer"
+    assert state["model_args"] == {"num_classes": 1000, "in_channels": 3, "aux_logits": True, "dropout": 0.4, "dropout_aux": 0.7, "init": "caffe"}
+    assert len(state["classes"]) == 1000 and state["classes"][0] == "tench"
+    assert state["caffe_preprocess"] == {"channel_order": "BGR", "scale": 255, "mean": [104, 117, 123], "std": [1, 1, 1], "resize": 256, "crop": 224}
+    assert state["source_sha1"] == hashlib.sha1(caffemodel.read_bytes()).hexdigest()
+    assert state["sha1_matches_release"] is False
+
+
+@pytest.mark.parametrize("v1, legacy_shape", [(True, True), (False, True), (True, False)], ids=["v1-legacy", "legacy-shapes", "v1"])
+def test_round_trip_other_formats(model: GoogLeNet, tmp_path: Path, v1: bool, legacy_shape: bool) -> None:
+    """2014's V1 `layers` with num/channels/height/width shapes (the released file's era), and each change alone."""
+    path = write_caffemodel(model.state_dict(), tmp_path / "m.caffemodel", v1=v1, legacy_shape=legacy_shape)
+    state = convert_caffemodel(path)
+    assert_same_weights(state["model"], model)
+    assert state["caffe_format"] == ("V1 layers" if v1 else "layer")
+
+
+def test_unpacked_and_double_values() -> None:
+    """Protobuf readers must accept repeated numbers packed or not; Caffe writes doubles for Net<double>."""
+    values = torch.arange(6, dtype=torch.float32)
+    unpacked = field(7, field(1, 2) + field(1, 3)) + b"".join(varint(5 << 3 | 5) + np.float32(v).tobytes() for v in values.tolist())
+    doubles = field(7, field(1, b"\x02\x03")) + field(8, values.numpy().astype("<f8").tobytes())
+    for blob in (unpacked, doubles):
+        _, layers = parse_net(field(100, field(1, b"x") + field(7, blob)))
+        assert torch.equal(layers[0].blobs[0], values.view(2, 3))
+
+
+def test_main_convert_writes_a_loadable_checkpoint(model: GoogLeNet, caffemodel: Path, tmp_path: Path, capsys) -> None:
+    out = main_convert(caffemodel, tmp_path / "out" / "googlenet.pt")
+    printed = capsys.readouterr().out
+    assert "does not match the released bvlc_googlenet.caffemodel" in printed and BVLC_GOOGLENET_SHA1 in printed
+    loaded, meta = load_model(out)
+    assert_same_weights(loaded.state_dict(), model)
+    assert meta["source_sha1"] == hashlib.sha1(caffemodel.read_bytes()).hexdigest()
+    with pytest.raises(CaffeError, match="the .caffemodel itself"):
+        main_convert(caffemodel, caffemodel)
+
+
+# ------------------------------------------------------------ OpenCV's Caffe runtime as the oracle
+
+
+def prototxt_layers(text: str) -> list[tuple[str, str]]:
+    """The top-level `layer { ... }` blocks of a prototxt as (name, text)."""
+    blocks, depth, start = [], 0, None
+    for match in re.finditer(r"\blayer\s*\{|\{|\}", text):
+        if depth == 0 and match.group().startswith("layer"):
+            start = match.start()
+        depth += -1 if match.group() == "}" else 1
+        if depth == 0 and start is not None:
+            block = text[start : match.end()]
+            blocks.append((re.search(r'name:\s*"([^"]+)"', block).group(1), block))
+            start = None
+    return blocks
+
+
+def opencv_prototxt(tmp_path: Path, aux: bool) -> Path:
+    """deploy.prototxt, with (aux) train_val's loss1/* and loss2/* layers but not its losses and accuracies."""
+    text = DEPLOY.read_text()
+    if aux:
+        heads = [
+            block
+            for name, block in prototxt_layers(TRAIN_VAL.read_text())
+            if name.startswith(("loss1/", "loss2/")) and not re.search(r'type: "(SoftmaxWithLoss|Accuracy)"', block)
+        ]
+        text += "\n" + "\n".join(heads) + "\n"
+    path = tmp_path / ("with_aux.prototxt" if aux else "deploy.prototxt")
+    path.write_text(text)
+    return path
+
+
+@torch.no_grad()
+def ours(state: dict, x: Tensor) -> dict[str, Tensor]:
+    """The converted model's eval logits and its auxiliary heads' (eval mode: no dropout), from the trunk's 4a and 4d maps."""
+    net = GoogLeNet(**state["model_args"])
+    net.load_state_dict(state["model"])
+    net.eval()
+    maps: dict[str, Tensor] = {}
+    hooks = [getattr(net, name).register_forward_hook(lambda _m, _i, out, name=name: maps.__setitem__(name, out)) for name in ("inception4a", "inception4d")]
+    logits = net(x).logits
+    for hook in hooks:
+        hook.remove()
+    return {"loss1/classifier": net.aux1(maps["inception4a"]), "loss2/classifier": net.aux2(maps["inception4d"]), "loss3/classifier": logits}
+
+
+def max_relative_difference(theirs: np.ndarray, mine: Tensor) -> tuple[float, float]:
+    diff = float(np.abs(theirs - mine.numpy()).max())
+    return diff, diff / float(mine.abs().max())
+
+
+@needs_prototxt
+@pytest.mark.parametrize("layout", ["layer", "v1-legacy"])
+def test_opencv_caffe_runtime_computes_the_same_logits(model: GoogLeNet, caffemodel: Path, tmp_path: Path, layout: str) -> None:
+    """OpenCV reads both layouts itself, so this also checks that the test writer writes real Caffe files."""
+    cv2 = pytest.importorskip("cv2")
+    if not hasattr(cv2, "dnn") or not hasattr(cv2.dnn, "readNetFromCaffe"):
+        pytest.skip("this OpenCV has no Caffe importer (OpenCV 5 dropped it): install opencv-python-headless<5")
+    if layout == "v1-legacy":
+        caffemodel = write_caffemodel(model.state_dict(), tmp_path / "v1.caffemodel", v1=True, legacy_shape=True)
+    state = convert_caffemodel(caffemodel)
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1)) * 50  # Caffe's input scale: 0-255 minus the mean
+    expected = ours(state, x)
+    logits = expected["loss3/classifier"]
+    assert (logits[0] - logits[1]).abs().max() > 1  # logits that depend on the image, not only on the biases
+
+    net = cv2.dnn.readNetFromCaffe(str(opencv_prototxt(tmp_path, aux=True)), str(caffemodel))
+    net.setInput(x.numpy())
+    names = list(expected)
+    outputs = dict(zip(names, net.forward(names)))
+    for name in names:
+        diff, relative = max_relative_difference(outputs[name], expected[name])
+        print(f"{name}: max |OpenCV - googlenet| = {diff:.2e} ({relative:.1e} of the largest logit)")
+        assert relative < 1e-4, (name, diff)
+
+    deploy = cv2.dnn.readNetFromCaffe(str(opencv_prototxt(tmp_path, aux=False)), str(caffemodel))  # the released deploy net as is
+    deploy.setInput(x.numpy())
+    prob = deploy.forward("prob")
+    assert np.abs(prob - torch.softmax(expected["loss3/classifier"], 1).numpy()).max() < 1e-5
+
+
+# ------------------------------------------------------------ hostile and wrong files
+
+
+def test_caffe_error_is_a_user_error() -> None:
+    assert issubclass(CaffeError, UserError)  # the CLI prints it as one line, exit status 2
+
+
+def test_another_network_is_refused_by_layer_name(tmp_path: Path) -> None:
+    tiny = [("conv1", [torch.randn(4, 3, 3, 3), torch.randn(4)]), ("fc1", [torch.randn(10, 4), torch.randn(10)])]
+    one_line_error(write_caffemodel(tiny, tmp_path / "tiny.caffemodel"), r"layer 'conv1' .*not a layer of GoogLeNet.*not bvlc_googlenet")
+
+
+def test_wrong_shape_missing_and_extra_layers_are_named(model: GoogLeNet, tmp_path: Path) -> None:
+    layers = caffe_layers(model.state_dict())
+    fine_tuned = [(n, [torch.zeros(10, 1024), torch.zeros(10)] if n == "loss3/classifier" else b) for n, b in layers]
+    one_line_error(
+        write_caffemodel(fine_tuned, tmp_path / "ten.caffemodel"), r"layer 'loss3/classifier' has weight shape \(10, 1024\) but GoogLeNet needs \(1000, 1024\)"
+    )
+    swapped = [(n, [b[0][:, :, 1:4, 1:4], b[1]] if n == "inception_4c/5x5" else b) for n, b in layers]  # a 3x3 where BVLC has a 5x5
+    one_line_error(write_caffemodel(swapped, tmp_path / "3x3.caffemodel"), r"layer 'inception_4c/5x5' has weight shape \(64, 24, 3, 3\) .*\(64, 24, 5, 5\)")
+    missing = [(n, b) for n, b in layers if n != "inception_4c/5x5"]
+    one_line_error(write_caffemodel(missing, tmp_path / "missing.caffemodel"), r"layer 'inception_4c/5x5' of GoogLeNet is missing")
+    extra = [*layers, ("loss4/classifier", [torch.zeros(1000, 1024), torch.zeros(1000)])]
+    one_line_error(write_caffemodel(extra, tmp_path / "extra.caffemodel"), r"layer 'loss4/classifier' .*not a layer of GoogLeNet")
+    no_bias = [(n, b[:1] if n == "conv2/3x3" else b) for n, b in layers]
+    one_line_error(write_caffemodel(no_bias, tmp_path / "nobias.caffemodel"), r"layer 'conv2/3x3' has 1 blob")
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.999, 1e-6])
+def test_truncated_file(caffemodel: Path, tmp_path: Path, fraction: float) -> None:
+    data = caffemodel.read_bytes()
+    path = tmp_path / "cut.caffemodel"
+    path.write_bytes(data[: int(len(data) * fraction)])
+    one_line_error(path, r"truncated|not a \.caffemodel")
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_random_bytes(tmp_path: Path, seed: int) -> None:
+    path = tmp_path / "random.caffemodel"
+    path.write_bytes(np.random.default_rng(seed).integers(0, 256, 4096 << seed, dtype=np.uint8).tobytes())
+    one_line_error(path)
+
+
+def test_hostile_sizes_are_refused_before_allocating(tmp_path: Path) -> None:
+    huge_layer = varint(100 << 3 | 2) + varint(1 << 62) + b"\0" * 16
+    path = tmp_path / "huge.caffemodel"
+    path.write_bytes(huge_layer)
+    one_line_error(path, r"declares 4611686018427387904 bytes but only 16 remain")
+    # A blob whose shape promises 2^60 values but holds four: refused by counting, nothing allocated from the shape.
+    path.write_bytes(field(100, field(1, b"conv1/7x7_s2") + field(7, field(7, field(1, varint(1 << 60))) + field(5, b"\0" * 16))))
+    one_line_error(path, r"layer 'conv1/7x7_s2' blob 0: 4 values for a blob of shape \(1152921504606846976,\)")
+    path.write_bytes(field(100, field(1, b"x") + field(7, field(7, field(1, varint((1 << 64) - 1))))))  # dim -1
+    one_line_error(path, r"shape \(-1,\)")
+    path.write_bytes(b"\xff" * 11)
+    one_line_error(path, "longer than 10 bytes")
+    big = tmp_path / "big.caffemodel"
+    with big.open("wb") as f:  # sparse: costs no disk space
+        f.truncate((1 << 30) + 1)
+    one_line_error(big, "refused without reading it")
+    one_line_error(tmp_path / "absent.caffemodel", "does not exist")
+
+
+def test_not_a_caffemodel(tmp_path: Path) -> None:
+    for name, data in {"empty": b"", "prototxt": DEPLOY.read_bytes() if DEPLOY.is_file() else b'name: "GoogleNet"\n'}.items():
+        path = tmp_path / f"{name}.caffemodel"
+        path.write_bytes(data)
+        one_line_error(path)
+
+
+def test_mutated_files_give_only_caffe_errors(tmp_path: Path) -> None:
+    """Random byte changes of a small valid file: every outcome is a one-line CaffeError, never another exception."""
+    rng = np.random.default_rng(0)
+    good = bytearray(write_caffemodel([("conv1", [torch.randn(2, 3, 1, 1), torch.randn(2)])], tmp_path / "good.caffemodel", v1=True, legacy_shape=True).read_bytes())
+    path = tmp_path / "mutated.caffemodel"
+    for _ in range(300):
+        data = bytearray(good)
+        for pos in rng.integers(0, len(data), rng.integers(1, 4)):
+            data[pos] = int(rng.integers(0, 256))
+        path.write_bytes(bytes(data[: rng.integers(1, len(data) + 1)]))
+        one_line_error(path)
