@@ -27,7 +27,7 @@ from googlenet.checkpoint import save_checkpoint
 from googlenet.cli import main
 from googlenet.config import ConfigError, TrainConfig
 from googlenet.data import MAX_IDX_BYTES, MNIST_FILES, DataError, _load_mnist, load_dataset, mnist_dir, read_idx
-from googlenet.train import next_run_dir
+from googlenet.rundir import next_run_dir
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 

@@ -24,11 +24,13 @@ from googlenet.caffe import (
     BVLC_GOOGLENET_SHA1,
     CAFFE_LAYERS,
     CaffeError,
+    caffe_state_dict,
     convert_caffemodel,
     main_convert,
     parse_net,
 )
 from googlenet.checkpoint import load_model
+from googlenet.data import Preprocess
 from googlenet.errors import UserError
 from googlenet.model import GoogLeNet
 
@@ -80,10 +82,8 @@ def caffe_layers(state: dict[str, Tensor]) -> list[tuple[str, list[Tensor]]]:
     return [(name, [state[f"{module}.weight"], state[f"{module}.bias"]]) for name, module in CAFFE_LAYERS.items()]
 
 
-def write_caffemodel(
-    layers: dict[str, Tensor] | list[tuple[str, list[Tensor]]], path: Path, v1: bool = False, legacy_shape: bool = False
-) -> Path:
-    """Write a NetParameter as Caffe does: a data layer, the weighted layers, a softmax; `v1` for 2014's `layers` format."""
+def caffemodel_bytes(layers: dict[str, Tensor] | list[tuple[str, list[Tensor]]], v1: bool = False, legacy_shape: bool = False) -> bytes:
+    """A NetParameter as Caffe writes it: a data layer, the weighted layers, a softmax; `v1` for 2014's `layers` format."""
     if isinstance(layers, dict):
         layers = caffe_layers(layers)
     body = [layer_bytes("data", "Data", [], v1, legacy_shape)]
@@ -91,8 +91,13 @@ def write_caffemodel(
         kind = "InnerProduct" if blobs and blobs[0].dim() == 2 else "Convolution"
         body.append(layer_bytes(name, kind, blobs, v1, legacy_shape))
     body.append(layer_bytes("prob", "Softmax", [], v1, legacy_shape))
-    net = field(1, b"GoogleNet") + b"".join(field(2 if v1 else 100, layer) for layer in body)
-    path.write_bytes(net)
+    return field(1, b"GoogleNet") + b"".join(field(2 if v1 else 100, layer) for layer in body)
+
+
+def write_caffemodel(
+    layers: dict[str, Tensor] | list[tuple[str, list[Tensor]]], path: Path, v1: bool = False, legacy_shape: bool = False
+) -> Path:
+    path.write_bytes(caffemodel_bytes(layers, v1, legacy_shape))
     return path
 
 
@@ -128,14 +133,25 @@ def assert_same_weights(state: dict[str, Tensor], model: GoogLeNet) -> None:
         assert torch.equal(state[k], v), k
 
 
-def one_line_error(path: Path, *patterns: str) -> str:
-    with pytest.raises(CaffeError) as info:
-        convert_caffemodel(path)
-    msg = str(info.value)
-    assert "\n" not in msg and msg.startswith(str(path)), msg
+def check_message(msg: str, patterns: tuple[str, ...]) -> None:
+    assert "\n" not in msg, msg
     for pattern in patterns:
         assert re.search(pattern, msg), (pattern, msg)
-    return msg
+
+
+def one_line_error(path: Path, *patterns: str) -> None:
+    """Converting the file fails with one line that starts with its path and matches each pattern."""
+    with pytest.raises(CaffeError) as info:
+        convert_caffemodel(path)
+    assert str(info.value).startswith(str(path))
+    check_message(str(info.value), patterns)
+
+
+def refused(data: bytes, *patterns: str) -> None:
+    """The same check on bytes in memory (spares the disk writing 53 MB files)."""
+    with pytest.raises(CaffeError) as info:
+        caffe_state_dict(parse_net(data)[1])
+    check_message(str(info.value), patterns)
 
 
 # ------------------------------------------------------------ layer names
@@ -159,18 +175,19 @@ def test_round_trip_current_format(model: GoogLeNet, caffemodel: Path) -> None:
     assert state["caffe_format"] == "layer"
     assert state["model_args"] == {"num_classes": 1000, "in_channels": 3, "aux_logits": True, "dropout": 0.4, "dropout_aux": 0.7, "init": "caffe"}
     assert len(state["classes"]) == 1000 and state["classes"][0] == "tench"
-    assert state["caffe_preprocess"] == {"channel_order": "BGR", "scale": 255, "mean": [104, 117, 123], "std": [1, 1, 1], "resize": 256, "crop": 224}
+    pre = Preprocess.from_dict(state["preprocess"])
+    assert (pre.channel_order, pre.resize, pre.image_size, pre.in_channels) == ("BGR", 256, 224, 3)
+    assert [round(m * 255, 9) for m in pre.mean] == [104, 117, 123] and [round(1 / s, 9) for s in pre.std] == [255] * 3
     assert state["source_sha1"] == hashlib.sha1(caffemodel.read_bytes()).hexdigest()
     assert state["sha1_matches_release"] is False
 
 
 @pytest.mark.parametrize("v1, legacy_shape", [(True, True), (False, True), (True, False)], ids=["v1-legacy", "legacy-shapes", "v1"])
-def test_round_trip_other_formats(model: GoogLeNet, tmp_path: Path, v1: bool, legacy_shape: bool) -> None:
+def test_round_trip_other_formats(model: GoogLeNet, v1: bool, legacy_shape: bool) -> None:
     """2014's V1 `layers` with num/channels/height/width shapes (the released file's era), and each change alone."""
-    path = write_caffemodel(model.state_dict(), tmp_path / "m.caffemodel", v1=v1, legacy_shape=legacy_shape)
-    state = convert_caffemodel(path)
-    assert_same_weights(state["model"], model)
-    assert state["caffe_format"] == ("V1 layers" if v1 else "layer")
+    caffe_format, layers = parse_net(caffemodel_bytes(model.state_dict(), v1=v1, legacy_shape=legacy_shape))
+    assert_same_weights(caffe_state_dict(layers), model)
+    assert caffe_format == ("V1 layers" if v1 else "layer")
 
 
 def test_unpacked_and_double_values() -> None:
@@ -275,6 +292,38 @@ def test_opencv_caffe_runtime_computes_the_same_logits(model: GoogLeNet, caffemo
     assert np.abs(prob - torch.softmax(expected["loss3/classifier"], 1).numpy()).max() < 1e-5
 
 
+@needs_prototxt
+def test_predict_feeds_the_network_what_caffe_feeds_it(model: GoogLeNet, caffemodel: Path, tmp_path: Path, capsys) -> None:
+    """`googlenet predict` on an image file with the converted weights = OpenCV's Caffe net on Caffe's own input:
+    BGR, 0-255 minus the mean (104, 117, 123), the 224 x 224 centre crop (of an image whose shorter side is already 256)."""
+    cv2 = pytest.importorskip("cv2")
+    if not hasattr(cv2, "dnn") or not hasattr(cv2.dnn, "readNetFromCaffe"):
+        pytest.skip("this OpenCV has no Caffe importer (OpenCV 5 dropped it): install opencv-python-headless<5")
+    from PIL import Image
+
+    from googlenet import cli
+
+    rgb = np.random.default_rng(0).integers(0, 256, (256, 300, 3), dtype=np.uint8)  # portrait-free: 256 rows, 300 columns
+    Image.fromarray(rgb).save(tmp_path / "photo.png")
+    converted = tmp_path / "bvlc.pt"
+    assert cli.main(["convert", str(caffemodel), "--output", str(converted)]) == 0
+    capsys.readouterr()
+    assert cli.main(["predict", str(converted), str(tmp_path / "photo.png"), "--topk", "5", "--format", "json", "--device", "cpu"]) == 0
+    import json
+
+    got = json.loads(capsys.readouterr().out)[0]["predictions"]
+
+    bgr = rgb[16 : 16 + 224, 38 : 38 + 224, ::-1]  # the centre crop, channels reversed
+    blob = cv2.dnn.blobFromImage(np.ascontiguousarray(bgr), 1.0, (224, 224), (104, 117, 123), swapRB=False, crop=False)
+    net = cv2.dnn.readNetFromCaffe(str(opencv_prototxt(tmp_path, aux=False)), str(caffemodel))
+    net.setInput(blob)
+    prob = net.forward("prob")[0]
+    classes = load_model(converted)[1]["classes"]
+    top = np.argsort(-prob)[:5]
+    assert [p["class"] for p in got] == [classes[i] for i in top]
+    assert np.abs(np.array([p["probability"] for p in got]) - prob[top]).max() < 1e-5
+
+
 # ------------------------------------------------------------ hostile and wrong files
 
 
@@ -287,28 +336,29 @@ def test_another_network_is_refused_by_layer_name(tmp_path: Path) -> None:
     one_line_error(write_caffemodel(tiny, tmp_path / "tiny.caffemodel"), r"layer 'conv1' .*not a layer of GoogLeNet.*not bvlc_googlenet")
 
 
-def test_wrong_shape_missing_and_extra_layers_are_named(model: GoogLeNet, tmp_path: Path) -> None:
+def test_wrong_shape_missing_and_extra_layers_are_named(model: GoogLeNet) -> None:
     layers = caffe_layers(model.state_dict())
     fine_tuned = [(n, [torch.zeros(10, 1024), torch.zeros(10)] if n == "loss3/classifier" else b) for n, b in layers]
-    one_line_error(
-        write_caffemodel(fine_tuned, tmp_path / "ten.caffemodel"), r"layer 'loss3/classifier' has weight shape \(10, 1024\) but GoogLeNet needs \(1000, 1024\)"
-    )
+    refused(caffemodel_bytes(fine_tuned), r"layer 'loss3/classifier' has weight shape \(10, 1024\) but GoogLeNet needs \(1000, 1024\): this is not bvlc_googlenet")
     swapped = [(n, [b[0][:, :, 1:4, 1:4], b[1]] if n == "inception_4c/5x5" else b) for n, b in layers]  # a 3x3 where BVLC has a 5x5
-    one_line_error(write_caffemodel(swapped, tmp_path / "3x3.caffemodel"), r"layer 'inception_4c/5x5' has weight shape \(64, 24, 3, 3\) .*\(64, 24, 5, 5\)")
+    refused(caffemodel_bytes(swapped, v1=True, legacy_shape=True), r"layer 'inception_4c/5x5' has weight shape \(64, 24, 3, 3\) .*\(64, 24, 5, 5\)")
     missing = [(n, b) for n, b in layers if n != "inception_4c/5x5"]
-    one_line_error(write_caffemodel(missing, tmp_path / "missing.caffemodel"), r"layer 'inception_4c/5x5' of GoogLeNet is missing")
+    refused(caffemodel_bytes(missing), r"layer 'inception_4c/5x5' of GoogLeNet is missing")
     extra = [*layers, ("loss4/classifier", [torch.zeros(1000, 1024), torch.zeros(1000)])]
-    one_line_error(write_caffemodel(extra, tmp_path / "extra.caffemodel"), r"layer 'loss4/classifier' .*not a layer of GoogLeNet")
+    refused(caffemodel_bytes(extra), r"layer 'loss4/classifier' .*not a layer of GoogLeNet")
     no_bias = [(n, b[:1] if n == "conv2/3x3" else b) for n, b in layers]
-    one_line_error(write_caffemodel(no_bias, tmp_path / "nobias.caffemodel"), r"layer 'conv2/3x3' has 1 blob")
+    refused(caffemodel_bytes(no_bias), r"layer 'conv2/3x3' has 1 blob")
+    twice = [*layers, layers[0]]
+    refused(caffemodel_bytes(twice), r"layer 'conv1/7x7_s2' appears twice")
 
 
-@pytest.mark.parametrize("fraction", [0.5, 0.999, 1e-6])
-def test_truncated_file(caffemodel: Path, tmp_path: Path, fraction: float) -> None:
+def test_truncated_file(caffemodel: Path, tmp_path: Path) -> None:
     data = caffemodel.read_bytes()
     path = tmp_path / "cut.caffemodel"
-    path.write_bytes(data[: int(len(data) * fraction)])
-    one_line_error(path, r"truncated|not a \.caffemodel")
+    path.write_bytes(data[: len(data) // 2])
+    one_line_error(path, r"the file is truncated or corrupted: top-level field 100 declares \d+ bytes but only \d+ remain")
+    for end in (1, 3, 100, len(data) - 1):  # inside the first key, the first layer, a blob, the last layer
+        refused(data[:end], r"truncated|not a \.caffemodel")
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -355,3 +405,19 @@ def test_mutated_files_give_only_caffe_errors(tmp_path: Path) -> None:
             data[pos] = int(rng.integers(0, 256))
         path.write_bytes(bytes(data[: rng.integers(1, len(data) + 1)]))
         one_line_error(path)
+
+
+def test_cli_convert(caffemodel: Path, tmp_path: Path, capsys) -> None:
+    """`googlenet convert FILE [--output FILE]`: exit status 0, or 2 with one line naming the problem."""
+    from googlenet import cli
+
+    if "convert" not in cli.COMMANDS:
+        pytest.skip("googlenet convert is not wired into the CLI yet")
+    out = tmp_path / "converted.pt"
+    assert cli.main(["convert", str(caffemodel), "--output", str(out)]) == 0
+    assert "does not match the released bvlc_googlenet.caffemodel" in capsys.readouterr().out and out.is_file()
+    tiny = write_caffemodel([("conv1", [torch.randn(4, 3, 3, 3), torch.randn(4)])], tmp_path / "tiny.caffemodel")
+    assert cli.main(["convert", str(tiny)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("googlenet convert: error: ") and "layer 'conv1'" in err, err
+    assert not tiny.with_suffix(".pt").exists()

@@ -271,3 +271,21 @@ def test_weights_that_are_not_tensors(tmp_path: Path, state: dict):
     save_checkpoint(path, {**state, "model": {k: "x" for k in state["model"]}})
     with pytest.raises(CheckpointError, match="state dict of tensors"):
         model_from_checkpoint(load_checkpoint(path))
+
+
+def test_a_checkpoint_written_before_the_redesign_still_loads(tmp_path: Path, test_data_dir: Path):
+    """tests/data/checkpoint_format1.pt.gz: a best.pt written at commit 85e043f (before model.py held only the
+    network), its weights replaced by a compressible pattern; the logits that code computed are stored beside it."""
+    import json
+
+    path = tmp_path / "best.pt"
+    path.write_bytes(gzip.decompress((test_data_dir / "checkpoint_format1.pt.gz").read_bytes()))
+    expected = json.loads((test_data_dir / "checkpoint_format1_logits.json").read_text())
+    model, meta = googlenet.load_model(path)
+    assert meta["classes"] == [str(i) for i in range(10)] and meta["model_args"]["num_classes"] == 10
+    assert list(meta["model"]) == list(GoogLeNet(10, 1).state_dict())  # the parameter names of today's network
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x).logits, torch.tensor(expected["logits"]), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(googlenet.accelerate(model)(x).logits, torch.tensor(expected["logits"]), rtol=1e-4, atol=1e-5)

@@ -12,9 +12,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import googlenet
-from googlenet.checkpoint import CheckpointError, load_model
+from googlenet.checkpoint import CheckpointError, load_model, load_safetensors
 from googlenet.cli import main
-from googlenet.export import PT2_METADATA_FILE, load_safetensors
+from googlenet.export import PT2_METADATA_FILE
 
 
 @pytest.fixture(scope="module")

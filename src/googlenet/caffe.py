@@ -1,8 +1,8 @@
 """`googlenet convert`: BVLC's `bvlc_googlenet.caffemodel` as a googlenet checkpoint, without Caffe.
 
 A .caffemodel is one protobuf `NetParameter` message (schema: Caffe's
-`src/caffe/proto/caffe.proto`, BVLC/caffe commit 9b89154, copied in the
-project's shared/caffe/). Only a few of its fields carry weights:
+`src/caffe/proto/caffe.proto`, BVLC/caffe commit 9b89154; the field numbers
+below were checked against it). Only a few of its fields carry weights:
 
     NetParameter      layer = 100 (LayerParameter, current format)
                       layers = 2 (V1LayerParameter, the format of 2014 files)
@@ -32,12 +32,12 @@ Shapes follow Caffe's own rule (`Blob::ShapeEquals` in blob.cpp): a legacy
 padded with leading 1s (biases as 1x1x1xN, fully connected weights as
 1x1xOUTxIN in V1 files).
 
-The weights expect Caffe's input, which `data.Preprocess` cannot express yet:
-BGR channel order, pixel values 0-255 minus the per-channel mean (B, G, R) =
-(104, 117, 123), no scaling, a 256 px resize and a 224 x 224 centre crop
-(BVLC's models/bvlc_googlenet/readme.md, train_val.prototxt's
-transform_param, examples/imagenet/create_imagenet.sh). The checkpoint carries it as `caffe_preprocess`; the
-weights are kept exactly as Caffe's (conv1 reads BGR).
+The weights expect Caffe's input: BGR channel order, pixel values 0-255 minus
+the per-channel mean (B, G, R) = (104, 117, 123), no scaling, a 256 px resize
+and a 224 x 224 centre crop (BVLC's models/bvlc_googlenet/readme.md,
+train_val.prototxt's transform_param). The checkpoint's `preprocess`
+(`data.Preprocess`) says exactly that, so predict, evaluate and export feed
+the network what Caffe fed it; the weights are kept as Caffe's (conv1 reads BGR).
 """
 
 from __future__ import annotations
@@ -78,14 +78,17 @@ MAX_FILE_BYTES = 1 << 30
 # Caffe's kMaxBlobAxes (blob.hpp): a blob has at most 32 axes.
 MAX_BLOB_AXES = 32
 
-# What the weights were trained on: see the module docstring.
+# What the weights were trained on, as `data.Preprocess` writes it: see the module docstring. Pixels are
+# scaled to 0-1 before the mean and std apply, so Caffe's x - mean on 0-255 values is (x/255 - mean/255) / (1/255).
 CAFFE_PREPROCESS: dict[str, Any] = {
+    "image_size": 224,
+    "in_channels": 3,
+    "data_channels": 3,
+    "native_size": 256,
+    "mean": [104 / 255, 117 / 255, 123 / 255],  # in the model's channel order, B, G, R
+    "std": [1 / 255] * 3,  # no scaling of the 0-255 values
     "channel_order": "BGR",
-    "scale": 255,  # input pixel values 0-255
-    "mean": [104, 117, 123],  # subtracted per channel, in channel order (B, G, R)
-    "std": [1, 1, 1],  # no division
-    "resize": 256,  # images resized to 256 x 256 (Caffe's examples/imagenet/create_imagenet.sh) ...
-    "crop": 224,  # ... then the 224 x 224 centre crop (train_val.prototxt's test-phase crop_size)
+    "resize": 256,  # the shorter side to 256, then the 224 x 224 centre crop (the test phase of train_val.prototxt)
 }
 
 MODEL_ARGS: dict[str, Any] = {"num_classes": 1000, "in_channels": 3, "aux_logits": True, "dropout": 0.4, "dropout_aux": 0.7, "init": "caffe"}
@@ -343,7 +346,7 @@ def convert_caffemodel(path: str | Path) -> dict[str, Any]:
         "model": weights,
         "model_args": dict(MODEL_ARGS),
         "classes": list(GoogLeNet_Weights.IMAGENET1K_V1.meta["categories"]),
-        "caffe_preprocess": dict(CAFFE_PREPROCESS),
+        "preprocess": dict(CAFFE_PREPROCESS),
         "dataset": "imagenet",
         "source": str(path),
         "source_sha1": sha1,

@@ -92,11 +92,18 @@ def model_from_checkpoint(state: dict[str, Any], averaged: bool = True) -> GoogL
     return model
 
 
-def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """Load a state dict, turning shape and key mismatches into one clear line."""
+def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str = "checkpoint", skip: tuple[str, ...] = ()) -> None:
+    """Load a state dict, turning shape and key mismatches into one clear line.
+
+    The auxiliary heads may be absent (inference exports have none); keys
+    starting with a prefix in `skip` are neither required nor loaded.
+    """
     own = model.state_dict()
     if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
         raise CheckpointError(f"{source} does not hold a state dict of tensors: use a checkpoint written by googlenet")
+    if skip:
+        own = {k: v for k, v in own.items() if not k.startswith(skip)}
+        weights = {k: v for k, v in weights.items() if not k.startswith(skip)}
     missing = [k for k in own if k not in weights and not k.startswith(("aux1.", "aux2."))]
     unexpected = [k for k in weights if k not in own and not k.startswith(("aux1.", "aux2.", "n_averaged"))]
     if missing or unexpected:
@@ -124,6 +131,19 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
     state["source"] = str(path)
     model = model_from_checkpoint(state).eval()
     return model, state
+
+
+def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict, metadata) of a googlenet checkpoint, a converted .caffemodel or an exported .safetensors file.
+
+    A checkpoint gives its averaged weights when it has them, as evaluation does.
+    """
+    if str(path).endswith(".safetensors"):
+        model, meta = load_safetensors(path)
+        return model.state_dict(), meta
+    state = load_checkpoint(path)
+    weights = state.get("averaged_model") or state["model"]
+    return {k: v for k, v in weights.items() if k != "n_averaged"}, state
 
 
 def preprocess_of(state: dict[str, Any]) -> Preprocess:

@@ -8,6 +8,7 @@
     googlenet predict CHECKPOINT IMAGE...
     googlenet export CHECKPOINT --format onnx|pt2|safetensors
     googlenet benchmark [--image-size 32] [--compare torchvision]
+    googlenet convert BVLC_GOOGLENET.caffemodel [--output FILE.pt]
 
 Errors the user can fix end with a one-line message and exit status 2, with
 no traceback.
@@ -62,6 +63,11 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--elastic", type=float, metavar="PX", help="elastic distortion strength (Simard et al.: 34; 0 = off)")
     g.add_argument("--elastic-sigma", type=float, metavar="PX", help="smoothness of the elastic distortion (default 4)")
 
+    g = p.add_argument_group("starting point (fine-tuning)")
+    g.add_argument("--weights", metavar="FILE", help="start from these weights: a googlenet checkpoint or run directory, googlenet convert's file, or a .safetensors export; classifiers for another class count start afresh")
+    g.add_argument("--weights-preprocess", action=bool_opt, default=None, help="normalise as the weights were trained: their channel order, mean and std (default on)")
+    g.add_argument("--freeze", metavar="LAYER", help="keep the layers up to and including LAYER fixed, e.g. inception4e")
+
     g = p.add_argument_group("model")
     g.add_argument("--dropout", type=float, help="before the main classifier (paper 0.4)")
     g.add_argument("--dropout-aux", type=float, help="in the auxiliary heads (paper 0.7)")
@@ -105,6 +111,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir", help="where the dataset is (torchvision datasets)")
     p.add_argument("--output", help="where to save the metrics JSON (default: beside the checkpoint's run)")
+    p.add_argument(
+        "--tta",
+        default="none",
+        choices=["none", "flip", "crops10", "crops144"],
+        help="test-time augmentation, softmax averaged over the views: flip (image and mirror, 2 views), crops10 (4 corners + centre "
+        "and mirrors), crops144 (the paper's 4 scales x 3 squares x 6 crops x mirror); default none",
+    )
 
     p = sub.add_parser("report", help="rebuild a run's report, plots and tables from its files")
     p.add_argument("run_dir")
@@ -132,6 +145,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="a .pt checkpoint or a run directory")
     p.add_argument("--format", default="safetensors", choices=["onnx", "pt2", "safetensors"])
     p.add_argument("--output", help="output file (default: beside the checkpoint)")
+
+    p = sub.add_parser("convert", help="convert BVLC's bvlc_googlenet.caffemodel to a checkpoint (no Caffe needed)")
+    p.add_argument("caffemodel", help="the .caffemodel file, e.g. bvlc_googlenet.caffemodel")
+    p.add_argument("--output", help="checkpoint to write (default: beside the .caffemodel, with .pt)")
 
     p = sub.add_parser("benchmark", help="training/inference throughput and fraction of the matmul peak")
     p.add_argument("--image-size", type=int, default=32)
@@ -203,6 +220,12 @@ def cmd_export(args: argparse.Namespace) -> None:
     run_export(args)
 
 
+def cmd_convert(args: argparse.Namespace) -> None:
+    from .caffe import run_convert
+
+    run_convert(args)
+
+
 def cmd_benchmark(args: argparse.Namespace) -> None:
     from .benchmark import run_benchmark
     from .runtime import keep_freed_memory
@@ -220,6 +243,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "predict": cmd_predict,
     "export": cmd_export,
     "benchmark": cmd_benchmark,
+    "convert": cmd_convert,
 }
 
 

@@ -40,7 +40,7 @@ class TrainConfig:
     download: bool = False  # allow torchvision to download the dataset
     val_fraction: float = 0.1  # validation carve-out of the training set (stratified, seeded)
     image_size: int = 32  # model input side; the paper uses 224
-    in_channels: int | None = None  # model input channels; None = the dataset's
+    in_channels: int | None = None  # model input channels; None = the weights' (--weights), else the dataset's
     # augmentation (None = the dataset's default, see data.DATASETS)
     augment: bool = True  # master switch for training augmentation
     rotate: float | None = None  # max rotation in degrees
@@ -50,6 +50,10 @@ class TrainConfig:
     crop_padding: int | None = None  # random crop after padding, native pixels
     elastic: float | None = None  # elastic distortion strength, native pixels (Simard et al. 2003: 34)
     elastic_sigma: float = 4.0  # smoothness of the elastic distortion, native pixels
+    # starting point (fine-tuning)
+    weights: str | None = None  # start from these weights: a googlenet checkpoint, `googlenet convert`'s file or a .safetensors export
+    weights_preprocess: bool = True  # normalise as the weights were trained (channel order, mean, std), not with the dataset's statistics
+    freeze: str | None = None  # keep the layers up to and including this one fixed (e.g. inception4e)
     # model
     dropout: float = 0.4  # paper: 0.4 before the main classifier
     dropout_aux: float = 0.7  # paper: 0.7 in the auxiliary heads

@@ -112,15 +112,22 @@ class Split:
 class Preprocess:
     """Everything needed to turn stored uint8 images into model inputs.
 
-    Saved in every checkpoint, so predict and export apply exactly this.
+    Saved in every checkpoint, so evaluate, predict and export apply exactly
+    this. Pixels are scaled to 0-1 before `mean` and `std` apply, so Caffe's
+    0-255 input minus a mean is mean = m / 255 with std = 1 / 255.
     """
 
     image_size: int  # model input side
     in_channels: int  # model input channels
     data_channels: int  # channels of the stored images
     native_size: int  # side the stored images have
-    mean: tuple[float, ...]
+    mean: tuple[float, ...]  # per model input channel, in `channel_order`
     std: tuple[float, ...]
+    channel_order: str = "RGB"  # "BGR": colour channels reversed before normalising (Caffe's weights)
+    # Evaluation and predict: None resizes the whole image to image_size; a side
+    # resizes the shorter side to it and takes the centre image_size crop
+    # (ImageNet's 256 -> 224).
+    resize: int | None = None
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
@@ -264,8 +271,12 @@ def _image_files(root: Path) -> dict[str, list[Path]]:
     return {c: sorted(p for p in (root / c).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS) for c in classes}
 
 
-def load_image(path: Path, channels: int, size: int) -> Tensor:
-    """Read one image file as a uint8 C x size x size tensor (clear error if unreadable)."""
+def load_image(path: Path, channels: int, size: int, crop: bool = False) -> Tensor:
+    """Read one image file as a uint8 C x size x size tensor (clear error if unreadable).
+
+    The whole image is resized to size x size, or with `crop` its shorter side
+    is resized to `size` and the centre square kept (the aspect ratio kept).
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -278,7 +289,15 @@ def load_image(path: Path, channels: int, size: int) -> Tensor:
                 rgba = img.convert("RGBA")
                 flat = Image.new("RGBA", rgba.size, (0, 0, 0, 255) if channels == 1 else (255, 255, 255, 255))
                 img = Image.alpha_composite(flat, rgba)
-            img = img.convert("L" if channels == 1 else "RGB").resize((size, size), Image.Resampling.BILINEAR)
+            img = img.convert("L" if channels == 1 else "RGB")
+            if crop:
+                w, h = img.size
+                scale = size / min(w, h)
+                img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BILINEAR)
+                left, top = (img.size[0] - size) // 2, (img.size[1] - size) // 2
+                img = img.crop((left, top, left + size, top + size))
+            else:
+                img = img.resize((size, size), Image.Resampling.BILINEAR)
             arr = np.asarray(img, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"cannot read image {path}: {exc}; pass a valid PNG or JPEG file") from None
@@ -450,8 +469,15 @@ def batch_transform(
         if augment.elastic:
             grid = grid + elastic_field(n, size, x.shape[-1], augment.elastic, augment.elastic_sigma, generator).to(dev)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    elif pre.resize and x.shape[-2:] != (size, size):  # the whole image at `resize`, then its centre crop
+        if x.shape[-2:] != (pre.resize, pre.resize):
+            x = F.interpolate(x, size=(pre.resize, pre.resize), mode="bilinear", align_corners=False, antialias=pre.resize < x.shape[-1])
+        top = (pre.resize - size) // 2
+        x = x[..., top : top + size, top : top + size]
     elif x.shape[-1] != size or x.shape[-2] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=size < x.shape[-1])
+    if pre.channel_order == "BGR" and x.shape[1] == 3:
+        x = x.flip(1)  # the weights were trained on BGR input (Caffe)
     mean = torch.tensor(pre.mean, device=x.device).view(1, -1, 1, 1)
     std = torch.tensor(pre.std, device=x.device).view(1, -1, 1, 1)
     x = (x - mean) / std

@@ -102,7 +102,7 @@ def predict_files(
     k = min(topk, len(classes))
     for start in range(0, len(paths), BATCH_SIZE):
         chunk = paths[start : start + BATCH_SIZE]
-        images = torch.stack([load_image(p, channels=pre.data_channels, size=pre.native_size) for p in chunk])
+        images = torch.stack([load_image(p, channels=pre.data_channels, size=pre.resize or pre.native_size, crop=bool(pre.resize)) for p in chunk])
         probs, idx = class_probabilities(model, images.to(device), pre, invert).topk(k, dim=1)
         for path, p, i in zip(chunk, probs.cpu().tolist(), idx.cpu().tolist()):
             yield Prediction(str(path), [classes[j] for j in i], p)

@@ -100,8 +100,10 @@ def write_confusion_csv(cm: list[list[int]], classes: list[str], path: Path) -> 
     atomic_write_text(path, buf.getvalue())
 
 
-def evaluate_all(state: dict[str, Any], data: Dataset, device: torch.device, splits=("train", "val", "test"), limit_batches=None) -> dict[str, Any]:
-    """Eval-mode metrics of a checkpoint's (averaged) weights on whole splits."""
+def evaluate_all(
+    state: dict[str, Any], data: Dataset, device: torch.device, splits=("train", "val", "test"), limit_batches=None, tta: str = "none"
+) -> dict[str, Any]:
+    """Eval-mode metrics of a checkpoint's (averaged) weights on whole splits (`tta`: see evaluate.tta_views)."""
     cfg = state["config"]
     model = accelerate(model_from_checkpoint(state)).to(device)
     if cfg.get("channels_last"):
@@ -110,7 +112,8 @@ def evaluate_all(state: dict[str, Any], data: Dataset, device: torch.device, spl
     out: dict[str, Any] = {}
     for split in splits:
         m = evaluate_split(
-            model, data.split(split), pre, data.num_classes, cfg.get("eval_batch_size", 500), device, limit_batches, bool(cfg.get("channels_last"))
+            model, data.split(split), pre, data.num_classes, cfg.get("eval_batch_size", 500), device, limit_batches, bool(cfg.get("channels_last")),
+            tta=tta,
         )
         out[split] = m.to_dict()
     return out
@@ -237,8 +240,9 @@ Confusion matrices (rows = true class): {', '.join(f'[{SPLIT_TITLES[s].lower()}]
 
 
 def run_evaluate(args) -> None:
-    """`googlenet evaluate CHECKPOINT --split ...`: print and save the same metrics as training."""
+    """`googlenet evaluate CHECKPOINT --split ... [--tta MODE]`: print and save the same metrics as training."""
     from .data import load_dataset
+    from .evaluate import tta_view_count
     from .runtime import select_device
 
     path = Path(args.checkpoint)
@@ -251,8 +255,13 @@ def run_evaluate(args) -> None:
     if data.num_classes != state["model_args"]["num_classes"]:
         raise CheckpointError(f"{path} has {state['model_args']['num_classes']} classes but {cfg['dataset']} has {data.num_classes}: evaluate it on the dataset it was trained on")
     splits = ("train", "val", "test") if args.split == "all" else (args.split,)
-    results = evaluate_all(state, data, device, splits)
+    tta = getattr(args, "tta", None) or "none"
+    results = evaluate_all(state, data, device, splits, tta=tta)
     names = list(results)
+    if tta == "none":
+        print("Test-time augmentation: none (one view per image)\n")
+    else:
+        print(f"Test-time augmentation: {tta} ({tta_view_count(tta)} views per image, softmax averaged)\n")
     print(format_table(
         ["", *(SPLIT_TITLES[s] for s in names)],
         [
@@ -267,6 +276,7 @@ def run_evaluate(args) -> None:
     rows = [[c] + [f"{results[s][k][i]:.4f}" for s in names for k in ("precision", "recall", "f1")] for i, c in enumerate(data.classes)]
     print(format_table(headers, rows, "text"))
     run_dir = path if path.is_dir() else path.parent.parent
-    out = Path(args.output) if args.output else (run_dir if (run_dir / "config.yaml").is_file() else Path(".")) / f"evaluate_{args.split}.json"
-    atomic_write_text(out, json.dumps({"checkpoint": str(path), "classes": data.classes, "splits": results}, indent=1) + "\n")
+    name = f"evaluate_{args.split}.json" if tta == "none" else f"evaluate_{args.split}_{tta}.json"  # TTA never overwrites the plain figures
+    out = Path(args.output) if args.output else (run_dir if (run_dir / "config.yaml").is_file() else Path(".")) / name
+    atomic_write_text(out, json.dumps({"checkpoint": str(path), "tta": tta, "classes": data.classes, "splits": results}, indent=1) + "\n")
     print(f"\nSaved {out}")

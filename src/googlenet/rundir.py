@@ -74,14 +74,9 @@ def write_results(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def command_line(argv: list[str] | None = None) -> str:
-    """The command as a user types it (`googlenet train ...`), never the path of this machine's entry point."""
+    """The command as a user types it, `googlenet train ...` (also for `python -m googlenet`), never a path of this machine."""
     argv = sys.argv if argv is None else argv
-    name = os.path.basename(argv[0]) if argv else "googlenet"
-    if name == "__main__.py":
-        name = "python -m googlenet"
-    elif name.startswith("googlenet"):
-        name = "googlenet"
-    return " ".join([name, *map(shlex.quote, argv[1:])])
+    return " ".join(["googlenet", *map(shlex.quote, argv[1:])])
 
 
 def git_commit() -> str | None:

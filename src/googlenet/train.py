@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from . import distributed as dist_utils
-from .checkpoint import save_checkpoint
+from .checkpoint import load_weights, preprocess_of, read_weights, save_checkpoint
 from .config import ConfigError, TrainConfig
 from .data import Augment, Dataset, Preprocess, batch_transform, load_dataset
 from .errors import UserError
@@ -157,10 +157,17 @@ def model_args(cfg: TrainConfig, num_classes: int, in_channels: int) -> dict[str
     }
 
 
-def build_training(cfg: TrainConfig, data: Dataset, device: torch.device) -> TrainingState:
-    """The model, optimiser, schedule and averaging that `cfg` describes, for `data` on `device`."""
-    in_channels = cfg.in_channels or data.channels
-    pre = Preprocess.for_dataset(data, cfg.image_size, in_channels)
+def build_training(cfg: TrainConfig, data: Dataset, device: torch.device, resumed: Preprocess | None = None) -> TrainingState:
+    """The model, optimiser, schedule and averaging that `cfg` describes, for `data` on `device`.
+
+    `resumed`: a resumed run's preprocessing (its --weights were loaded when it started).
+    """
+    weights, meta = read_weights(cfg.weights) if cfg.weights and resumed is None else (None, {})
+    in_channels = cfg.in_channels or meta.get("model_args", {}).get("in_channels") or data.channels
+    pre = resumed or Preprocess.for_dataset(data, cfg.image_size, in_channels)
+    if weights is not None and cfg.weights_preprocess and isinstance(meta.get("preprocess"), dict):
+        trained = preprocess_of(meta)  # the input the weights expect, in the dataset's geometry
+        pre = replace(pre, mean=trained.mean, std=trained.std, channel_order=trained.channel_order)
     augment = resolve_augment(cfg, data.default_augment)
     # config.yaml records the augmentation actually used, not "dataset default".
     cfg = replace(
@@ -173,7 +180,12 @@ def build_training(cfg: TrainConfig, data: Dataset, device: torch.device) -> Tra
         data.train, data.val, data.test = data.train.to(device), data.val.to(device), data.test.to(device)
 
     margs = model_args(cfg, data.num_classes, in_channels)
-    model = accelerate(GoogLeNet(**margs)).to(device)
+    model = GoogLeNet(**margs)
+    if weights is not None:
+        load_pretrained(model, weights, cfg.weights)
+    if cfg.freeze:
+        freeze_through(model, cfg.freeze)
+    model = accelerate(model).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     averaged = build_averaged(cfg, model)
@@ -186,6 +198,27 @@ def build_training(cfg: TrainConfig, data: Dataset, device: torch.device) -> Tra
         steps_per_epoch = min(steps_per_epoch, cfg.limit_train_batches)
     scheduler = build_scheduler(cfg, optimizer, steps_per_epoch)
     return TrainingState(cfg, data, pre, augment, model, step_model, averaged, optimizer, scheduler, steps_per_epoch, device, torch.Generator(), margs)
+
+
+def load_pretrained(model: GoogLeNet, weights: dict[str, Tensor], source: str) -> None:
+    """--weights: load every layer of `weights` into `model`; classifiers trained for another class count start afresh."""
+    classifiers = ("fc.", "aux1.fc2.", "aux2.fc2.")
+    theirs = weights["fc.weight"].shape[0] if "fc.weight" in weights else model.num_classes
+    skip = classifiers if theirs != model.num_classes else ()
+    load_weights(model, weights, source, skip=skip)
+    notes = [f"the classifiers (fc, aux1.fc2, aux2.fc2) re-initialised for {model.num_classes} classes (the weights have {theirs})"] if skip else []
+    if model.aux1 is not None and not any(k.startswith("aux1.") for k in weights):
+        notes.append("the auxiliary heads are not in the file: they start from their initialisation")
+    log(f"Starting from the weights of {source}" + "".join(f"; {n}" for n in notes))
+
+
+def freeze_through(model: GoogLeNet, layer: str) -> None:
+    """--freeze LAYER: no training for the layers up to and including LAYER (the auxiliary heads and the classifier train)."""
+    trunk = [name for name, _ in model.named_children() if name not in ("aux1", "aux2")]
+    if layer not in trunk:
+        raise ConfigError(f"--freeze {layer}: GoogLeNet has no such layer: use one of {', '.join(trunk)}")
+    for name in trunk[: trunk.index(layer) + 1]:
+        getattr(model, name).requires_grad_(False)
 
 
 def train_step(model: nn.Module, x: Tensor, target: Tensor, optimizer: torch.optim.Optimizer, cfg: TrainConfig, amp: torch.dtype | None) -> tuple[Tensor, GoogLeNetOutput]:
@@ -319,7 +352,7 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
     torch.manual_seed(cfg.seed)
 
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.val_fraction, cfg.seed, cfg.image_size)
-    t = build_training(cfg, data, device)
+    t = build_training(cfg, data, device, None if resume_state is None else preprocess_of(resume_state))
     progress = Progress() if resume_state is None else restore(resume_state, str(resume), run_dir, t)
     if run_dir is None:
         run_dir = next_run_dir(t.cfg)
