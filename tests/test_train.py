@@ -8,11 +8,9 @@ evaluate) happens once per module; it uses batch 32 and evaluation batches of
 from __future__ import annotations
 
 import csv
-import ctypes
 import dataclasses
 import json
 import math
-import platform
 import shutil
 from pathlib import Path
 
@@ -27,9 +25,11 @@ import googlenet.data
 from googlenet import cli
 from googlenet import train as T
 from googlenet.checkpoint import load_checkpoint
-from googlenet.config import ConfigError, resolve_config
-from googlenet.data import Preprocess, Split, load_dataset
+from googlenet.config import resolve_config
+from googlenet.data import Split, load_dataset
 from googlenet.model import GoogLeNet, GoogLeNetOutput
+from googlenet.resume import Progress, seed_epoch
+from googlenet.rundir import RESULTS_COLUMNS
 
 # ------------------------------------------------------------------- loss
 
@@ -227,28 +227,6 @@ def test_resolve_augment():
     assert T.resolve_augment(resolve_config(rotate=0.0, hflip=True), digits) == dataclasses.replace(digits, rotate=0.0, hflip=True)
 
 
-# ---------------------------------------------------------- run directories
-
-
-def test_run_directories_auto_increment(tmp_path):
-    cfg = resolve_config(project=str(tmp_path))
-    assert T.next_run_dir(cfg) == tmp_path / "exp"
-    (tmp_path / "exp").mkdir()
-    assert T.next_run_dir(cfg) == tmp_path / "exp2"
-    (tmp_path / "exp2").mkdir()
-    assert T.next_run_dir(cfg) == tmp_path / "exp3"
-
-
-def test_explicit_run_name_must_be_new_unless_exist_ok(tmp_path):
-    cfg = resolve_config(project=str(tmp_path), name="mine")
-    assert T.next_run_dir(cfg) == tmp_path / "mine"
-    (tmp_path / "mine").mkdir()
-    with pytest.raises(ConfigError, match="already exists.*--exist-ok"):
-        T.next_run_dir(cfg)
-    assert T.next_run_dir(dataclasses.replace(cfg, exist_ok=True)) == tmp_path / "mine"
-    assert T.next_run_dir(resolve_config(project=str(tmp_path), exist_ok=True)) == tmp_path / "exp"
-
-
 # ----------------------------------------------------- the CLI, end to end
 
 EXPECTED_FILES = [
@@ -290,7 +268,7 @@ def test_train_config_and_env(tiny_run):
 def test_results_csv_and_checkpoints(tiny_run):
     with open(tiny_run / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 1 and list(rows[0]) == T.RESULTS_COLUMNS
+    assert len(rows) == 1 and list(rows[0]) == RESULTS_COLUMNS
     row = {k: float(v) for k, v in rows[0].items()}
     assert row["epoch"] == 1 and 0 <= row["val_acc"] <= row["val_top5"] <= 1 and math.isfinite(row["train_loss"])
     last = load_checkpoint(tiny_run / "weights" / "last.pt")
@@ -437,14 +415,7 @@ def per_batch_losses(cfg, seed: int = 0) -> list[float]:
     """Train `cfg.limit_train_batches` batches as fit() does and return each batch's loss."""
     torch.manual_seed(cfg.seed)
     data = load_dataset(cfg.dataset, val_fraction=cfg.val_fraction, seed=cfg.seed, image_size=cfg.image_size)
-    pre = Preprocess(cfg.image_size, data.channels, data.channels, data.native_size, data.mean, data.std)
-    augment = T.resolve_augment(cfg, data.default_augment)
-    model = GoogLeNet(**T.model_args(cfg, data.num_classes, data.channels))
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    cpu = torch.device("cpu")
-    optimizer = T.build_optimizer(cfg, model, cpu)
-    scheduler = T.build_scheduler(cfg, optimizer, cfg.limit_train_batches)
+    t = T.build_training(cfg, data, torch.device("cpu"))
 
     class Recorder:  # stands in for the progress bar: sees the running sums after every step
         def __init__(self, state):
@@ -456,11 +427,10 @@ def per_batch_losses(cfg, seed: int = 0) -> list[float]:
         def set_postfix(self, **kwargs):
             pass
 
-    state = T.EpochState()
-    recorder = Recorder(state)
-    torch.manual_seed(T.epoch_seed(cfg, 0, 0))
-    gen = torch.Generator().manual_seed(T.epoch_seed(cfg, 0, 0) + 1)
-    T.train_one_epoch(model, model, data, pre, augment, optimizer, scheduler, None, cfg, 0, cpu, state, gen, recorder)
+    progress = Progress()
+    recorder = Recorder(progress.epoch_state)
+    seed_epoch(t, progress, 0)
+    T.train_one_epoch(t, 0, progress.epoch_state, recorder)
     assert len(recorder.sums) == cfg.limit_train_batches
     return (np.diff([0.0, *recorder.sums]) / cfg.batch_size).tolist()
 
@@ -488,16 +458,3 @@ def test_default_recipe_learns_beyond_chance():
     chance = 1.6 * math.log(10)
     assert np.mean(losses[-5:]) < chance - 0.08, losses
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.2, losses
-
-
-# ------------------------------------------------------------------- allocator
-
-
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
-def test_keep_freed_memory_serves_large_tensors_from_the_heap():
-    """Without it glibc maps tensors over 32 MB from the kernel (above the heap's end) and unmaps them on free."""
-    assert T.keep_freed_memory()
-    sbrk = ctypes.CDLL("libc.so.6").sbrk
-    sbrk.restype = ctypes.c_void_p
-    big = torch.empty(64 * 2**20 // 4)  # 64 MB: beyond any mmap threshold glibc allows
-    assert big.data_ptr() < sbrk(0)  # inside the heap, below its current end

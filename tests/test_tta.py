@@ -16,7 +16,7 @@ import googlenet.data
 from googlenet import cli
 from googlenet.checkpoint import load_checkpoint, save_checkpoint
 from googlenet.data import Preprocess, Split, batch_transform, load_dataset
-from googlenet.evaluate import TTA_MODES, evaluate_split, tta_view_count, tta_views
+from googlenet.evaluate import TTA_MODES, confusion_matrix, evaluate_split, tta_view_count, tta_views
 from googlenet.model import GoogLeNetOutput
 from googlenet.report import evaluate_all
 
@@ -163,7 +163,7 @@ def test_none_is_todays_evaluation_exactly():
     with torch.no_grad():
         logits = model(batch_transform(images, pre)).logits
     assert none.loss == default.loss == F.cross_entropy(logits, split.labels, reduction="sum").double().item() / 10
-    assert none.accuracy == default.accuracy == (logits.argmax(1) == split.labels).float().mean().item()
+    assert none.accuracy == default.accuracy == (logits.argmax(1) == split.labels).sum().item() / 10
     assert torch.equal(none.confusion, default.confusion) and none.top5 == default.top5
 
 
@@ -232,7 +232,7 @@ def test_crops144_evaluation_is_the_average_over_the_144_views(shape):
     with torch.no_grad():
         probs = torch.stack([model(batch_transform(v, view_pre)).logits.softmax(1) for v in views]).mean(0)
     assert m.loss == pytest.approx(F.nll_loss(probs.log(), split.labels).item(), rel=1e-5)
-    assert m.accuracy == (probs.argmax(1) == split.labels).float().mean().item()
+    assert torch.equal(m.confusion, confusion_matrix(split.labels, probs.argmax(1), 5))
     assert m.top5 == 1.0
 
 

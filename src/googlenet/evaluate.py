@@ -104,13 +104,16 @@ def _five_crops(x: Tensor, size: int) -> list[Tensor]:
     ]
 
 
-def _weighted_views(images: Tensor, image_size: int, mode: str, resize: int | None = None) -> Iterator[tuple[Tensor, int]]:
-    """(view, multiplicity) pairs, made lazily; the multiplicities sum to `tta_view_count(mode)`.
+def _weighted_views(
+    images: Tensor, image_size: int, mode: str, resize: int | None = None, merge: bool = True
+) -> Iterator[tuple[Tensor, int]]:
+    """(view, multiplicity) pairs in the order of `tta_views`, made lazily; the multiplicities sum to `tta_view_count(mode)`.
 
     Each view is a new float 0-255 tensor N x C x image_size x image_size that
-    the caller may modify. A view that occurs several times (the three squares
-    of a square image coincide) is made once with its multiplicity, so that a
-    weighted average over these pairs equals the average over all the views.
+    the caller may modify. With `merge`, views that coincide (the three squares
+    of a square image) are made once, with multiplicity 3, so that a weighted
+    average over these pairs equals the average over all the views; without
+    it every multiplicity is 1.
     """
     count = tta_view_count(mode)
     x = images.float()
@@ -141,7 +144,7 @@ def _weighted_views(images: Tensor, image_size: int, mode: str, resize: int | No
         h, w = scaled.shape[-2:]
         short, long = min(h, w), max(h, w)
         offsets = (0, (long - short) // 2, long - short)  # left, centre, right (top, centre, bottom if portrait)
-        squares = [(offsets[0], 3)] if long == short else [(o, 1) for o in offsets]
+        squares = [(offsets[0], 3)] if merge and long == short else [(o, 1) for o in offsets]
         for offset, repeat in squares:
             square = scaled[..., :, offset : offset + short] if w > h else scaled[..., offset : offset + short, :]
             for crop in [*_five_crops(square, size), _resize(square, size, size)]:
@@ -174,7 +177,7 @@ def tta_views(images: Tensor, image_size: int, mode: str, resize: int | None = N
     Resizing is bilinear (align_corners=False), antialiased when it shrinks.
     `evaluate_split` makes the same views lazily; this function stacks them all.
     """
-    return torch.stack([v for v, repeat in _weighted_views(images, image_size, mode, resize) for _ in range(repeat)])
+    return torch.stack([v for v, _ in _weighted_views(images, image_size, mode, resize, merge=False)])
 
 
 @dataclass
