@@ -209,14 +209,18 @@ def test_polyak_average_is_the_plain_mean_of_the_iterates():
     assert T.build_averaged(resolve_config(average="none"), model) is None
 
 
-def test_ema_average():
+def test_ema_average_warms_up():
+    """The first update copies the weights; then decay min(0.9, (1 + n) / (10 + n)) after n updates: 2/11, 3/12, ..."""
     model = nn.Linear(1, 1, bias=False)
     averaged = T.build_averaged(resolve_config(average="ema", ema_decay=0.9), model)
-    for value in (1.0, 2.0):
+    expected = None
+    for n, value in enumerate((1.0, 2.0, 5.0, 3.0)):
         with torch.no_grad():
             model.weight.fill_(value)
         averaged.update_parameters(model)
-    assert averaged.module.weight.item() == pytest.approx(0.9 * 1.0 + 0.1 * 2.0)
+        expected = value if expected is None else min(0.9, (1 + n) / (10 + n)) * expected + (1 - min(0.9, (1 + n) / (10 + n))) * value
+        assert averaged.module.weight.item() == pytest.approx(expected)
+    assert T.ema_decay(0.998, 1) == pytest.approx(2 / 11) and T.ema_decay(0.998, 4_000) < 0.998 == T.ema_decay(0.998, 5_000)
 
 
 def test_resolve_augment():

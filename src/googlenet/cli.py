@@ -17,11 +17,13 @@ no traceback.
 from __future__ import annotations
 
 import argparse
+import difflib
+import re
 import sys
 from collections.abc import Callable, Sequence
 
-from .config import PRESETS, ConfigError, TrainConfig, check_image_size, load_yaml, resolve_config
-from .data import DATASETS
+from . import __version__
+from .config import DATASET_NAMES, PRESETS, ConfigError, TrainConfig, check_image_size, load_yaml, resolve_config
 from .errors import UserError
 
 __all__ = ["get_args_parser", "main"]
@@ -32,40 +34,40 @@ USER_ERRORS = (UserError, FileNotFoundError)
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     bool_opt = argparse.BooleanOptionalAction
     g = p.add_argument_group("run")
-    g.add_argument("--preset", default="fast", choices=list(PRESETS), help="starting recipe: fast (CPU, default), seed (the seed README's), paper (SGD, -4%% every 8 epochs, Polyak)")
+    g.add_argument("--preset", default="fast", choices=list(PRESETS), help="starting recipe: fast (CPU), seed (the seed README's), paper (SGD, -4%% every 8 epochs, Polyak); the defaults below are fast's")
     g.add_argument("--config", metavar="FILE.yaml", help="YAML file of settings (overrides the preset; flags override it)")
-    g.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its weights/last.pt")
-    g.add_argument("--project", help="parent directory of run directories (default runs/train)")
-    g.add_argument("--name", help="run directory name (default exp, auto-incremented)")
+    g.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its weights/last.pt, exactly as it was configured")
+    g.add_argument("--project", help="parent directory of run directories")
+    g.add_argument("--name", help="run directory name (auto-incremented: exp, exp2, ...)")
     g.add_argument("--exist-ok", action=bool_opt, default=None, help="reuse an existing run directory")
-    g.add_argument("--seed", type=int)
+    g.add_argument("--seed", type=int, help="seed of the split, the initialisation, the batch order and the augmentation")
     g.add_argument("--deterministic", action=bool_opt, default=None, help="deterministic algorithms (slower)")
     g.add_argument("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
-    g.add_argument("--limit-train-batches", type=int, metavar="N", help="at most N batches per epoch (quick runs)")
+    g.add_argument("--limit-train-batches", type=int, metavar="N", help="at most N batches per epoch (quick runs; with --limit-eval-batches)")
     g.add_argument("--limit-eval-batches", type=int, metavar="N", help="evaluate at most N batches per split (quick runs)")
-    g.add_argument("--patience", type=int, metavar="EPOCHS", help="early stopping on validation accuracy")
+    g.add_argument("--patience", type=int, metavar="EPOCHS", help="stop early after this many epochs without a better validation accuracy")
 
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", help=f"{', '.join(DATASETS)} or imagefolder:PATH (default mnist, built in)")
-    g.add_argument("--data-dir", help="where torchvision datasets are (default ~/.cache/googlenet/data)")
+    g.add_argument("--dataset", help=f"{', '.join(DATASET_NAMES)} or imagefolder:PATH (mnist is built in)")
+    g.add_argument("--data-dir", help="where torchvision datasets are (unset: ~/.cache/googlenet/data)")
     g.add_argument("--download", action=bool_opt, default=None, help="download a torchvision dataset if missing")
-    g.add_argument("--val-fraction", type=float, help="validation share of the training set (default 0.1)")
+    g.add_argument("--val-fraction", type=float, help="validation share of the training set (stratified, seeded)")
     g.add_argument("--image-size", type=int, help="model input side in pixels (paper: 224)")
-    g.add_argument("--in-channels", type=int, help="model input channels (default: the dataset's)")
+    g.add_argument("--in-channels", type=int, help="model input channels (unset: the weights', else the dataset's)")
 
-    g = p.add_argument_group("augmentation (defaults depend on the dataset)")
+    g = p.add_argument_group("augmentation (unset: the dataset's defaults, see googlenet datasets)")
     g.add_argument("--augment", action=bool_opt, default=None, help="training augmentation on/off")
-    g.add_argument("--rotate", type=float, metavar="DEG")
-    g.add_argument("--translate", type=float, metavar="FRACTION")
-    g.add_argument("--scale", type=float, metavar="FRACTION")
-    g.add_argument("--hflip", action=bool_opt, default=None)
-    g.add_argument("--crop-padding", type=int, metavar="PX")
+    g.add_argument("--rotate", type=float, metavar="DEG", help="largest random rotation, in degrees")
+    g.add_argument("--translate", type=float, metavar="FRACTION", help="largest random shift, as a fraction of the side")
+    g.add_argument("--scale", type=float, metavar="FRACTION", help="largest random zoom in or out, relative")
+    g.add_argument("--hflip", action=bool_opt, default=None, help="random horizontal flips")
+    g.add_argument("--crop-padding", type=int, metavar="PX", help="random crops of the image padded by PX native pixels")
     g.add_argument("--elastic", type=float, metavar="PX", help="elastic distortion strength (Simard et al.: 34; 0 = off)")
-    g.add_argument("--elastic-sigma", type=float, metavar="PX", help="smoothness of the elastic distortion (default 4)")
+    g.add_argument("--elastic-sigma", type=float, metavar="PX", help="smoothness of the elastic distortion")
 
     g = p.add_argument_group("starting point (fine-tuning)")
     g.add_argument("--weights", metavar="FILE", help="start from these weights: a googlenet checkpoint or run directory, googlenet convert's file, or a .safetensors export; classifiers for another class count start afresh")
-    g.add_argument("--weights-preprocess", action=bool_opt, default=None, help="normalise as the weights were trained: their channel order, mean and std (default on)")
+    g.add_argument("--weights-preprocess", action=bool_opt, default=None, help="normalise as the weights were trained: their channel order, mean and std")
     g.add_argument("--freeze", metavar="LAYER", help="keep the layers up to and including LAYER fixed, e.g. inception4e")
 
     g = p.add_argument_group("model")
@@ -76,91 +78,134 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, help="number of epochs (with --time: the most)")
-    g.add_argument("--time", type=float, metavar="MINUTES", help="train and validate for at most this long: fewer epochs on slower machines (default 40; 0: no limit)")
-    g.add_argument("--batch-size", type=int, help="global batch size")
-    g.add_argument("--optimizer", choices=["adam", "adamw", "sgd"])
+    g.add_argument("--time", type=float, metavar="MINUTES", help="train and validate for at most this long: fewer epochs on slower machines (0: no limit)")
+    g.add_argument("--batch-size", type=int, help="global batch size (split across torchrun processes)")
+    g.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], help="optimiser (paper: sgd)")
     g.add_argument("--lr", type=float, help="(peak) learning rate")
-    g.add_argument("--momentum", type=float)
-    g.add_argument("--nesterov", action=bool_opt, default=None)
-    g.add_argument("--weight-decay", type=float)
-    g.add_argument("--schedule", choices=["constant", "cosine", "onecycle", "step"])
-    g.add_argument("--warmup-epochs", type=float)
+    g.add_argument("--momentum", type=float, help="sgd momentum (paper 0.9)")
+    g.add_argument("--nesterov", action=bool_opt, default=None, help="sgd with Nesterov momentum")
+    g.add_argument("--weight-decay", type=float, help="L2 weight decay (BVLC: 2e-4)")
+    g.add_argument("--schedule", choices=["constant", "cosine", "onecycle", "step"], help="learning-rate schedule, per step (paper: step)")
+    g.add_argument("--warmup-epochs", type=float, help="linear warm-up of the cosine, constant and step schedules")
     g.add_argument("--step-epochs", type=int, help="step schedule: epochs between decays (paper 8)")
     g.add_argument("--step-gamma", type=float, help="step schedule: factor per decay (paper 0.96)")
-    g.add_argument("--label-smoothing", type=float)
-    g.add_argument("--average", choices=["none", "ema", "polyak"], help="weight averaging (paper: polyak)")
-    g.add_argument("--ema-decay", type=float)
+    g.add_argument("--label-smoothing", type=float, help="label smoothing of the training loss (paper: none)")
+    g.add_argument("--average", choices=["none", "ema", "polyak"], help="weight averaging, validated and saved (paper: polyak)")
+    g.add_argument("--ema-decay", type=float, help="ema: weight of the old average per step, after a warm-up")
 
     g = p.add_argument_group("speed")
-    g.add_argument("--channels-last", action=bool_opt, default=None, help="channels_last memory format (default on)")
+    g.add_argument("--channels-last", action=bool_opt, default=None, help="channels_last memory format")
     g.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], help="autocast (auto: bf16 on CUDA only)")
     g.add_argument("--compile", action=bool_opt, default=None, help="torch.compile the model")
-    g.add_argument("--eval-batch-size", type=int)
+    g.add_argument("--eval-batch-size", type=int, help="batch size of validation and evaluation")
+
+    defaults = TrainConfig()
+    for action in p._actions:  # each setting's default, from TrainConfig (the fast preset)
+        if hasattr(defaults, action.dest) and action.dest != "preset":
+            value = getattr(defaults, action.dest)
+            shown = "unset" if value is None else ("on" if value is True else "off" if value is False else value)
+            action.help = f"{action.help} (default: {shown})"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a "did you mean" for mistyped options and choices."""
+
+    def error(self, message: str):
+        bad = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if bad:
+            choices = re.findall(r"'([^']*)'", bad.group(2)) or [c.strip() for c in bad.group(2).split(",")]
+            message += _did_you_mean(bad.group(1), choices)
+        unknown = re.match(r"unrecognized arguments: (\S+)", message)
+        if unknown:
+            message += _did_you_mean(unknown.group(1).split("=")[0], [o for a in self._actions for o in a.option_strings])
+        super().error(message)
+
+
+def _did_you_mean(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+class _Formatter(argparse.HelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=36)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="googlenet", description="GoogLeNet (Inception-v1), faithful to the paper.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser = Parser(prog="googlenet", description="GoogLeNet (Inception-v1), faithful to the paper, and the toolkit around it.", formatter_class=_Formatter)
+    parser.add_argument("--version", action="version", version=f"googlenet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
 
-    p = sub.add_parser("train", help="train (default: the fast CPU recipe on built-in MNIST)")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".", formatter_class=_Formatter)
+
+    p = command("train", "train (default: the fast CPU recipe on built-in MNIST)")
     _add_train_args(p)
 
-    p = sub.add_parser("evaluate", help="metrics of a checkpoint on train/val/test")
+    p = command("evaluate", "metrics of a checkpoint on train/val/test")
     p.add_argument("checkpoint", help="a .pt checkpoint or a run directory")
-    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
-    p.add_argument("--device", default="auto")
+    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"], help="which split(s) to evaluate")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--data-dir", help="where the dataset is (torchvision datasets)")
-    p.add_argument("--output", help="where to save the metrics JSON (default: beside the checkpoint's run)")
+    p.add_argument("--output", help="where to save the metrics JSON (unset: beside the checkpoint's run)")
     p.add_argument(
         "--tta",
         default="none",
         choices=["none", "flip", "crops10", "crops144"],
         help="test-time augmentation, softmax averaged over the views: flip (image and mirror, 2 views), crops10 (4 corners + centre "
-        "and mirrors), crops144 (the paper's 4 scales x 3 squares x 6 crops x mirror); default none",
+        "and mirrors), crops144 (the paper's 4 scales x 3 squares x 6 crops x mirror)",
     )
 
-    p = sub.add_parser("report", help="rebuild a run's report, plots and tables from its files")
-    p.add_argument("run_dir")
 
-    p = sub.add_parser("summary", help="the layer-by-layer model summary")
-    p.add_argument("--num-classes", type=int, default=10)
-    p.add_argument("--in-channels", type=int, default=3)
-    p.add_argument("--image-size", type=int, default=224)
+    p = command("report", "rebuild a run's report, plots and tables from its files")
+    p.add_argument("run_dir", help="a run directory, e.g. runs/train/exp")
+
+    p = command("summary", "the layer-by-layer model summary")
+    p.add_argument("--num-classes", type=int, default=10, help="classifier outputs")
+    p.add_argument("--in-channels", type=int, default=3, help="input channels")
+    p.add_argument("--image-size", type=int, default=224, help="input side in pixels")
     p.add_argument("--no-aux", action="store_true", help="without the auxiliary heads")
-    p.add_argument("--format", default="markdown", choices=["markdown", "text"])
+    p.add_argument("--format", default="markdown", choices=["markdown", "text"], help="table format")
 
-    p = sub.add_parser("datasets", help="the datasets, whether they are available and their split sizes")
-    p.add_argument("--data-dir", help="where torchvision datasets are (default ~/.cache/googlenet/data)")
-    p.add_argument("--val-fraction", type=float, default=TrainConfig.val_fraction)
+    p = command("datasets", "the datasets, whether they are available and their split sizes")
+    p.add_argument("--data-dir", help="where torchvision datasets are (unset: ~/.cache/googlenet/data)")
+    p.add_argument("--val-fraction", type=float, default=TrainConfig.val_fraction, help="validation share of the training set")
 
-    p = sub.add_parser("predict", help="classify image files with a checkpoint")
+    p = command("predict", "classify image files with a checkpoint")
     p.add_argument("checkpoint", help="a .pt checkpoint, a run directory or an exported .safetensors file")
     p.add_argument("images", nargs="+", help="image files, directories or globs")
-    p.add_argument("--topk", type=int, default=5)
-    p.add_argument("--format", default="table", choices=["table", "json", "csv"])
+    p.add_argument("--topk", type=int, default=5, help="classes shown per image (at most the class count)")
+    p.add_argument("--format", default="table", choices=["table", "json", "csv"], help="output format")
     p.add_argument("--invert", action="store_true", help="invert grey levels (dark-on-light scans for MNIST-style models)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
 
-    p = sub.add_parser("export", help="export the inference network (onnx, pt2, safetensors)")
+    p = command("export", "export the inference network (onnx, pt2, safetensors)")
     p.add_argument("checkpoint", help="a .pt checkpoint or a run directory")
-    p.add_argument("--format", default="safetensors", choices=["onnx", "pt2", "safetensors"])
-    p.add_argument("--output", help="output file (default: beside the checkpoint)")
+    p.add_argument("--format", default="safetensors", choices=["onnx", "pt2", "safetensors"], help="file format")
+    p.add_argument("--output", help="output file (unset: beside the checkpoint)")
 
-    p = sub.add_parser("convert", help="convert BVLC's bvlc_googlenet.caffemodel to a checkpoint (no Caffe needed)")
+    p = command("convert", "convert BVLC's bvlc_googlenet.caffemodel to a checkpoint (no Caffe needed)")
     p.add_argument("caffemodel", help="the .caffemodel file, e.g. bvlc_googlenet.caffemodel")
-    p.add_argument("--output", help="checkpoint to write (default: beside the .caffemodel, with .pt)")
+    p.add_argument("--output", help="checkpoint to write (unset: beside the .caffemodel, with .pt)")
 
-    p = sub.add_parser("benchmark", help="training/inference throughput and fraction of the matmul peak")
-    p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--mode", default="train", choices=["train", "eval", "both"])
+    p = command("benchmark", "training/inference throughput and fraction of the matmul peak")
+    p.add_argument("--image-size", type=int, default=32, help="input side in pixels")
+    p.add_argument("--batch-size", type=int, default=128, help="images per step")
+    p.add_argument("--mode", default="train", choices=["train", "eval", "both"], help="training step, inference step or both")
     p.add_argument("--compare", choices=["torchvision"], help="time torchvision's googlenet in the same run")
     p.add_argument("--steps", type=int, default=10, help="timed steps per repetition")
     p.add_argument("--repeats", type=int, default=5, help="repetitions (the median is reported)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--amp", default="auto", choices=["auto", "off", "bf16", "fp16"], help="autocast, as googlenet train's --amp (applies to every model timed)")
     p.add_argument("--variants", action="store_true", help="also time the speed-ups one by one, each added to the previous ones")
+
+    for name, p in sub.choices.items():
+        if name == "train":
+            continue  # its defaults come from TrainConfig (_add_train_args)
+        for action in p._actions:
+            if action.default not in (None, False, argparse.SUPPRESS) and action.help and "default" not in action.help:
+                action.help += f" (default: {action.default})"
     return parser
 
 
@@ -171,11 +216,17 @@ def cmd_train(args: argparse.Namespace) -> None:
     keep_freed_memory()
 
     values = {k: v for k, v in vars(args).items() if k not in ("command", "preset", "config", "resume", "func")}
-    file_values = load_yaml(args.config) if args.config else None
     if args.resume:
-        cfg = resolve_config("fast", device=args.device)
-        fit(cfg, resume=args.resume)
+        others = [f"--{k.replace('_', '-')}" for k, v in values.items() if v is not None and k != "device"]
+        others += ["--config"] * bool(args.config) + ["--preset"] * (args.preset != "fast")
+        if others:  # never ignored silently: a resume replays the run as it was configured
+            raise ConfigError(
+                f"--resume continues {args.resume} exactly as it was configured, so {', '.join(others)} cannot apply; "
+                f"to train on from its weights with other settings, start a new run: googlenet train --weights {args.resume} ..."
+            )
+        fit(resolve_config("fast", device=args.device), resume=args.resume)
         return
+    file_values = load_yaml(args.config) if args.config else None
     fit(resolve_config(args.preset, file_values, **values))
 
 
@@ -248,7 +299,10 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
+    parser = get_args_parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # reported by the command's own parser, which knows its options (for "did you mean")
+        parser._subparsers._group_actions[0].choices[args.command].error(f"unrecognized arguments: {' '.join(extras)}")
     try:
         COMMANDS[args.command](args)
     except USER_ERRORS as exc:

@@ -20,6 +20,10 @@ from .errors import UserError
 __all__ = ["PRESETS", "ConfigError", "TrainConfig", "check_image_size", "load_yaml", "resolve_config"]
 
 
+# The built-in and torchvision datasets (data.DATASETS describes them); here so the CLI can list them without loading torch.
+DATASET_NAMES = ("mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100")
+
+
 class ConfigError(UserError):
     """A configuration the user can fix; the message says how."""
 

@@ -12,6 +12,7 @@ and licence) and is checked against the official MD5s on every load.
 
 from __future__ import annotations
 
+import difflib
 import gzip
 import hashlib
 import math
@@ -383,7 +384,9 @@ def dataset_info(name: str) -> DatasetInfo:
     if name.startswith("imagefolder:"):
         return DatasetInfo(name, 3, 0, PHOTOS)
     if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)} or imagefolder:PATH")
+        close = difflib.get_close_matches(name, list(DATASETS), n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise DataError(f"unknown dataset {name!r}: {hint}use one of {', '.join(DATASETS)} or imagefolder:PATH")
     return DATASETS[name]
 
 
