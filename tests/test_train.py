@@ -318,7 +318,7 @@ def _table_rows(text: str) -> dict[str, list[str]]:
 def test_report_tables_agree_with_metrics_json(tiny_run):
     metrics = json.loads((tiny_run / "metrics.json").read_text())
     splits = [metrics["splits"][s] for s in ("train", "val", "test")]
-    rows = _table_rows((tiny_run / "REPORT.md").read_text())
+    rows = _table_rows((tiny_run / "REPORT.md").read_text().split("## Model summary")[0])
     assert rows[""][:3] == ["Training", "Validation", "Testing"]
     assert rows["Loss"] == [f"{m['loss']:.4f}" for m in splits]
     assert rows["Accuracy (%)"] == [f"{100 * m['accuracy']:.2f}" for m in splits]
@@ -462,3 +462,17 @@ def test_default_recipe_learns_beyond_chance():
     chance = 1.6 * math.log(10)
     assert np.mean(losses[-5:]) < chance - 0.08, losses
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.2, losses
+
+
+def test_report_leads_with_results_flags_a_partial_run_and_shows_the_errors(tiny_run, capsys):
+    text = (tiny_run / "REPORT.md").read_text()
+    assert text.index("## Results") < text.index("## Model summary")
+    assert "**Partial run** (--limit-train-batches 3, --limit-eval-batches 1)" in text
+    assert (tiny_run / "errors_test.png").is_file() and "![Test errors](errors_test.png)" in text  # 3 batches: plenty of errors
+    assert "Top-5 accuracy (%)" in text  # 10 classes; a 2-class run says top-2 (test_evaluate)
+
+
+def test_final_summary_names_each_split_and_the_report():
+    metrics = {"best_epoch": 3, "classes": ["a", "b"], "splits": {"train": {"accuracy": 0.5, "top5": 1.0}, "test": {"accuracy": 0.25, "top5": 1.0}}}
+    text = googlenet.report.final_summary(metrics, Path("runs/train/exp"))
+    assert text.splitlines() == ["Best checkpoint (epoch 3) accuracy: train 50.00%, test 25.00%", "Results saved to runs/train/exp (report: runs/train/exp/REPORT.md)"]

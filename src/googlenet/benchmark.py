@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .config import ConfigError, TrainConfig, check_image_size
+from .config import MAX_BATCH_SIZE, ConfigError, TrainConfig, check_count, check_image_size
 from .data import DIGITS, Preprocess, batch_transform, load_dataset
 from .kernels import SPEEDUPS, accelerate
 from .model import GoogLeNet, GoogLeNetOutput
@@ -114,6 +114,7 @@ def count_step_flops(step: Callable[[], None]) -> int:
 def run_benchmark(args) -> None:
     """Time the variants interleaved and print img/s, GFLOP/s and the fraction of the matmul peak."""
     check_image_size(args.image_size)
+    check_count("--batch-size", args.batch_size, MAX_BATCH_SIZE)  # the training bound (config.py): memory
     if min(args.batch_size, args.steps, args.repeats) < 1 or args.warmup < 0:
         raise ConfigError("--batch-size, --steps and --repeats must be positive and --warmup not negative")
     device = select_device(args.device)

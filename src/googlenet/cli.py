@@ -23,7 +23,18 @@ import sys
 from collections.abc import Callable, Sequence
 
 from . import __version__
-from .config import DATASET_NAMES, PRESETS, ConfigError, TrainConfig, check_image_size, load_yaml, resolve_config
+from .config import (
+    DATASET_NAMES,
+    MAX_CHANNELS,
+    MAX_CLASSES,
+    PRESETS,
+    ConfigError,
+    TrainConfig,
+    check_count,
+    check_image_size,
+    load_yaml,
+    resolve_config,
+)
 from .errors import UserError
 
 __all__ = ["get_args_parser", "main"]
@@ -247,8 +258,8 @@ def cmd_summary(args: argparse.Namespace) -> None:
     from .summary import summarize
 
     check_image_size(args.image_size)
-    if args.num_classes < 1 or args.in_channels < 1:
-        raise ConfigError("--num-classes and --in-channels must be positive")
+    check_count("--num-classes", args.num_classes, MAX_CLASSES)  # bounds: config.py (memory)
+    check_count("--in-channels", args.in_channels, MAX_CHANNELS)
     model = GoogLeNet(args.num_classes, args.in_channels, aux_logits=not args.no_aux)
     print(summarize(model, args.image_size, args.format), end="")
 

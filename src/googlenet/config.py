@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import reprlib
+import stat
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,36 @@ import yaml
 
 from .errors import UserError
 
-__all__ = ["PRESETS", "ConfigError", "TrainConfig", "check_image_size", "load_yaml", "resolve_config"]
+__all__ = [
+    "MAX_BATCH_SIZE",
+    "MAX_CHANNELS",
+    "MAX_CLASSES",
+    "MAX_CONFIG_BYTES",
+    "MAX_IMAGE_SIZE",
+    "PRESETS",
+    "ConfigError",
+    "TrainConfig",
+    "check_count",
+    "check_image_size",
+    "image_size_problem",
+    "load_yaml",
+    "resolve_config",
+    "run_name_problem",
+    "show_value",
+]
+
+# Upper bounds of the settings (and of the checkpoint fields, checkpoint.validate_metadata) where memory
+# or the arithmetic is at stake; docs/usage.md lists them under "Hostile input". Each is far above real use.
+MAX_IMAGE_SIZE = 1024  # model input side (the paper: 224); a 1024 px batch of 64 already needs ~10 GB of activations
+MAX_CLASSES = 100_000  # classifier outputs: the three classifiers hold 3 x 1024 x classes weights (1.2 GB at the bound)
+MAX_CHANNELS = 64  # model and image input channels (1 grey, 3 colour)
+MAX_BATCH_SIZE = 4096  # training and evaluation batch (the paper: 32; the defaults: 128 and 500)
+MAX_EPOCHS = 100_000  # epochs, step_epochs, warmup_epochs, patience
+MAX_BATCHES = 10**9  # limit_train_batches, limit_eval_batches
+MAX_SEED = 2**32 - 1  # as numpy's legacy seeds and most tools'
+MAX_MINUTES = 10**6  # --time (about two years)
+MAX_DISTORTION = 1000.0  # elastic and elastic_sigma, native pixels (Simard et al.: 34 and 4)
+MAX_CONFIG_BYTES = 1 << 20  # a --config file is a few hundred bytes; a link to /dev/zero must not be read to the end
 
 
 # The built-in and torchvision datasets (data.DATASETS describes them); here so the CLI can list them without loading torch.
@@ -28,12 +60,48 @@ class ConfigError(UserError):
     """A configuration the user can fix; the message says how."""
 
 
-def check_image_size(size: int) -> None:
-    """The one check of an image size setting against the network's minimum (`model.MIN_IMAGE_SIZE`)."""
+_short = reprlib.Repr()
+_short.maxstring, _short.maxother, _short.maxlevel, _short.maxlist, _short.maxdict = 40, 40, 2, 4, 4
+
+
+def show_value(value: Any) -> str:
+    """A value for an error message, cut short (a hostile file's value may be huge or deeply nested)."""
+    return _short.repr(value)
+
+
+def image_size_problem(size: int) -> str | None:
+    """What is wrong with an image side for the network (`model.MIN_IMAGE_SIZE` to MAX_IMAGE_SIZE), or None."""
     from .model import MIN_IMAGE_SIZE  # here, not at the top: parsing the command line does not load torch
 
     if size < MIN_IMAGE_SIZE:
-        raise ConfigError(f"image size {size} is below the network's minimum of {MIN_IMAGE_SIZE}: use --image-size {MIN_IMAGE_SIZE} or more")
+        return f"image size {size} is below the network's minimum of {MIN_IMAGE_SIZE}"
+    if size > MAX_IMAGE_SIZE:
+        return f"image size {size} is above the limit of {MAX_IMAGE_SIZE} (memory)"
+    return None
+
+
+def check_image_size(size: int) -> None:
+    """The one check of an image size setting against the network's minimum and the memory bound."""
+    from .model import MIN_IMAGE_SIZE
+
+    problem = image_size_problem(size)
+    if problem:
+        fix = f"use --image-size {MAX_IMAGE_SIZE} or less" if size > MAX_IMAGE_SIZE else f"use --image-size {MIN_IMAGE_SIZE} or more"
+        raise ConfigError(f"{problem}: {fix}")
+
+
+def check_count(name: str, value: int, high: int, low: int = 1) -> None:
+    """An integer option within [low, high], e.g. `googlenet summary --num-classes`."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{name} must be an integer from {low} to {high}, got {show_value(value)}")
+
+
+def run_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a run directory (it must be one path component, inside --project), or None."""
+    seps = [c for c in ("/", os.sep, os.altsep) if c]
+    if not name or name in (".", "..") or any(c in name for c in seps) or "\0" in name:
+        return f"run name {show_value(name)} is not one folder name (no '/', no '..', not empty): use e.g. --name exp"
+    return None
 
 
 @dataclass(frozen=True)
@@ -104,59 +172,124 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
+        """The config of a mapping (a YAML file, a checkpoint's copy), each value checked against its setting's type."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"a configuration must be a mapping of setting: value, got {show_value(d)}")
+        known = {f.name: f.type for f in fields(cls)}
+        unknown = [show_value(k) if not isinstance(k, str) else k for k in d if k not in known]
         if unknown:
-            raise ConfigError(f"unknown setting(s) {', '.join(unknown)}: see googlenet train --help")
-        d = dict(d)
-        for f in fields(cls):
-            # YAML 1.1 reads `lr: 1e-4` as the string '1e-4': turn numbers written as text into floats.
-            if f.name in d and f.type in ("float", "float | None") and isinstance(d[f.name], str):
-                try:
-                    d[f.name] = float(d[f.name])
-                except ValueError:
-                    raise ConfigError(f"{f.name} must be a number, got {d[f.name]!r}") from None
-        return cls(**d)
+            raise ConfigError(f"unknown setting(s) {', '.join(sorted(unknown))}: see googlenet train --help")
+        return cls(**{k: _typed(k, known[k], v) for k, v in d.items()})
 
     def validate(self) -> TrainConfig:
+        """Check every setting's value and range (one place for all of them); raise a one-line ConfigError."""
         choices = {
             "optimizer": ("adam", "adamw", "sgd"),
             "schedule": ("constant", "cosine", "onecycle", "step"),
             "average": ("none", "ema", "polyak"),
             "init": ("caffe", "pytorch", "kaiming"),
             "amp": ("auto", "off", "bf16", "fp16"),
+            "preset": tuple(PRESETS),
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
-                raise ConfigError(f"{key} {getattr(self, key)!r} is not one of {', '.join(allowed)}")
+                raise ConfigError(f"{key} {show_value(getattr(self, key))} is not one of {', '.join(allowed)}")
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"{f.name} must be a finite number, got {value}")
-        positive = ("epochs", "batch_size", "image_size", "eval_batch_size", "lr", "step_epochs", "step_gamma")
-        for key in positive:
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"{key} must be positive, got {getattr(self, key)}")
+            if isinstance(value, str) and "\0" in value:
+                raise ConfigError(f"{f.name} must not contain a NUL character")
+        if self.image_size <= 0:
+            raise ConfigError(f"image_size must be positive, got {self.image_size}")
         check_image_size(self.image_size)
-        for key in ("dropout", "dropout_aux"):
-            if not 0.0 <= getattr(self, key) < 1.0:
-                raise ConfigError(f"{key} must be in [0, 1), got {getattr(self, key)}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError(f"val_fraction must be between 0 and 1, got {self.val_fraction}")
-        for key in ("limit_train_batches", "limit_eval_batches", "patience"):
-            if getattr(self, key) is not None and getattr(self, key) < 1:
-                raise ConfigError(f"{key} must be at least 1 (or unset), got {getattr(self, key)}")
-        if not 0.0 < self.pct_start < 1.0:
-            raise ConfigError(f"pct_start must be between 0 and 1, got {self.pct_start}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.elastic_sigma <= 0 or (self.elastic or 0) < 0:
-            raise ConfigError("elastic must not be negative and elastic_sigma must be positive (Simard et al.: 34 and 4)")
-        if self.warmup_epochs < 0 or self.momentum < 0 or self.time < 0:
-            raise ConfigError("warmup_epochs, momentum and time must not be negative (time 0: no limit)")
-        if self.aux_weight < 0 or self.label_smoothing < 0 or self.weight_decay < 0:
-            raise ConfigError("aux_weight, label_smoothing and weight_decay must not be negative")
+        for key, bounds in RANGES.items():
+            value = getattr(self, key)
+            if value is not None and not _within(value, *bounds):
+                raise ConfigError(_out_of_range(key, value, *bounds))
+        for key in ("dataset", "project"):
+            if not getattr(self, key).strip():
+                raise ConfigError(f"{key} must not be empty")
+        problem = run_name_problem(self.name)
+        if problem:
+            raise ConfigError(problem)
+        if self.optimizer == "sgd" and self.nesterov and self.momentum == 0:
+            raise ConfigError("nesterov needs a momentum: set --momentum (e.g. 0.9) or --no-nesterov")
         return self
+
+
+def _typed(key: str, kind: str, value: Any) -> Any:
+    """`value` as setting `key` of type `kind` ("int", "float | None", ...), or a ConfigError naming the setting."""
+    optional = kind.endswith("| None")
+    base = kind.split("|")[0].strip()
+    if value is None and optional:
+        return None
+    if base == "float" and isinstance(value, str):
+        # YAML 1.1 reads `lr: 1e-4` as the string '1e-4': turn numbers written as text into floats.
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    elif base == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    elif base == "int" and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    elif base == "bool" and isinstance(value, bool) or base == "str" and isinstance(value, str):
+        return value
+    what = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "text (quote it in YAML)"}[base]
+    raise ConfigError(f"{key} must be {what}{' or unset (null)' if optional else ''}, got {show_value(value)}")
+
+
+# Ranges of the numeric settings: (low, high, low excluded, high excluded). An unset (None) setting passes.
+RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    "epochs": (1, MAX_EPOCHS, False, False),
+    "batch_size": (1, MAX_BATCH_SIZE, False, False),
+    "eval_batch_size": (1, MAX_BATCH_SIZE, False, False),
+    "in_channels": (1, MAX_CHANNELS, False, False),
+    "val_fraction": (0, 1, True, True),
+    "rotate": (0, 180, False, False),
+    "translate": (0, 1, False, False),
+    "scale": (0, 1, False, True),
+    "crop_padding": (0, MAX_IMAGE_SIZE, False, False),
+    "elastic": (0, MAX_DISTORTION, False, False),
+    "elastic_sigma": (0, MAX_DISTORTION, True, False),
+    "dropout": (0, 1, False, True),
+    "dropout_aux": (0, 1, False, True),
+    "aux_weight": (0, math.inf, False, False),
+    "time": (0, MAX_MINUTES, False, False),
+    "lr": (0, math.inf, True, False),
+    "momentum": (0, 1, False, True),
+    "weight_decay": (0, math.inf, False, False),
+    "warmup_epochs": (0, MAX_EPOCHS, False, False),
+    "pct_start": (0, 1, True, True),
+    "step_epochs": (1, MAX_EPOCHS, False, False),
+    "step_gamma": (0, math.inf, True, False),
+    "label_smoothing": (0, 1, False, True),
+    "ema_decay": (0, 1, False, True),
+    "seed": (0, MAX_SEED, False, False),
+    "limit_train_batches": (1, MAX_BATCHES, False, False),
+    "limit_eval_batches": (1, MAX_BATCHES, False, False),
+    "patience": (1, MAX_EPOCHS, False, False),
+}
+
+
+def _within(value: float, low: float, high: float, low_open: bool, high_open: bool) -> bool:
+    return (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+
+
+def _out_of_range(key: str, value: float, low: float, high: float, low_open: bool, high_open: bool) -> str:
+    """`epochs must be positive, got 0`, `dropout must be in [0, 1), got 1.0`, `seed must be at most 4294967295, got ...`."""
+    unset = " (or unset)" if key in ("in_channels", "crop_padding", "limit_train_batches", "limit_eval_batches", "patience") else ""
+    below = value < low or (low_open and value == low)
+    if (low, high, low_open, high_open) == (0, 1, True, True):
+        return f"{key} must be between 0 and 1, got {value}"
+    if isinstance(value, float) and high != math.inf and high <= 1:
+        return f"{key} must be in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}, got {value}"
+    if below and low == 0 and not low_open:
+        return f"{key} must not be negative{' (0: no limit)' if key == 'time' else ''}, got {value}"
+    if below:
+        return f"{key} must be positive{unset}, got {value}" if low in (0, 1) else f"{key} must be at least {low}, got {value}"
+    return f"{key} must be {'below' if high_open else 'at most'} {f'{high:g}' if isinstance(high, float) else high}{unset}, got {value}"
 
 
 # Each preset lists only what differs from the dataclass defaults above.
@@ -200,27 +333,64 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
+    """The settings of a --config file: a regular file of at most MAX_CONFIG_BYTES of UTF-8 YAML holding a mapping.
+
+    Opened without blocking and checked before reading, so a FIFO, a device (a link to /dev/zero) or a
+    directory is refused at once instead of hanging or filling the memory.
+    """
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"config file {path} is not a regular file (a directory, FIFO or device?): pass a YAML file")
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {path} is {info.st_size:,} bytes, more than the {MAX_CONFIG_BYTES:,} a config can be: pass a YAML file of settings")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is more than {MAX_CONFIG_BYTES:,} bytes: pass a YAML file of settings")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    except (ValueError, RecursionError, OverflowError) as exc:  # e.g. `2024-13-45` read as a date, or nesting thousands deep
+        raise ConfigError(f"config file {path} is not valid YAML ({type(exc).__name__}): check its values") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of setting: value")
+    bad = [k for k in data if not isinstance(k, str)]
+    if bad:
+        raise ConfigError(f"config file {path}: {show_value(bad[0])} is not a setting name: use names such as epochs or lr")
     return {k.replace("-", "_"): v for k, v in data.items()}
 
 
 def resolve_config(preset: str = "fast", file_values: dict[str, Any] | None = None, **overrides: Any) -> TrainConfig:
-    """Dataclass defaults < preset < YAML file < command-line overrides."""
+    """Dataclass defaults < preset < YAML file < command-line overrides.
+
+    A `preset:` in the file is honoured when `preset` is the default (fast); a preset named on the command line wins.
+    """
+    file_values = dict(file_values or {})
+    if "preset" in file_values:
+        named = file_values.pop("preset")
+        if not isinstance(named, str) or named not in PRESETS:
+            raise ConfigError(f"preset {show_value(named)} in the config file is not one of {', '.join(PRESETS)}")
+        if preset == "fast":
+            preset = named
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
-    values: dict[str, Any] = {**PRESETS[preset], **(file_values or {})}
+    values: dict[str, Any] = {**PRESETS[preset], **file_values}
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["preset"] = preset
-    try:
-        return TrainConfig.from_dict(values).validate()
-    except TypeError as exc:
-        raise ConfigError(f"bad configuration: {exc}") from None
+    return TrainConfig.from_dict(values).validate()

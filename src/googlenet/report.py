@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
-from .data import Dataset, Preprocess
+from .data import Dataset, Preprocess, batch_transform
 from .errors import UserError
 from .evaluate import evaluate_split
 from .files import atomic_save, atomic_write_text
@@ -56,21 +56,37 @@ def _pyplot():
     return plt
 
 
-def plot_curves(run_dir: Path) -> None:
-    """loss.png and accuracy.png: training vs validation per epoch, like the seed's graphs."""
+def plot_curves(run_dir: Path, cfg: dict[str, Any] | None = None) -> None:
+    """loss.png and accuracy.png: training vs validation per epoch, like the seed's graphs, plus the validation error on a log scale."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _pyplot()
     rows = read_results(run_dir)
     epochs = [r["epoch"] for r in rows]
-    for key, label in (("loss", "Loss"), ("acc", "Accuracy")):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot(epochs, [r[f"train_{key}"] for r in rows], "o-", label="Training")
-        ax.plot(epochs, [r[f"val_{key}"] for r in rows], "o-", label="Validation")
-        ax.set_xlabel("Epoch")
-        ax.set_ylabel(label)
-        ax.set_title(f"{label} per epoch")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        _save_figure(fig, run_dir / ("loss.png" if key == "loss" else "accuracy.png"))
+    cfg = cfg or {}
+    terms = [f"+ {cfg['aux_weight']:g} x aux"] * bool(cfg.get("aux_weight")) + [f"smoothing {cfg['label_smoothing']:g}"] * bool(cfg.get("label_smoothing"))
+    train_loss = "Training: running mean" + (f" ({', '.join(terms)})" if terms else "")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, [r["train_loss"] for r in rows], "o-", label=train_loss)
+    ax.plot(epochs, [r["val_loss"] for r in rows], "o-", label="Validation: main head, plain cross-entropy")
+    ax.set(xlabel="Epoch", ylabel="Loss", title="Loss per epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save_figure(fig, run_dir / "loss.png")
+
+    fig, (ax, err) = plt.subplots(1, 2, figsize=(11, 4))
+    ax.plot(epochs, [r["train_acc"] for r in rows], "o-", label="Training (running mean, dropout on)")
+    ax.plot(epochs, [r["val_acc"] for r in rows], "o-", label="Validation")
+    ax.set(xlabel="Epoch", ylabel="Accuracy", title="Accuracy per epoch")
+    err.plot(epochs, [max(1 - r["val_acc"], 1e-6) for r in rows], "o-", color="C1")
+    err.set_yscale("log")
+    err.set(xlabel="Epoch", ylabel="Validation error (log scale)", title="Validation error per epoch")
+    for a in (ax, err):
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
+        a.grid(alpha=0.3, which="both")
+    ax.legend()
+    _save_figure(fig, run_dir / "accuracy.png")
 
 
 def plot_confusion(cm: list[list[int]], classes: list[str], title: str, path: Path) -> None:
@@ -78,16 +94,19 @@ def plot_confusion(cm: list[list[int]], classes: list[str], title: str, path: Pa
     n = len(classes)
     fig, ax = plt.subplots(figsize=(max(4, 0.5 * n + 2), max(4, 0.5 * n + 1.5)))
     t = torch.tensor(cm, dtype=torch.float64)
-    ax.imshow((t / t.sum(1, keepdim=True).clamp(min=1)).numpy(), cmap="Blues", vmin=0, vmax=1)
+    share = (t / t.sum(1, keepdim=True).clamp(min=1)).numpy()
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class (row-normalised)")
     if n <= 20:
         for i in range(n):
-            for j in range(n):
-                ax.text(j, i, str(cm[i][j]), ha="center", va="center", fontsize=7, color="black" if i != j else "white")
-        ax.set_xticks(range(n), classes, rotation=90 if max(map(len, classes)) > 3 else 0)
-        ax.set_yticks(range(n), classes)
+            for j in range(n):  # white on dark cells, black on light ones: every count stays legible
+                ax.text(j, i, str(cm[i][j]), ha="center", va="center", fontsize=7, color="white" if share[i, j] > 0.5 else "black")
+        names = [c if len(c) <= 14 else c[:13] + "\u2026" for c in classes]  # long names shortened with an ellipsis
+        ax.set_xticks(range(n), names, rotation=45 if max(map(len, names)) > 3 else 0, ha="right" if max(map(len, names)) > 3 else "center")
+        ax.set_yticks(range(n), names)
     ax.set_xlabel("Predicted class")
     ax.set_ylabel("True class")
-    ax.set_title(title)
+    ax.set_title(f"{title}\n(colours: row-normalised; numbers: image counts)")
     _save_figure(fig, path)
 
 
@@ -119,8 +138,8 @@ def evaluate_all(
     return out
 
 
-def write_final_outputs(run_dir: Path, data: Dataset, device: torch.device, cfg) -> None:
-    """Evaluate the best checkpoint on every split, then write metrics, plots and REPORT.md."""
+def write_final_outputs(run_dir: Path, data: Dataset, device: torch.device, cfg) -> dict[str, Any]:
+    """Evaluate the best checkpoint on every split, then write metrics, plots, the test errors' grid and REPORT.md; returns the metrics."""
     state = load_checkpoint(run_dir / "weights" / "best.pt", map_location=device)
     metrics = {
         "checkpoint": "weights/best.pt",
@@ -128,8 +147,53 @@ def write_final_outputs(run_dir: Path, data: Dataset, device: torch.device, cfg)
         "classes": data.classes,
         "splits": evaluate_all(state, data, device, limit_batches=cfg.limit_eval_batches),
     }
+    plot_errors(state, data, device, run_dir / "errors_test.png", cfg.limit_eval_batches)
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1) + "\n")
     build_report(run_dir)
+    return metrics
+
+
+@torch.no_grad()
+def plot_errors(state: dict[str, Any], data: Dataset, device: torch.device, path: Path, limit_batches: int | None = None, most: int = 40) -> int:
+    """errors_test.png: the first `most` test images the checkpoint gets wrong, each with its true and predicted class; returns how many."""
+    pre = Preprocess.from_dict(state["preprocess"])
+    model = accelerate(model_from_checkpoint(state)).to(device).eval()
+    batch = state["config"].get("eval_batch_size", 500)
+    split = data.test
+    n = len(split) if limit_batches is None else min(len(split), limit_batches * batch)
+    wrong: list[tuple[int, int]] = []  # (index, predicted class)
+    for start in range(0, n, batch):
+        x = batch_transform(split.images[start : start + batch].to(device), pre)
+        predicted = model(x).logits.argmax(1).cpu()
+        miss = (predicted != split.labels[start : start + batch]).nonzero().flatten()
+        wrong += [(start + int(i), int(predicted[i])) for i in miss[: most - len(wrong)]]
+        if len(wrong) >= most:
+            break
+    if not wrong:
+        path.unlink(missing_ok=True)
+        return 0
+    plt = _pyplot()
+    cols = min(8, len(wrong))
+    rows = (len(wrong) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.9 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (i, p) in zip(axes.flat, wrong):
+        image = split.images[i].cpu()
+        ax.imshow((image[0] if image.shape[0] == 1 else image.permute(1, 2, 0)).numpy(), cmap="gray" if image.shape[0] == 1 else None)
+        ax.set_title(f"true {data.classes[int(split.labels[i])][:10]}\npred {data.classes[p][:10]}", fontsize=7)
+    fig.suptitle(f"Test images the model gets wrong (the first {len(wrong)})", fontsize=9)
+    _save_figure(fig, path)
+    return len(wrong)
+
+
+def final_summary(metrics: dict[str, Any], run_dir: Path) -> str:
+    """The lines a training run ends with: the best checkpoint's accuracy on each split, and where everything is."""
+    splits, k = metrics["splits"], min(5, len(metrics["classes"]))
+    line = f"Best checkpoint (epoch {metrics['best_epoch']}) accuracy: " + ", ".join(f"{s} {100 * m['accuracy']:.2f}%" for s, m in splits.items())
+    if len(metrics["classes"]) > 5:
+        line += f"; top-{k}: " + ", ".join(f"{s} {100 * m['top5']:.2f}%" for s, m in splits.items())
+    return f"{line}\nResults saved to {run_dir} (report: {run_dir / 'REPORT.md'})"
 
 
 def _fmt_seconds(s: float) -> str:
@@ -153,7 +217,7 @@ def build_report(run_dir: str | Path) -> Path:
         raise ReportError(f"{run_dir} has unreadable run files ({type(exc).__name__}: {exc}): rerun googlenet evaluate or train") from None
     env = json.loads((run_dir / "env.json").read_text()) if (run_dir / "env.json").is_file() else {}
 
-    plot_curves(run_dir)
+    plot_curves(run_dir, cfg)
     for split, m in splits.items():
         write_confusion_csv(m["confusion_matrix"], classes, run_dir / f"confusion_{split}.csv")
         plot_confusion(m["confusion_matrix"], classes, f"{SPLIT_TITLES[split]} confusion matrix", run_dir / f"confusion_{split}.png")
@@ -165,7 +229,7 @@ def build_report(run_dir: str | Path) -> Path:
         [
             ("Loss", *(f"{splits[s]['loss']:.4f}" for s in names)),
             ("Accuracy (%)", *(f"{100 * splits[s]['accuracy']:.2f}" for s in names)),
-            ("Top-5 accuracy (%)", *(f"{100 * splits[s]['top5']:.2f}" for s in names)),
+            (f"Top-{min(5, len(classes))} accuracy (%)", *(f"{100 * splits[s]['top5']:.2f}" for s in names)),
             ("Images", *(f"{sum(splits[s]['support']):,}" for s in names)),
         ],
     )
@@ -204,13 +268,18 @@ def build_report(run_dir: str | Path) -> Path:
         f"Training time {_fmt_seconds(total_time)} over {len(rows)} epoch(s) (training and per-epoch validation)."
     )
     summary = (run_dir / "summary.md").read_text() if (run_dir / "summary.md").is_file() else "(summary.md missing)\n"
+    limits = [f"--{k.replace('_', '-')} {cfg[k]}" for k in ("limit_train_batches", "limit_eval_batches") if cfg.get(k)]
+    partial = (
+        f"> **Partial run** ({', '.join(limits)}): trained and evaluated on part of the data; not a result to compare.\n\n" if limits else ""
+    )
+    errors = (
+        "\nTest images the model gets wrong, with their true and predicted classes:\n\n![Test errors](errors_test.png)\n"
+        if (run_dir / "errors_test.png").is_file() else ""
+    )
     text = f"""# GoogLeNet on {cfg['dataset']}
 
-Run directory `{run_dir.name}`; command: `{env.get('command', '?')}`; git commit `{env.get('git_commit') or 'unknown'}`.
+{partial}Run directory `{run_dir.name}`; command: `{env.get('command', '?')}`; git commit `{env.get('git_commit') or 'unknown'}`.
 
-## Model summary
-
-{summary}
 ## Results
 
 {recipe}
@@ -234,7 +303,10 @@ the running averages above):
 {per_class}
 
 Confusion matrices (rows = true class): {', '.join(f'[{SPLIT_TITLES[s].lower()}](confusion_{s}.png) ([csv](confusion_{s}.csv))' for s in names)}.
-"""
+{errors}
+## Model summary
+
+{summary}"""
     atomic_write_text(run_dir / "REPORT.md", text)
     return run_dir / "REPORT.md"
 

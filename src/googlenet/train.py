@@ -33,7 +33,7 @@ from .errors import UserError
 from .evaluate import SplitMetrics, evaluate_split
 from .kernels import accelerate
 from .model import GoogLeNet, GoogLeNetOutput
-from .report import write_final_outputs
+from .report import final_summary, write_final_outputs
 from .resume import (
     EpochState,
     Progress,
@@ -296,6 +296,12 @@ def validate(t: TrainingState) -> SplitMetrics:
     )
 
 
+def training_loss_terms(cfg: TrainConfig) -> str:
+    """What the training loss adds to the validation loss (the main head's plain cross-entropy), e.g. "(+ 0.3 x aux, smoothing 0.1)"."""
+    terms = [f"+ {cfg.aux_weight:g} x aux"] * bool(cfg.aux_weight) + [f"smoothing {cfg.label_smoothing:g}"] * bool(cfg.label_smoothing)
+    return f"({', '.join(terms)})" if terms else ""
+
+
 def end_epoch(t: TrainingState, progress: Progress, epoch: int, started: float, run_dir: Path) -> bool:
     """Validate, record the epoch's row, replan under --time, save the checkpoints and log; True if training should stop."""
     if t.averaged is not None and t.cfg.average == "polyak":
@@ -331,7 +337,7 @@ def end_epoch(t: TrainingState, progress: Progress, epoch: int, started: float, 
             save_checkpoint(run_dir / "weights" / "best.pt", without_optimizer(state))
         save_checkpoint(run_dir / "weights" / "last.pt", state)
     log(
-        f"epoch {epoch + 1}/{planned_before}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
+        f"epoch {epoch + 1}/{planned_before}  train loss {train_loss:.4f} {training_loss_terms(t.cfg)} acc {train_acc:.4f}  "
         f"val loss {val.loss:.4f} acc {val.accuracy:.4f}  lr {row['lr']}  {row['epoch_time']:.0f}s" + ("  *best" if improved else "")
     )
     if t.cfg.epochs != planned_before:
@@ -396,7 +402,6 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
             stop_interrupted(exc, run_dir, t, progress, epoch)
 
     if dist_utils.is_main():
-        write_final_outputs(run_dir, data, device, t.cfg)
-        log(f"Results saved to {run_dir}")
+        log(final_summary(write_final_outputs(run_dir, data, device, t.cfg), run_dir))
     dist_utils.cleanup()
     return run_dir
