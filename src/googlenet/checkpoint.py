@@ -12,6 +12,7 @@ reads the .safetensors files that `googlenet export` writes.
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import re
 import zipfile
@@ -21,12 +22,22 @@ from typing import Any
 import torch
 from torch import nn
 
+from .config import MAX_CHANNELS, MAX_CLASSES, MAX_IMAGE_SIZE, ConfigError, TrainConfig, image_size_problem, show_value
 from .data import Preprocess
 from .errors import UserError
 from .files import atomic_save
 from .model import GoogLeNet
 
-__all__ = ["CheckpointError", "FORMAT_VERSION", "load_checkpoint", "load_model", "load_safetensors", "model_from_checkpoint", "save_checkpoint"]
+__all__ = [
+    "CheckpointError",
+    "FORMAT_VERSION",
+    "load_checkpoint",
+    "load_model",
+    "load_safetensors",
+    "model_from_checkpoint",
+    "save_checkpoint",
+    "validate_metadata",
+]
 
 FORMAT_VERSION = 1
 # The metadata keys every export carries (googlenet export); each value is JSON.
@@ -76,9 +87,134 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         )
     if not isinstance(state["model"], dict) or not isinstance(state["model_args"], dict):
         raise CheckpointError(f"{path} is not a googlenet checkpoint (its model or model_args is not a mapping): pass one written by googlenet train")
-    if state.get("format_version", 0) > FORMAT_VERSION:
+    version = state.get("format_version", 0)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(f"{path} was written by a newer googlenet: upgrade the package")
+    validate_metadata(state, str(path))
     return state
+
+
+# ------------------------------------------------------------------ what a file may say
+
+MODEL_ARG_TYPES = {"num_classes": int, "in_channels": int, "aux_logits": bool, "dropout": float, "dropout_aux": float, "init": str}
+PREPROCESS_KEYS = {"image_size", "in_channels", "data_channels", "native_size", "mean", "std", "channel_order", "resize"}
+MAX_CLASS_NAME = 1000  # characters
+
+
+def _integer(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _model_args_problem(args: Any) -> str | None:
+    if not isinstance(args, dict):
+        return "not a mapping"
+    unknown = [k for k in args if k not in MODEL_ARG_TYPES]
+    if unknown:
+        return f"unknown argument {show_value(unknown[0])}"
+    if not _integer(args.get("num_classes"), 1, MAX_CLASSES):
+        return f"num_classes must be an integer from 1 to {MAX_CLASSES}, got {show_value(args.get('num_classes'))}"
+    if not _integer(args.get("in_channels", 3), 1, MAX_CHANNELS):
+        return f"in_channels must be an integer from 1 to {MAX_CHANNELS}, got {show_value(args.get('in_channels'))}"
+    if not isinstance(args.get("aux_logits", True), bool):
+        return f"aux_logits must be true or false, got {show_value(args.get('aux_logits'))}"
+    for key in ("dropout", "dropout_aux"):
+        if key in args and not (_number(args[key]) and 0 <= args[key] < 1):
+            return f"{key} must be in [0, 1), got {show_value(args[key])}"
+    if args.get("init", "caffe") not in ("caffe", "pytorch", "kaiming"):
+        return f"init must be caffe, pytorch or kaiming, got {show_value(args.get('init'))}"
+    return None
+
+
+def _preprocess_problem(pre: Any, in_channels: int) -> str | None:
+    """What a checkpoint's `preprocess` (data.Preprocess as a dict) gets wrong, or None; `in_channels`: the model's."""
+    if not isinstance(pre, dict):
+        return "not a mapping"
+    unknown = [k for k in pre if k not in PREPROCESS_KEYS]
+    missing = sorted(PREPROCESS_KEYS - {"channel_order", "resize"} - set(pre))
+    if unknown or missing:
+        return f"unknown field {show_value(unknown[0])}" if unknown else f"no {missing[0]}"
+    size = pre["image_size"]
+    if not isinstance(size, int) or isinstance(size, bool):
+        return f"image_size must be an integer, got {show_value(size)}"
+    if image_size_problem(size):
+        return image_size_problem(size)
+    if pre["in_channels"] != in_channels or not _integer(pre["in_channels"], 1, MAX_CHANNELS):
+        return f"in_channels {show_value(pre['in_channels'])} is not the model's {in_channels}"
+    data_channels = pre["data_channels"]
+    if not _integer(data_channels, 1, MAX_CHANNELS):
+        return f"data_channels must be an integer from 1 to {MAX_CHANNELS}, got {show_value(data_channels)}"
+    if not _integer(pre["native_size"], 1, MAX_IMAGE_SIZE):
+        return f"native_size must be an integer from 1 to {MAX_IMAGE_SIZE}, got {show_value(pre['native_size'])}"
+    resize = pre.get("resize")
+    if resize is not None and not _integer(resize, size, MAX_IMAGE_SIZE):
+        return f"resize must be unset or an integer from image_size ({size}) to {MAX_IMAGE_SIZE}, got {show_value(resize)}"
+    if pre.get("channel_order", "RGB") not in ("RGB", "BGR"):
+        return f"channel_order must be RGB or BGR, got {show_value(pre.get('channel_order'))}"
+    mean, std = pre["mean"], pre["std"]
+    for name, values in (("mean", mean), ("std", std)):
+        if not isinstance(values, (list, tuple)) or not 1 <= len(values) <= MAX_CHANNELS or not all(_number(v) for v in values):
+            return f"{name} must be a list of 1 to {MAX_CHANNELS} finite numbers, got {show_value(values)}"
+    if len(mean) != len(std) or not all(v > 0 for v in std):
+        return f"mean and std must have one value per channel and std must be positive, got {show_value(mean)} and {show_value(std)}"
+    # data.batch_transform: the stored channels, normalised (mean and std broadcast), then mapped to the model's
+    channels = data_channels if len(mean) in (1, data_channels) else len(mean) if data_channels == 1 else None
+    if channels is None or (channels != in_channels and 1 not in (channels, in_channels)):
+        return f"{data_channels}-channel images with {len(mean)} mean value(s) cannot feed a {in_channels}-channel model"
+    return None
+
+
+def _classes_problem(classes: Any, num_classes: int) -> str | None:
+    if not isinstance(classes, (list, tuple)) or len(classes) != num_classes:
+        return f"{num_classes} class names expected, got {show_value(classes) if not isinstance(classes, (list, tuple)) else len(classes)}"
+    for name in classes:
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_CLASS_NAME or not name.isprintable():
+            return f"class name {show_value(name)} is not printable text of 1 to {MAX_CLASS_NAME} characters"
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"class name {show_value(name)} is not valid UTF-8"
+    return None
+
+
+def validate_metadata(state: dict[str, Any], source: str) -> None:
+    """Check every field the tools read from a checkpoint or an export against the bounds in config.py.
+
+    Runs before anything is allocated from them: model arguments (class count, channels), that the
+    weights have the shapes those arguments give, the preprocessing (image sizes, channels, finite
+    mean, positive std, channel order, resize), the class names (one per class, printable UTF-8) and
+    the training config. Raises a one-line CheckpointError naming the field.
+    """
+    args = state.get("model_args")
+    problem = _model_args_problem(args)
+    if problem:
+        raise CheckpointError(f"{source} has unusable model arguments ({problem}): use a checkpoint written by googlenet")
+    num_classes, in_channels = args["num_classes"], args.get("in_channels", 3)
+    weights = state.get("model")
+    if isinstance(weights, dict):
+        for key, dim, expected, what in (("fc.weight", 0, num_classes, "classes"), ("conv1.0.weight", 1, in_channels, "input channels")):
+            tensor = weights.get(key)
+            if isinstance(tensor, torch.Tensor) and (tensor.dim() <= dim or tensor.shape[dim] != expected):
+                raise CheckpointError(
+                    f"{source} does not match the model: {key} has shape {tuple(tensor.shape)} but its model arguments say {expected} {what} "
+                    "(another class count or channel count?): use a checkpoint written by googlenet"
+                )
+    if "preprocess" in state:
+        problem = _preprocess_problem(state["preprocess"], in_channels)
+        if problem:
+            raise CheckpointError(f"{source} has unusable preprocessing settings ({problem}): use a checkpoint written by googlenet")
+    if state.get("classes") is not None:
+        problem = _classes_problem(state["classes"], num_classes)
+        if problem:
+            raise CheckpointError(f"{source} has unusable class names ({problem}): use a checkpoint written by googlenet")
+    if state.get("config") is not None:
+        try:  # the run's name and project are not read back (a resume writes where the checkpoint is)
+            TrainConfig.from_dict({**state["config"], "name": "exp", "project": "runs"} if isinstance(state["config"], dict) else state["config"]).validate()
+        except ConfigError as exc:
+            raise CheckpointError(f"{source} holds an unusable training config ({exc}): use a checkpoint written by googlenet") from None
 
 
 def model_from_checkpoint(state: dict[str, Any], averaged: bool = True) -> GoogLeNet:
@@ -101,6 +237,9 @@ def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str
     own = model.state_dict()
     if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
         raise CheckpointError(f"{source} does not hold a state dict of tensors: use a checkpoint written by googlenet")
+    for k, v in weights.items():  # NaN weights would give NaN probabilities, exports that "match" and a dead fine-tuning
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise CheckpointError(f"{source} holds non-finite weights (NaN or infinity in {k}): use another checkpoint, e.g. an earlier one")
     if skip:
         own = {k: v for k, v in own.items() if not k.startswith(skip)}
         weights = {k: v for k, v in weights.items() if not k.startswith(skip)}
@@ -172,9 +311,10 @@ def load_safetensors(path: str | Path, map_location: str | torch.device = "cpu")
         raise CheckpointError(f"{path} has no googlenet metadata ({', '.join(missing)} missing): export it with googlenet export")
     try:
         meta: dict[str, Any] = {k: json.loads(v) for k, v in raw.items() if k in METADATA_KEYS}
-        model = GoogLeNet(**{**meta["model_args"], "aux_logits": False})
-    except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path} has malformed googlenet metadata ({exc}): export it again") from None
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise CheckpointError(f"{path} has malformed googlenet metadata ({type(exc).__name__}): export it again") from None
+    validate_metadata({**meta, "model": weights}, str(path))  # bounds first: the model is built from these numbers
+    model = GoogLeNet(**{**meta["model_args"], "aux_logits": False})
     load_weights(model, weights, str(path))
     meta["source"] = str(path)
     return model.to(device).eval(), meta

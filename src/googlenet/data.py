@@ -16,7 +16,10 @@ import difflib
 import gzip
 import hashlib
 import math
+import os
 import struct
+import sys
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -26,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .config import MAX_CLASSES
 from .errors import UserError
 
 __all__ = [
@@ -246,30 +250,82 @@ def _load_torchvision(info: DatasetInfo, data_dir: Path, download: bool) -> tupl
 
     cls = getattr(tvd, info.torchvision_class)
     out = []
+    corrupted = (
+        f"{info.name} in {data_dir} has a corrupted or foreign file: delete {data_dir / info.torchvision_class} "
+        "and pass --download, or put torchvision's original files there"
+    )
     try:
         for train in (True, False):
             ds = cls(str(data_dir), train=train, download=download)
             images = torch.as_tensor(np.asarray(ds.data))
             images = images.permute(0, 3, 1, 2) if images.dim() == 4 else images.unsqueeze(1)
-            out.append(Split(images.contiguous(), torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)))
+            labels = torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
+            if images.dim() != 4 or images.dtype != torch.uint8 or labels.dim() != 1 or len(labels) != len(images):
+                raise DataError(f"{corrupted} (images and labels do not match)")
+            if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < len(ds.classes):
+                raise DataError(f"{corrupted} (a label outside the {len(ds.classes)} classes)")
+            out.append(Split(images.contiguous(), labels))
     except RuntimeError as exc:
         if "not found" in str(exc).lower() or "corrupted" in str(exc).lower():
             raise DataError(
                 f"{info.name} is not in {data_dir}: put torchvision's {info.torchvision_class} files there "
                 "(--data-dir DIR) or pass --download"
             ) from None
-        raise DataError(f"{info.name} could not be loaded from {data_dir}: {exc}") from None
+        raise DataError(f"{info.name} could not be loaded from {data_dir}: {str(exc)[:200]}") from None
     except OSError as exc:  # network errors during --download
         raise DataError(f"{info.name} could not be downloaded ({exc}): check the network or use --data-dir") from None
+    except (AssertionError, ValueError, IndexError, TypeError, EOFError) as exc:  # torchvision's readers assert on a bad header
+        raise DataError(f"{corrupted} ({type(exc).__name__}{': ' + str(exc)[:120] if str(exc) else ''})") from None
     return out[0], out[1], list(ds.classes)
 
 
 # -------------------------------------------------------------- image folders
 
 
-def _image_files(root: Path) -> dict[str, list[Path]]:
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    return {c: sorted(p for p in (root / c).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS) for c in classes}
+def _inside(path: Path, top: Path, what: str) -> None:
+    """Refuse a folder that is a link leading out of the dataset folder `top` (e.g. to / : the whole disk would be scanned)."""
+    if path.is_symlink() and not path.resolve().is_relative_to(top.resolve()):
+        raise DataError(
+            f"{what} {path} is a link to {path.resolve()}, outside the image folder {top}: links out of the dataset are not followed, "
+            "copy or move the images into it"
+        )
+
+
+def _check_class_name(name: str, root: Path) -> None:
+    """Class names come from folder names and end up in CSV, JSON, Markdown and the checkpoint: printable UTF-8 only."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataError(f"class folder {name!r} in {root} has a name that is not valid UTF-8: rename it") from None
+    if not name.isprintable():
+        raise DataError(f"class folder {name!r} in {root} has a control character (e.g. a newline) in its name: rename it")
+
+
+def _image_files(root: Path, top: Path | None = None) -> dict[str, list[Path]]:
+    """Each class folder under `root` (the dataset folder `top`) and its image files: regular files only
+    (a FIFO or device named x.png would block or never end), in folders that stay inside `top`."""
+    top = top or root
+    folders = sorted((d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")), key=lambda d: d.name)
+    for d in folders:
+        _inside(d, top, "class folder")
+        _check_class_name(d.name, root)
+    return {d.name: sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()) for d in folders}
+
+
+def _open_image(path: Path):
+    """PIL's Image.open, with its DecompressionBombWarning (over 89 Mpx) replaced by one line of ours on stderr.
+
+    Images over twice that limit raise PIL's DecompressionBombError, which the callers turn into a DataError.
+    """
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        img = Image.open(path)
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and img.width * img.height > limit:
+        print(f"note: image {path} is {img.width}x{img.height} pixels ({img.width * img.height / 1e6:.0f} Mpx): decoding it takes time and memory", file=sys.stderr)
+    return img
 
 
 def load_image(path: Path, channels: int, size: int, crop: bool = False) -> Tensor:
@@ -281,7 +337,7 @@ def load_image(path: Path, channels: int, size: int, crop: bool = False) -> Tens
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
+        with _open_image(path) as img:
             img.draft("L" if channels == 1 else "RGB", (size, size))  # fast JPEG downscale
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: scale to 8 bits, not clip
                 img = Image.fromarray((np.asarray(img.convert("I"), dtype=np.int64) // 257).clip(0, 255).astype(np.uint8))
@@ -300,7 +356,9 @@ def load_image(path: Path, channels: int, size: int, crop: bool = False) -> Tens
             else:
                 img = img.resize((size, size), Image.Resampling.BILINEAR)
             arr = np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"image {path} has too many pixels to decode safely ({exc}): resize it") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DataError(f"cannot read image {path}: {exc}; pass a valid PNG or JPEG file") from None
     arr = arr[:, :, None] if arr.ndim == 2 else arr
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
@@ -311,16 +369,30 @@ def _folder_channels(files: list[Path]) -> int:
 
     for path in files[:50]:
         try:
-            with Image.open(path) as img:
+            with _open_image(path) as img:
                 if img.mode not in ("L", "1", "I", "I;16", "LA"):
                     return 3
-        except OSError:
-            continue
+        except (OSError, ValueError, Image.DecompressionBombError):
+            continue  # load_image says what is wrong with it
     return 1
 
 
-def _load_folder_split(root: Path, classes: list[str], channels: int, size: int) -> Split:
-    files = _image_files(root)
+def _check_fits_memory(count: int, channels: int, size: int, root: Path) -> None:
+    """Datasets live in memory as uint8: refuse a folder whose images at `size` px cannot fit (twice, while stacking)."""
+    need = 2 * count * channels * size * size
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return  # not POSIX: no check
+    if need > have:
+        raise DataError(
+            f"{count:,} images of {root} at {size} px need about {need / 1e9:.1f} GB of memory to load, more than this machine's "
+            f"{have / 1e9:.1f} GB: use a smaller --image-size or fewer images"
+        )
+
+
+def _load_folder_split(root: Path, classes: list[str], channels: int, size: int, top: Path | None = None) -> Split:
+    files = _image_files(root, top)
     images, labels = [], []
     for label, cls in enumerate(classes):
         for path in files.get(cls, []):
@@ -335,21 +407,27 @@ def _load_imagefolder(root: Path, image_size: int, val_fraction: float, seed: in
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist: pass imagefolder:PATH with one subfolder per class")
     split_dirs = {s: root / s for s in ("train", "val", "test") if (root / s).is_dir()}
+    for d in split_dirs.values():
+        _inside(d, root, "split folder")
     train_root = split_dirs.get("train", root)
-    files = _image_files(train_root)
+    files = _image_files(train_root, root)
     classes = [c for c, f in files.items() if f]
     if len(classes) < 2:
         raise DataError(f"{train_root} needs at least two class subfolders with images (found {len(classes)})")
+    if len(classes) > MAX_CLASSES:
+        raise DataError(f"{train_root} has {len(classes):,} class folders, more than the {MAX_CLASSES:,} a model can have here")
     channels = _folder_channels([f for c in classes for f in files[c]])
-    train = _load_folder_split(train_root, classes, channels, image_size)
+    others = sum(len(fs) for s in ("val", "test") if s in split_dirs for fs in _image_files(split_dirs[s], root).values())
+    _check_fits_memory(sum(len(f) for f in files.values()) + others, channels, image_size, root)
+    train = _load_folder_split(train_root, classes, channels, image_size, root)
     val = test = None
     if "test" in split_dirs:
-        test = _load_folder_split(split_dirs["test"], classes, channels, image_size)
+        test = _load_folder_split(split_dirs["test"], classes, channels, image_size, root)
     else:  # no test/ folder: hold out 20% of the images, stratified and seeded
         rest, held = stratified_split(train.labels, 0.2, seed + 1)
         train, test = _take(train, rest), _take(train, held)
     if "val" in split_dirs:
-        val = _load_folder_split(split_dirs["val"], classes, channels, image_size)
+        val = _load_folder_split(split_dirs["val"], classes, channels, image_size, root)
     return train, val, test, classes, channels
 
 

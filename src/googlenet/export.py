@@ -36,7 +36,7 @@ from .checkpoint import (
 )
 from .data import Preprocess
 from .errors import UserError
-from .files import atomic_path
+from .files import atomic_path, check_output_file
 from .model import GoogLeNet
 
 __all__ = ["ExportError", "FORMATS", "export_metadata", "inference_model", "run_export"]
@@ -110,7 +110,9 @@ def _max_difference(run: Callable[[Tensor], Tensor], reference: nn.Module, pre: 
         got = torch.as_tensor(run(x))
         if got.shape != expected.shape:
             raise ExportError(f"the {what} export returns shape {tuple(got.shape)} for a batch of {len(x)}, expected {tuple(expected.shape)}")
-        worst = max(worst, (got.float() - expected).abs().max().item())
+        difference = (got.float() - expected).abs().max().item()
+        if not difference <= worst:  # keeps a NaN (max() would drop it)
+            worst = difference
         scale = max(scale, expected.abs().max().item())
     if not worst <= TOLERANCE * scale:  # also catches NaN
         raise ExportError(f"the {what} export differs from the PyTorch model by up to {worst:.3g} (tolerance {TOLERANCE * scale:.3g}); file not written")
@@ -204,6 +206,7 @@ def run_export(args: argparse.Namespace) -> None:
         out = out / source.with_suffix(FORMATS[args.format]).name
     if out.exists() and source.exists() and out.resolve() == source.resolve():
         raise ExportError(f"--output {out} is the checkpoint itself: choose another file name")
+    check_output_file(out)  # before the work: a folder that cannot be written fails now, not after the export
     state = load_checkpoint(source)
     state["source"] = str(source)
     meta = export_metadata(state)

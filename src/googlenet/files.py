@@ -3,22 +3,80 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_save"]
+from .errors import UserError
+
+__all__ = [
+    "DiskFullError",
+    "OutputError",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_save",
+    "check_output_file",
+    "remove_stale_temporaries",
+]
+
+# errno -> what the user is told
+FULL_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EFBIG: "file too large"}
+if hasattr(errno, "EDQUOT"):
+    FULL_ERRNOS[errno.EDQUOT] = "disk quota exceeded"
+# The same failures as other writers word them: torch.save's zip writer ("unexpected pos", "file write failed")
+# and safetensors' Rust I/O errors ("File too large", "StorageFull"), which carry no errno.
+FULL_TEXTS = (
+    ("No space left", "no space left on the device"),
+    ("StorageFull", "no space left on the device"),
+    ("File too large", "file too large"),
+    ("FileTooLarge", "file too large"),
+    ("Disk quota", "disk quota exceeded"),
+    ("unexpected pos", "no space left on the device or file too large"),
+    ("file write failed", "no space left on the device or file too large"),
+)
+# atomic_path's temporary names: "." + the file's name + mkstemp's 8 random characters + ".tmp" + the suffix
+TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[^.]*)?$")
+
+
+class DiskFullError(UserError):
+    """A write that failed for lack of space or over the file size limit; the file it replaces is intact."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{reason} at {path}: free space (or raise the file size limit) and run the command again")
+        self.path, self.reason = path, reason
+
+
+class OutputError(UserError):
+    """An output path that cannot be written."""
+
+
+def _full_disk(exc: BaseException) -> str | None:
+    """What a failed write's exception says about space, or None if it is another failure."""
+    if isinstance(exc, OSError) and exc.errno in FULL_ERRNOS:
+        return FULL_ERRNOS[exc.errno]
+    if isinstance(exc, (OSError, RuntimeError)) or type(exc).__name__ == "SafetensorError":
+        text = str(exc)
+        return next((reason for needle, reason in FULL_TEXTS if needle in text), None)
+    return None
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it over `path` on success."""
+    """Yield a temporary path beside `path`; rename it over `path` on success.
+
+    A full disk or the file size limit (`ulimit -f`) ends in a DiskFullError naming `path`, whatever
+    library was writing; `path` itself is untouched and the temporary file is removed.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+        os.close(fd)
         yield Path(tmp)
         umask = os.umask(0)
         os.umask(umask)
@@ -27,9 +85,42 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except Exception as exc:
+        reason = _full_disk(exc)
+        if reason is None:
+            raise
+        raise DiskFullError(path, reason) from None
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Delete the temporary files that a killed process left in `directory` (atomic_path's names only); return them."""
+    removed = []
+    if directory.is_dir():
+        for p in directory.iterdir():
+            if TEMPORARY.match(p.name) and p.is_file() and not p.is_symlink():
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+                    removed.append(p)
+    return removed
+
+
+def check_output_file(path: str | os.PathLike, flag: str = "--output") -> Path:
+    """Refuse an output file path that cannot be written, before any work: a directory, or a folder that cannot be made or written."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{flag} {path} is a directory: pass a file name inside it, e.g. {path / 'metrics.json'}")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent  # the nearest folder that exists: the rest is made on writing
+    if not parent.is_dir():
+        raise OutputError(f"cannot write {flag} {path}: {parent} is a file, not a folder: choose another {flag}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {flag} {path}: no permission to write in {parent}: choose another {flag}")
+    return path
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -5,7 +5,9 @@ with the checkpoint's `Preprocess`: grey or colour, any size, PNG or JPEG),
 optionally inverted, then passed through the same `data.batch_transform` as
 evaluation (resize to the model's input side, normalise, expand channels) and
 the eval-mode model. Works with a .pt checkpoint, a run directory or an
-exported .safetensors file.
+exported .safetensors or .onnx file (the latter through onnxruntime). An
+image that cannot be read is reported and skipped; the command then exits
+with status 2 after predicting the others.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from torch import Tensor, nn
 from .checkpoint import CheckpointError, preprocess_of
 from .config import ConfigError
 from .data import IMAGE_EXTENSIONS, DataError, Preprocess, batch_transform, load_image
+from .model import GoogLeNetOutput
 
 __all__ = ["Prediction", "class_probabilities", "expand_images", "predict_files", "run_predict"]
 
@@ -85,26 +88,80 @@ def class_probabilities(model: nn.Module, images: Tensor, pre: Preprocess, inver
     """uint8 N x C x h x w images -> N x num_classes softmax probabilities, preprocessed as in evaluation."""
     if invert:  # e.g. dark-on-light scans for a model trained on MNIST's white-on-black digits
         images = 255 - images
-    x = batch_transform(images, pre)  # no augmentation: evaluation's resize and normalisation
+    x = batch_transform(images, pre)  # no augmentation: evaluation's resize (or crop) and normalisation
     return model(x).logits.float().softmax(1)
 
 
+class OnnxModel:
+    """A `googlenet export --format onnx` file run by onnxruntime, called like the PyTorch model (logits only)."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            import onnxruntime
+        except ImportError:
+            raise ConfigError(f"{path} is an ONNX file: predicting with it needs onnxruntime: pip install 'googlenet[onnx]'") from None
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            stored = self.session.get_modelmeta().custom_metadata_map
+            self.meta = {k: json.loads(stored[k]) for k in ("classes", "preprocess", "model_args")}
+        except (KeyError, ValueError) as exc:
+            raise CheckpointError(f"{path} has no googlenet metadata ({exc}): export it with googlenet export --format onnx") from None
+        except Exception as exc:  # onnxruntime raises its own exception types for unreadable files
+            raise CheckpointError(f"{path} is not a readable ONNX file ({type(exc).__name__}): export it again with googlenet export") from None
+        self.num_classes = len(self.meta["classes"])
+
+    def __call__(self, x: Tensor) -> GoogLeNetOutput:
+        (logits,) = self.session.run(["logits"], {"images": x.float().contiguous().numpy()})
+        return GoogLeNetOutput(torch.from_numpy(logits))
+
+
+def _colour_file(path: Path) -> bool:
+    """Whether an image file holds colour (an RGB-like mode, or a palette with colours in it)."""
+    from PIL import Image, ImageChops
+
+    try:
+        with Image.open(path) as img:
+            if img.mode != "P":
+                return img.mode not in ("L", "1", "I", "I;16", "I;16B", "I;16L", "LA", "F")
+            r, g, b = img.convert("RGB").split()
+            return ImageChops.difference(r, g).getbbox() is not None or ImageChops.difference(g, b).getbbox() is not None
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False
+
+
 def predict_files(
-    model: nn.Module,
+    model,
     pre: Preprocess,
     classes: Sequence[str],
     paths: Sequence[Path],
     topk: int = 5,
     invert: bool = False,
     device: torch.device | str = "cpu",
+    failed: list[Path] | None = None,
 ) -> Iterator[Prediction]:
-    """Yield each image's `topk` classes (clipped to the number of classes), a batch at a time."""
+    """Yield each image's `topk` classes (clipped to the number of classes), a batch at a time.
+
+    With `failed`, an unreadable image is reported on stderr, added to it and skipped; without, it raises.
+    """
     k = min(topk, len(classes))
     for start in range(0, len(paths), BATCH_SIZE):
-        chunk = paths[start : start + BATCH_SIZE]
-        images = torch.stack([load_image(p, channels=pre.data_channels, size=pre.resize or pre.native_size, crop=bool(pre.resize)) for p in chunk])
-        probs, idx = class_probabilities(model, images.to(device), pre, invert).topk(k, dim=1)
-        for path, p, i in zip(chunk, probs.cpu().tolist(), idx.cpu().tolist()):
+        images, read = [], []
+        for path in paths[start : start + BATCH_SIZE]:
+            try:
+                images.append(load_image(path, channels=pre.data_channels, size=pre.resize or pre.native_size, crop=bool(pre.resize)))
+            except DataError as exc:
+                if failed is None:
+                    raise
+                failed.append(path)
+                print(f"warning: {exc}; skipped", file=sys.stderr)
+                continue
+            read.append(path)
+            if pre.data_channels == 1 and _colour_file(path):
+                print(f"note: {path} is a colour image; converted to grey for this 1-channel model", file=sys.stderr)
+        if not images:
+            continue
+        probs, idx = class_probabilities(model, torch.stack(images).to(device), pre, invert).topk(k, dim=1)
+        for path, p, i in zip(read, probs.cpu().tolist(), idx.cpu().tolist()):
             yield Prediction(str(path), [classes[j] for j in i], p)
 
 
@@ -112,6 +169,9 @@ def _write_table(predictions: Iterator[Prediction], out) -> None:
     from .tables import format_table
 
     for n, pred in enumerate(predictions):
+        if len(pred.classes) == 1:  # --topk 1: one line per image
+            out.write(f"{pred.image}  {pred.classes[0]}  {pred.probabilities[0]:.4f}\n")
+            continue
         rows = [(rank, c, f"{p:.4f}") for rank, (c, p) in enumerate(zip(pred.classes, pred.probabilities), 1)]
         out.write(("\n" if n else "") + pred.image + "\n" + format_table(["rank", "class", "probability"], rows, "text") + "\n")
 
@@ -146,11 +206,19 @@ def run_predict(args: argparse.Namespace) -> None:
     if args.format not in WRITERS:
         raise ConfigError(f"unknown output format {args.format!r}: use {', '.join(WRITERS)}")
     paths = expand_images(args.images)  # before loading the model: bad paths fail fast
-    device = select_device(args.device)
-    model, meta = load_model(args.checkpoint, map_location=device)
-    accelerate(model).to(device)
+    if str(args.checkpoint).endswith(".onnx"):
+        device = torch.device("cpu")
+        model = OnnxModel(Path(args.checkpoint))
+        meta = model.meta
+    else:
+        device = select_device(args.device)
+        model, meta = load_model(args.checkpoint, map_location=device)
+        accelerate(model).to(device)
     pre = preprocess_of(meta)
     classes = [str(c) for c in meta.get("classes") or []]
     if len(classes) != model.num_classes:
         raise CheckpointError(f"{args.checkpoint} names {len(classes)} classes for a {model.num_classes}-class model: use a checkpoint written by googlenet")
-    WRITERS[args.format](predict_files(model, pre, classes, paths, args.topk, args.invert, device), sys.stdout)
+    failed: list[Path] = []
+    WRITERS[args.format](predict_files(model, pre, classes, paths, args.topk, args.invert, device, failed), sys.stdout)
+    if failed:
+        raise DataError(f"{len(failed)} of {len(paths)} images could not be read (the first: {failed[0]}); the others were predicted")

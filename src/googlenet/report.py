@@ -21,7 +21,7 @@ from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from .data import Dataset, Preprocess, batch_transform
 from .errors import UserError
 from .evaluate import evaluate_split
-from .files import atomic_save, atomic_write_text
+from .files import atomic_save, atomic_write_text, check_output_file
 from .kernels import accelerate
 from .tables import format_table
 
@@ -207,6 +207,8 @@ def build_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     for name in ("results.csv", "metrics.json", "config.yaml"):
         if not (run_dir / name).is_file():
+            if name == "metrics.json" and (run_dir / "weights" / "last.pt").is_file():  # stopped before or during its final evaluation
+                raise ReportError(f"{run_dir} is unfinished (no metrics.json: training or its final evaluation was interrupted): finish it with googlenet train --resume {run_dir}")
             raise FileNotFoundError(f"{run_dir / name} is missing: pass a finished run directory (runs/train/expN)")
     try:
         metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -318,6 +320,8 @@ def run_evaluate(args) -> None:
     from .runtime import select_device
 
     path = Path(args.checkpoint)
+    if args.output:
+        check_output_file(args.output)  # before the work, not after minutes of evaluation
     device = select_device(args.device)
     state = load_checkpoint(path, map_location=device)
     cfg = state.get("config")

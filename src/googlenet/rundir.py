@@ -27,7 +27,7 @@ import torch
 import yaml
 
 from . import distributed as dist_utils
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig, run_name_problem
 from .files import atomic_write_text
 from .runtime import cpu_name
 
@@ -37,8 +37,16 @@ RESULTS_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "v
 
 
 def next_run_dir(cfg: TrainConfig) -> Path:
-    """runs/train/exp, exp2, exp3 ... for the default name; an explicit name must be new or --exist-ok."""
+    """runs/train/exp, exp2, exp3 ... for the default name; an explicit name must be new or --exist-ok.
+
+    The run directory is always a direct child of --project: a name is one folder name (config.run_name_problem).
+    """
+    problem = run_name_problem(cfg.name)
+    if problem:
+        raise ConfigError(problem)
     base = Path(cfg.project)
+    if base.exists() and not base.is_dir():
+        raise ConfigError(f"--project {base} is a file, not a folder: choose another --project")
     path = base / cfg.name
     if cfg.exist_ok:
         return path
