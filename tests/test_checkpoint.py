@@ -70,7 +70,8 @@ def test_failed_save_keeps_the_previous_checkpoint_and_no_temp_file(saved: Path,
         raise failure
 
     monkeypatch.setattr(torch, "save", half_then_fail)
-    with pytest.raises(type(failure)):
+    # a full disk becomes the one-line error naming the file (files.DiskFullError); Ctrl-C stays Ctrl-C
+    with pytest.raises(files.DiskFullError if isinstance(failure, OSError) else type(failure), match="no space left on the device at .*last.pt" if isinstance(failure, OSError) else None):
         save_checkpoint(saved, {**state, "epoch": 2})
     assert written and written[0] != saved  # the partial file was a temporary one beside it
     assert saved.read_bytes() == before
@@ -86,7 +87,7 @@ def test_failed_text_write_keeps_the_previous_file(tmp_path: Path, monkeypatch):
         tmp.write_text("epoch\n1\n2")  # partial
         raise DiskFull(28, "No space left on device")
 
-    with pytest.raises(DiskFull):
+    with pytest.raises(files.DiskFullError, match="no space left on the device at .*results.csv: free space"):
         files.atomic_save(path, boom)
     assert path.read_text() == "epoch\n1\n"
     assert listing(tmp_path) == ["results.csv"]
@@ -283,7 +284,7 @@ def test_a_checkpoint_written_before_the_redesign_still_loads(tmp_path: Path, te
     expected = json.loads((test_data_dir / "checkpoint_format1_logits.json").read_text())
     model, meta = googlenet.load_model(path)
     assert meta["classes"] == [str(i) for i in range(10)] and meta["model_args"]["num_classes"] == 10
-    assert list(meta["model"]) == list(GoogLeNet(10, 1).state_dict())  # the parameter names of today's network
+    assert list(model.state_dict()) == list(GoogLeNet(10, 1).state_dict())  # the parameter names of today's network
     torch.manual_seed(0)
     x = torch.rand(2, 1, 32, 32)
     with torch.no_grad():

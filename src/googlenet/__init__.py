@@ -1,8 +1,12 @@
 """googlenet: GoogLeNet (Inception-v1) faithful to the paper, and the toolkit around it.
 
-    from googlenet import GoogLeNet, accelerate, load_model
-    model = GoogLeNet(num_classes=10, in_channels=1)  # the paper's network (model.py)
-    accelerate(model)  # the same network with exact CPU speed-ups (kernels.py)
+    import googlenet
+    run = googlenet.fit(epochs=1, limit_train_batches=20)       # train: TrainConfig's fields, as `googlenet train`
+    model, meta = googlenet.load_model(run)                     # eval-mode model; classes, preprocess, config, metrics
+    googlenet.classify(model, meta, ["digit.png"], topk=3)      # files, or a uint8 N x C x H x W tensor
+    x = googlenet.Preprocess.from_dict(meta["preprocess"])(images)  # the input transform, as a callable
+    net = googlenet.GoogLeNet(num_classes=10, in_channels=1)    # the paper's network (model.py)
+    googlenet.accelerate(net)                                   # the same network with exact CPU speed-ups (kernels.py)
 
 Names are imported on first use, so `googlenet --help` does not load torch.
 """
@@ -21,6 +25,11 @@ _EXPORTS = {
     "count_parameters": "model",
     "accelerate": "kernels",
     "load_model": "checkpoint",
+    "Preprocess": "data",
+    "TrainConfig": "config",
+    "resolve_config": "config",
+    "fit": "train",
+    "classify": "predict",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -269,7 +269,23 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
     state = load_checkpoint(path, map_location)
     state["source"] = str(path)
     model = model_from_checkpoint(state).eval()
-    return model, state
+    return model, metadata(state, Path(path))
+
+
+# What a checkpoint says about its model, as `load_model` returns it (the training state stays behind).
+METADATA = ("classes", "preprocess", "model_args", "config", "dataset", "best_epoch", "best_acc", "source", "source_sha1", "sha1_matches_release")
+
+
+def metadata(state: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A checkpoint's description: class names, preprocessing, model arguments, training config, and the run's
+    final metrics (metrics.json: loss, accuracy, top-5, per-class figures per split) when it sits in a run directory."""
+    meta = {k: state[k] for k in METADATA if k in state}
+    run_dir = path if path.is_dir() else path.parent.parent
+    try:
+        meta["metrics"] = json.loads((run_dir / "metrics.json").read_text())["splits"] if (run_dir / "config.yaml").is_file() else None
+    except (OSError, ValueError, KeyError, TypeError):
+        meta["metrics"] = None
+    return meta
 
 
 def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

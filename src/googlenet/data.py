@@ -134,6 +134,10 @@ class Preprocess:
     # (ImageNet's 256 -> 224).
     resize: int | None = None
 
+    def __call__(self, images: Tensor) -> Tensor:
+        """uint8 (or 0-255 float) N x C x h x w images -> the model's input, as evaluation and predict make it."""
+        return batch_transform(images, self)
+
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
 

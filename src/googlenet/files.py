@@ -45,8 +45,8 @@ TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[^.]*)?$")
 class DiskFullError(UserError):
     """A write that failed for lack of space or over the file size limit; the file it replaces is intact."""
 
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"{reason} at {path}: free space (or raise the file size limit) and run the command again")
+    def __init__(self, path: Path, reason: str, then: str = "run the command again") -> None:
+        super().__init__(f"{reason} at {path}: free space (or raise the file size limit) and {then}")
         self.path, self.reason = path, reason
 
 

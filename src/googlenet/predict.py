@@ -30,7 +30,7 @@ from .config import ConfigError
 from .data import IMAGE_EXTENSIONS, DataError, Preprocess, batch_transform, load_image
 from .model import GoogLeNetOutput
 
-__all__ = ["Prediction", "class_probabilities", "expand_images", "predict_files", "run_predict"]
+__all__ = ["OnnxModel", "Prediction", "class_probabilities", "classify", "expand_images", "predict_files", "run_predict"]
 
 BATCH_SIZE = 64  # images per forward pass: bounded memory for large directories
 GLOB_CHARS = "*?["
@@ -163,6 +163,20 @@ def predict_files(
         probs, idx = class_probabilities(model, torch.stack(images).to(device), pre, invert).topk(k, dim=1)
         for path, p, i in zip(read, probs.cpu().tolist(), idx.cpu().tolist()):
             yield Prediction(str(path), [classes[j] for j in i], p)
+
+
+def classify(model, meta: dict, inputs: Tensor | Sequence[str | Path], topk: int = 5) -> list[Prediction]:
+    """The top `topk` classes of image files (paths, directories, globs) or of a batch of images.
+
+    A batch is a uint8 (or 0-255 float) N x C x h x w tensor of stored images, preprocessed by the
+    checkpoint's `Preprocess` as evaluation does. `model, meta = googlenet.load_model(...)` gives both.
+    """
+    pre, classes = preprocess_of(meta), [str(c) for c in meta["classes"]]
+    device = next(model.parameters()).device if isinstance(model, nn.Module) else torch.device("cpu")
+    if isinstance(inputs, Tensor):
+        probs, idx = class_probabilities(model, inputs.to(device), pre).topk(min(topk, len(classes)), dim=1)
+        return [Prediction(f"image {n}", [classes[j] for j in i], p) for n, (p, i) in enumerate(zip(probs.cpu().tolist(), idx.cpu().tolist()))]
+    return list(predict_files(model, pre, classes, expand_images([str(p) for p in inputs]), topk, device=device))
 
 
 def _write_table(predictions: Iterator[Prediction], out) -> None:

@@ -11,6 +11,7 @@ an epoch boundary replays the same numbers too.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import threading
@@ -24,9 +25,10 @@ from torch.optim.swa_utils import AveragedModel
 
 from . import distributed as dist_utils
 from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig, show_value
 from .data import Augment, Dataset, Preprocess
-from .rundir import write_results
+from .files import remove_stale_temporaries
+from .rundir import RESULTS_COLUMNS, write_results
 from .runtime import log
 
 __all__ = [
@@ -37,7 +39,9 @@ __all__ = [
     "TrainingState",
     "checkpoint_state",
     "load_resume_state",
+    "repair_run_dir",
     "restore",
+    "StopFinalEvaluation",
     "seed_epoch",
     "stop_interrupted",
     "without_optimizer",
@@ -86,6 +90,7 @@ class Progress:
     results: list[dict[str, Any]] = field(default_factory=list)  # results.csv rows
     epoch_state: EpochState = field(default_factory=EpochState)
     rng: dict[str, Tensor] | None = None  # a mid-epoch resume's RNG state, set just before its first step
+    finished: bool = False  # a resumed run whose training had ended (stopped during its final evaluation): evaluate only
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -210,21 +215,117 @@ def load_resume_state(target: Path, device: str) -> tuple[Path, dict[str, Any], 
         raise CheckpointError(f"{path} cannot resume training (it has no {missing[0]}): resume from a run's weights/last.pt")
     try:
         cfg = replace(TrainConfig.from_dict(state["config"]), device=device).validate()
-    except (TypeError, AttributeError) as exc:
+    except ConfigError as exc:
         raise CheckpointError(f"{target} holds an unusable training config ({exc}): resume a run written by googlenet train") from None
+    problem = resume_state_problem(state, cfg)
+    if problem:  # all of it checked now: nothing is written to the run directory before this passes
+        raise CheckpointError(f"{path} cannot resume training: {problem}; resume from the run's own weights/last.pt written by googlenet train")
     return run_dir, state, cfg
 
 
+EPOCH_STATE_TYPES = {"step": int, "loss_sum": float, "correct": int, "seen": int}
+RNG_KEYS = ("torch", "augment", "cuda")
+
+
+def _int(value: Any, low: int, high: float = math.inf) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _epoch_state_problem(es: Any) -> str | None:
+    if not isinstance(es, dict) or set(es) != set(EPOCH_STATE_TYPES):
+        return f"epoch_state must hold exactly {', '.join(EPOCH_STATE_TYPES)}, got {show_value(es)}"
+    if not (_int(es["step"], 1) and _int(es["seen"], 0) and _int(es["correct"], 0, es["seen"]) and _finite(es["loss_sum"])):
+        return f"epoch_state has impossible values {show_value(es)}"
+    return None
+
+
+def _rng_problem(rng: Any) -> str | None:
+    if not isinstance(rng, dict) or not {"torch", "augment"} <= set(rng) <= set(RNG_KEYS):
+        return f"rng must hold the torch and augment generator states, got {show_value(rng)}"
+    for key in ("torch", "augment"):
+        try:  # a scratch generator takes exactly the states the real ones will
+            torch.Generator().set_state(rng[key])
+        except (RuntimeError, TypeError, ValueError):
+            return f"rng {key} is not a CPU generator state"
+    cuda = rng.get("cuda")
+    if cuda is not None and not (isinstance(cuda, Tensor) and cuda.dtype == torch.uint8 and cuda.dim() == 1):
+        return "rng cuda is not a CUDA generator state"
+    return None
+
+
+def resume_state_problem(state: dict[str, Any], cfg: TrainConfig) -> str | None:
+    """What a last.pt gets wrong for a resume (every field the resume reads), or None. `cfg`: its validated config.
+
+    The weights, optimiser and schedule are checked against the rebuilt model in `restore`, still before anything is written.
+    """
+    epoch, epoch_state = state["epoch"], state.get("epoch_state")
+    if not _int(epoch, 0, cfg.epochs) or (epoch_state is not None and epoch >= cfg.epochs) or (epoch_state is None and epoch == 0):
+        return f"epoch {show_value(epoch)} does not fit its config's {cfg.epochs} epochs"
+    results = state["results"]
+    if not isinstance(results, list) or len(results) != epoch:
+        return f"results must be a list of one row per finished epoch ({epoch}), got {show_value(results)}"
+    for i, row in enumerate(results):
+        if not isinstance(row, dict) or not set(row) <= set(RESULTS_COLUMNS) or row.get("epoch") != i + 1:
+            return f"results row {i + 1} is not a row of results.csv ({', '.join(RESULTS_COLUMNS)}): {show_value(row)}"
+        for key, value in row.items():
+            try:
+                ok = not isinstance(value, bool) and isinstance(value, (int, float, str)) and len(str(value)) <= 40 and math.isfinite(float(value))
+            except ValueError:
+                ok = False
+            if not ok:
+                return f"results row {i + 1} has {key} = {show_value(value)}, not a number"
+    if not (_finite(state["best_acc"]) and -1 <= state["best_acc"] <= 1):
+        return f"best_acc {show_value(state['best_acc'])} is not an accuracy"
+    if not (_int(state["best_epoch"], -1, epoch) and state["best_epoch"] != 0):
+        return f"best_epoch {show_value(state['best_epoch'])} is not one of its {epoch} finished epochs"
+    if not (_finite(state.get("elapsed", 0.0)) and state.get("elapsed", 0.0) >= 0):
+        return f"elapsed {show_value(state.get('elapsed'))} is not a time"
+    if epoch_state is not None:
+        problem = _epoch_state_problem(epoch_state)
+        per_rank = state.get("epoch_state_per_rank")
+        if problem is None and per_rank is not None:
+            if not isinstance(per_rank, list) or not per_rank:
+                problem = f"epoch_state_per_rank must be a list, got {show_value(per_rank)}"
+            problem = problem or next((p for p in map(_epoch_state_problem, per_rank) if p), None)
+        if problem:
+            return problem
+    rngs = state.get("rng_per_rank") if epoch_state is not None and state.get("rng_per_rank") is not None else [state.get("rng")]
+    if not isinstance(rngs, list) or not rngs:
+        return f"rng_per_rank must be a list, got {show_value(rngs)}"
+    if epoch_state is not None or state.get("rng") is not None:
+        problem = next((p for p in map(_rng_problem, rngs) if p), None)
+        if problem:
+            return problem
+    if not isinstance(state["optimizer"], dict) or not isinstance(state["scheduler"], dict):
+        return "its optimizer and scheduler states are not mappings"
+    if not _int(state["scheduler"].get("last_epoch"), 0):
+        return f"its schedule's step {show_value(state['scheduler'].get('last_epoch'))} is not a step count"
+    return None
+
+
 def restore(state: dict[str, Any], source: str, run_dir: Path, t: TrainingState) -> Progress:
-    """Load a run's last.pt into the new run's objects, repair its directory and say where to continue."""
+    """Load a run's last.pt (checked by `load_resume_state`) into the new run's objects and say where to continue.
+
+    Writes nothing: `repair_run_dir` brings the run directory up to date once everything here has passed.
+    """
+    saved_total, total = state["scheduler"].get("total_steps"), getattr(t.scheduler, "total_steps", None)
+    if saved_total != total or state["scheduler"]["last_epoch"] > (total or math.inf):
+        raise CheckpointError(
+            f"{source}: its schedule ({show_value(saved_total)} steps, at step {show_value(state['scheduler']['last_epoch'])}) "
+            f"does not match its config ({t.cfg.epochs} epochs of {t.steps_per_epoch} steps): use the run's own weights/last.pt"
+        )
     load_weights(t.model, state["model"], source)
     try:
         t.optimizer.load_state_dict(state["optimizer"])
         t.scheduler.load_state_dict(state["scheduler"])
         if t.averaged is not None and state.get("averaged_model") is not None:
-            t.averaged.module.load_state_dict(state["averaged_model"])
-            t.averaged.n_averaged.copy_(state["averaged_count"])
-    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+            load_weights(t.averaged.module, state["averaged_model"], source)
+            t.averaged.n_averaged.copy_(torch.as_tensor(state["averaged_count"]))
+    except (ValueError, KeyError, TypeError, RuntimeError, AttributeError, IndexError) as exc:
         raise CheckpointError(f"{source}: optimiser, schedule or averaged weights do not match this run ({type(exc).__name__}): use the run's own weights/last.pt") from None
     progress = Progress(state["epoch"], state["best_acc"], state["best_epoch"], state.get("elapsed", 0.0), state["results"])
     if state.get("epoch_state"):
@@ -236,11 +337,13 @@ def restore(state: dict[str, Any], source: str, run_dir: Path, t: TrainingState)
     if progress.best_epoch > 0 and not best_path.is_file():  # e.g. only last.pt was copied
         if progress.best_epoch != progress.start_epoch or step:
             raise CheckpointError(f"{best_path} is missing and last.pt is not the best epoch ({progress.best_epoch}): copy the run's whole weights/ folder")
-        if dist_utils.is_main():
-            save_checkpoint(best_path, without_optimizer(state))
-    if dist_utils.is_main():  # the run directory agrees with last.pt at once, even if killed again
-        write_results(run_dir / "results.csv", progress.results)
-    log(f"Resuming {run_dir} at epoch {progress.start_epoch + 1}" + (f", step {step + 1}" if step else ""))
+    cfg = t.cfg
+    patience_ended = cfg.patience is not None and progress.best_epoch > 0 and progress.start_epoch - progress.best_epoch >= cfg.patience
+    progress.finished = not step and (progress.start_epoch >= cfg.epochs or patience_ended)
+    if progress.finished:  # stopped during (or before) its final evaluation: that is what is left to do
+        log(f"Resuming {run_dir}: its training ended after epoch {progress.start_epoch} of {cfg.epochs}; running the final evaluation and writing the report")
+    else:
+        log(f"Resuming {run_dir} at epoch {progress.start_epoch + 1}" + (f", step {step + 1}" if step else ""))
     if step:
         # Mid-epoch resume: the RNG streams continue from the interrupted step boundary (set by seed_epoch).
         per_rank = state.get("rng_per_rank") or [state["rng"]]
@@ -248,6 +351,59 @@ def restore(state: dict[str, Any], source: str, run_dir: Path, t: TrainingState)
             log(f"note: the run was interrupted with {len(per_rank)} process(es), resumed with {dist_utils.world_size()}: the rest of this epoch is not bit-exact")
         progress.rng = per_rank[dist_utils.rank() % len(per_rank)]
     return progress
+
+
+def repair_run_dir(state: dict[str, Any], run_dir: Path, progress: Progress) -> None:
+    """After every check of a resume (main process): the run directory agrees with last.pt at once, even if killed again.
+
+    Restores a missing best.pt from last.pt (when last.pt is the best epoch), rewrites results.csv and removes the
+    temporary files a killed save left behind (`.last.pt.*.tmp.pt`, up to a checkpoint's size each).
+    """
+    best_path = run_dir / "weights" / "best.pt"
+    if progress.best_epoch > 0 and not best_path.is_file():
+        save_checkpoint(best_path, without_optimizer(state))
+    write_results(run_dir / "results.csv", progress.results)
+    stale = remove_stale_temporaries(run_dir / "weights") + remove_stale_temporaries(run_dir)
+    if stale:
+        log(f"Removed {len(stale)} temporary file(s) an interrupted save left: {', '.join(p.name for p in stale)}")
+
+
+class StopFinalEvaluation:
+    """Ctrl-C or SIGTERM during the final evaluation: stop it at once and say how to finish the run.
+
+    Training is over and saved (last.pt, best.pt); metrics.json and the report are written atomically, so an
+    interrupted evaluation leaves none half-written, and `--resume` runs just the evaluation again. Exit 130.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopFinalEvaluation:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    @staticmethod
+    def _handle(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
+        self._previous.clear()
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            stop_before_final_evaluation(self.run_dir)
+
+
+def stop_before_final_evaluation(run_dir: Path) -> NoReturn:
+    log(
+        "\nInterrupted during the final evaluation; training is finished and saved in weights/. "
+        f"Finish the run (metrics.json, REPORT.md) with: googlenet train --resume {run_dir}"
+    )
+    dist_utils.cleanup()
+    raise SystemExit(130) from None
 
 
 def stop_interrupted(exc: KeyboardInterrupt, run_dir: Path, t: TrainingState, progress: Progress, epoch: int) -> NoReturn:

@@ -27,23 +27,27 @@ from torch.optim.swa_utils import AveragedModel
 
 from . import distributed as dist_utils
 from .checkpoint import load_weights, preprocess_of, read_weights, save_checkpoint
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig, resolve_config
 from .data import Augment, Dataset, Preprocess, batch_transform, load_dataset
 from .errors import UserError
 from .evaluate import SplitMetrics, evaluate_split
+from .files import DiskFullError
 from .kernels import accelerate
 from .model import GoogLeNet, GoogLeNetOutput
 from .report import final_summary, write_final_outputs
 from .resume import (
     EpochState,
     Progress,
+    StopFinalEvaluation,
     StopOnInterrupt,
     TrainingInterrupted,
     TrainingState,
     checkpoint_state,
     load_resume_state,
+    repair_run_dir,
     restore,
     seed_epoch,
+    stop_before_final_evaluation,
     stop_interrupted,
     without_optimizer,
 )
@@ -87,11 +91,14 @@ def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_pe
     `done_steps`: a schedule replanned mid-run (`--time`) continues from there.
     """
     total = max(cfg.epochs * steps_per_epoch, 1)
-    if cfg.schedule == "onecycle":
+    if cfg.schedule == "onecycle" and total >= 3:
+        # OneCycleLR divides by the ramp's length, pct_start x total - 1 steps: a ramp of at least half a step keeps
+        # tiny runs working (--epochs 1 --limit-train-batches 4 was a ZeroDivisionError); real runs are unchanged.
+        pct_start = max(cfg.pct_start, min(2 / total, 0.5))
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.lr, total_steps=total, pct_start=cfg.pct_start, cycle_momentum=False
+            optimizer, max_lr=cfg.lr, total_steps=total, pct_start=pct_start, cycle_momentum=False
         )
-    else:
+    else:  # (a one-cycle of one or two steps has no room for a ramp: the constant peak rate)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(cfg, steps_per_epoch, total))
     if done_steps:  # set the learning rate of step `done_steps` of the new schedule
         scheduler.last_epoch = done_steps - 1
@@ -353,9 +360,15 @@ def end_epoch(t: TrainingState, progress: Progress, epoch: int, started: float, 
     return False
 
 
-def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
-    """Train as `cfg` says (or resume a run directory) and return the run directory."""
+def fit(cfg: TrainConfig | None = None, resume: str | Path | None = None, **settings: Any) -> Path:
+    """Train as `cfg` says (default: the fast preset) with `settings` on top, or resume a run directory; returns the run directory.
+
+        googlenet.fit(epochs=1, limit_train_batches=20)            # settings: the fields of TrainConfig
+        googlenet.fit(googlenet.resolve_config("seed", seed=1))    # a preset, as `googlenet train --preset seed --seed 1`
+    """
     from tqdm import tqdm
+
+    cfg = resolve_config(**settings) if cfg is None else replace(cfg, **settings).validate() if settings else cfg
 
     device = select_device(cfg.device)
     dist_utils.init(device)
@@ -376,15 +389,18 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
         run_dir = next_run_dir(t.cfg)
         dist_utils.barrier()  # every process has picked the directory before rank 0 creates it
     if dist_utils.is_main():
+        if resume_state is not None:  # only now, every check of the resume passed: bring its directory up to date
+            repair_run_dir(resume_state, run_dir, progress)
         start_run_dir(run_dir, t.cfg, device, resume_state is not None, summarize(GoogLeNet(**t.model_args), t.cfg.image_size))
     log(
         f"Training GoogLeNet on {t.cfg.dataset} ({len(data.train)} train / {len(data.val)} val / {len(data.test)} test) "
         f"at {t.cfg.image_size} px on {device}, {t.cfg.epochs} epochs, run directory {run_dir}"
     )
     epoch = progress.start_epoch
+    last_epoch = progress.start_epoch if progress.finished else t.cfg.epochs  # a finished run resumed: evaluation only
     with StopOnInterrupt() as stop:
         try:
-            for epoch in range(progress.start_epoch, t.cfg.epochs):
+            for epoch in range(progress.start_epoch, last_epoch):
                 start = time.perf_counter()
                 seed_epoch(t, progress, epoch)
                 quiet = not (sys.stderr.isatty() and dist_utils.is_main())
@@ -400,8 +416,23 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
             raise TrainingDiverged(f"{exc}; {kept}") from None
         except KeyboardInterrupt as exc:
             stop_interrupted(exc, run_dir, t, progress, epoch)
+        except DiskFullError as exc:
+            raise _disk_full(exc, run_dir) from None
+        if stop.requested():  # Ctrl-C while the last epoch was validated or saved: stop before the final evaluation
+            stop_before_final_evaluation(run_dir)
 
     if dist_utils.is_main():
-        log(final_summary(write_final_outputs(run_dir, data, device, t.cfg), run_dir))
+        try:
+            with StopFinalEvaluation(run_dir):  # Ctrl-C or SIGTERM here: stop, and --resume finishes the run
+                log(final_summary(write_final_outputs(run_dir, data, device, t.cfg), run_dir))
+        except DiskFullError as exc:
+            raise _disk_full(exc, run_dir) from None
     dist_utils.cleanup()
     return run_dir
+
+
+def _disk_full(exc: DiskFullError, run_dir: Path) -> DiskFullError:
+    """A full disk during training: the previous checkpoint is intact, so say how to resume."""
+    if (run_dir / "weights" / "last.pt").is_file():
+        return DiskFullError(exc.path, exc.reason, f"resume with googlenet train --resume {run_dir}")
+    return DiskFullError(exc.path, exc.reason, "start the run again")
