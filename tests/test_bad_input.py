@@ -165,8 +165,10 @@ def test_image_folder_with_unreadable_or_too_few_images(capsys, cwd: Path):
 
 
 def test_batch_larger_than_the_split(capsys, cwd: Path):
+    # over the memory bound (config.MAX_BATCH_SIZE) it is refused before any data is read; a batch larger
+    # than a small split: test_image_folder_with_unreadable_or_too_few_images
     line = one_line_error(capsys, ["train", "--batch-size", "100000"], cwd)
-    assert "batch size 100000 is larger than the training split (54001 images)" in line and "smaller --batch-size" in line
+    assert "batch_size must be at most 4096, got 100000" in line
 
 
 # ---------------------------------------------------------------- settings

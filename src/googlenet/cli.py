@@ -56,6 +56,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
     g.add_argument("--limit-train-batches", type=int, metavar="N", help="at most N batches per epoch (quick runs; with --limit-eval-batches)")
     g.add_argument("--limit-eval-batches", type=int, metavar="N", help="evaluate at most N batches per split (quick runs)")
+    g.add_argument("--tensorboard", action=bool_opt, default=None, help="also log the per-epoch scalars for TensorBoard in RUN/tensorboard (extra: googlenet[tensorboard])")
     g.add_argument("--patience", type=int, metavar="EPOCHS", help="stop early after this many epochs without a better validation accuracy")
 
     g = p.add_argument_group("data")

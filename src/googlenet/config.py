@@ -162,6 +162,7 @@ class TrainConfig:
     limit_eval_batches: int | None = None  # evaluate on at most N batches (quick runs)
     patience: int | None = None  # early stopping: epochs without a better validation accuracy
     eval_batch_size: int = 500
+    tensorboard: bool = False  # also write the per-epoch scalars to RUN/tensorboard (pip install 'googlenet[tensorboard]')
     project: str = "runs/train"  # run directories go under here
     name: str = "exp"  # run directory name (auto-incremented: exp, exp2, ...)
     exist_ok: bool = False  # reuse an existing run directory

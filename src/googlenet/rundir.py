@@ -31,7 +31,7 @@ from .config import ConfigError, TrainConfig, run_name_problem
 from .files import atomic_write_text
 from .runtime import cpu_name
 
-__all__ = ["RESULTS_COLUMNS", "command_line", "next_run_dir", "start_run_dir", "write_config", "write_results"]
+__all__ = ["RESULTS_COLUMNS", "command_line", "log_tensorboard", "next_run_dir", "open_tensorboard", "start_run_dir", "write_config", "write_results"]
 
 RESULTS_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_top5", "lr", "epoch_time"]
 
@@ -67,6 +67,26 @@ def start_run_dir(run_dir: Path, cfg: TrainConfig, device: torch.device, resumed
     write_config(run_dir, cfg)
     atomic_write_text(run_dir / "env.json", json.dumps(run_environment(run_dir, cfg, device, resumed), indent=2) + "\n")
     atomic_write_text(run_dir / "summary.md", summary)
+
+
+def open_tensorboard(run_dir: Path, cfg: TrainConfig):
+    """--tensorboard: a SummaryWriter on RUN/tensorboard (None without the option), or a one-line error without the package."""
+    if not cfg.tensorboard:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("--tensorboard needs the tensorboard package: pip install 'googlenet[tensorboard]'") from None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def log_tensorboard(writer, row: dict[str, Any]) -> None:
+    """One results.csv row as TensorBoard scalars: loss/train, loss/val, accuracy/train, ... at step = epoch."""
+    names = {"train_loss": "loss/train", "val_loss": "loss/val", "train_acc": "accuracy/train", "val_acc": "accuracy/val",
+             "val_top5": "top5/val", "lr": "lr", "epoch_time": "epoch_time_s"}  # fmt: skip
+    for key, tag in names.items():
+        writer.add_scalar(tag, float(row[key]), int(row["epoch"]))
+    writer.flush()
 
 
 def write_config(run_dir: Path, cfg: TrainConfig) -> None:

@@ -51,7 +51,7 @@ from .resume import (
     stop_interrupted,
     without_optimizer,
 )
-from .rundir import next_run_dir, start_run_dir, write_config, write_results
+from .rundir import log_tensorboard, next_run_dir, open_tensorboard, start_run_dir, write_config, write_results
 from .runtime import amp_dtype_for, log, select_device
 from .summary import summarize
 
@@ -309,7 +309,7 @@ def training_loss_terms(cfg: TrainConfig) -> str:
     return f"({', '.join(terms)})" if terms else ""
 
 
-def end_epoch(t: TrainingState, progress: Progress, epoch: int, started: float, run_dir: Path) -> bool:
+def end_epoch(t: TrainingState, progress: Progress, epoch: int, started: float, run_dir: Path, board=None) -> bool:
     """Validate, record the epoch's row, replan under --time, save the checkpoints and log; True if training should stop."""
     if t.averaged is not None and t.cfg.average == "polyak":
         t.averaged.update_parameters(t.model)
@@ -339,6 +339,8 @@ def end_epoch(t: TrainingState, progress: Progress, epoch: int, started: float, 
         # results.csv, then best.pt, then last.pt: a kill between any two leaves a run that resumes
         # from last.pt and rewrites the others (best.pt is never older than last.pt's best_epoch).
         write_results(run_dir / "results.csv", progress.results)
+        if board is not None:
+            log_tensorboard(board, row)
         state = checkpoint_state(t, progress, epoch + 1)
         if improved:
             save_checkpoint(run_dir / "weights" / "best.pt", without_optimizer(state))
@@ -388,6 +390,7 @@ def fit(cfg: TrainConfig | None = None, resume: str | Path | None = None, **sett
     if run_dir is None:
         run_dir = next_run_dir(t.cfg)
         dist_utils.barrier()  # every process has picked the directory before rank 0 creates it
+    board = open_tensorboard(run_dir, t.cfg) if dist_utils.is_main() else None
     if dist_utils.is_main():
         if resume_state is not None:  # only now, every check of the resume passed: bring its directory up to date
             repair_run_dir(resume_state, run_dir, progress)
@@ -406,7 +409,7 @@ def fit(cfg: TrainConfig | None = None, resume: str | Path | None = None, **sett
                 quiet = not (sys.stderr.isatty() and dist_utils.is_main())
                 with tqdm(total=t.steps_per_epoch, initial=progress.epoch_state.step, desc=f"epoch {epoch + 1}/{t.cfg.epochs}", leave=False, disable=quiet) as bar:
                     train_one_epoch(t, epoch, progress.epoch_state, bar, stop)
-                if end_epoch(t, progress, epoch, start, run_dir):
+                if end_epoch(t, progress, epoch, start, run_dir, board):
                     break
                 if stop.requested():  # Ctrl-C during validation or saving: stop now that the epoch is saved
                     raise TrainingInterrupted
