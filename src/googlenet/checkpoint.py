@@ -161,7 +161,7 @@ def _preprocess_problem(pre: Any, in_channels: int) -> str | None:
     if len(mean) != len(std) or not all(v > 0 for v in std):
         return f"mean and std must have one value per channel and std must be positive, got {show_value(mean)} and {show_value(std)}"
     # data.batch_transform: the stored channels, normalised (mean and std broadcast), then mapped to the model's
-    channels = data_channels if len(mean) in (1, data_channels) else len(mean) if data_channels == 1 else None
+    channels = data_channels if len(mean) in (1, data_channels) else len(mean) if data_channels == 1 and len(mean) == in_channels else None
     if channels is None or (channels != in_channels and 1 not in (channels, in_channels)):
         return f"{data_channels}-channel images with {len(mean)} mean value(s) cannot feed a {in_channels}-channel model"
     return None

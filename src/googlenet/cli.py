@@ -158,6 +158,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="a .pt checkpoint or a run directory")
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"], help="which split(s) to evaluate")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--dataset", help="evaluate on this data instead of the training set's: a dataset name or imagefolder:PATH (class names must match)")
     p.add_argument("--data-dir", help="where the dataset is (torchvision datasets)")
     p.add_argument("--output", help="where to save the metrics JSON (unset: beside the checkpoint's run)")
     p.add_argument(

@@ -300,7 +300,7 @@ def _check_class_name(name: str, root: Path) -> None:
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
-        raise DataError(f"class folder {name!r} in {root} has a name that is not valid UTF-8: rename it") from None
+        raise DataError(f"class folder {os.fsencode(name)!r} in {root} has a name that is not valid UTF-8: rename it") from None
     if not name.isprintable():
         raise DataError(f"class folder {name!r} in {root} has a control character (e.g. a newline) in its name: rename it")
 
@@ -316,8 +316,8 @@ def _image_files(root: Path, top: Path | None = None) -> dict[str, list[Path]]:
     return {d.name: sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()) for d in folders}
 
 
-def _open_image(path: Path):
-    """PIL's Image.open, with its DecompressionBombWarning (over 89 Mpx) replaced by one line of ours on stderr.
+def open_image(path: Path, note: bool = True):
+    """PIL's Image.open, with its DecompressionBombWarning (over 89 Mpx) replaced by one line of ours on stderr (`note`).
 
     Images over twice that limit raise PIL's DecompressionBombError, which the callers turn into a DataError.
     """
@@ -327,7 +327,7 @@ def _open_image(path: Path):
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         img = Image.open(path)
     limit = Image.MAX_IMAGE_PIXELS
-    if limit and img.width * img.height > limit:
+    if note and limit and img.width * img.height > limit:
         print(f"note: image {path} is {img.width}x{img.height} pixels ({img.width * img.height / 1e6:.0f} Mpx): decoding it takes time and memory", file=sys.stderr)
     return img
 
@@ -341,7 +341,7 @@ def load_image(path: Path, channels: int, size: int, crop: bool = False) -> Tens
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with _open_image(path) as img:
+        with open_image(path) as img:
             img.draft("L" if channels == 1 else "RGB", (size, size))  # fast JPEG downscale
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: scale to 8 bits, not clip
                 img = Image.fromarray((np.asarray(img.convert("I"), dtype=np.int64) // 257).clip(0, 255).astype(np.uint8))
@@ -373,7 +373,7 @@ def _folder_channels(files: list[Path]) -> int:
 
     for path in files[:50]:
         try:
-            with _open_image(path) as img:
+            with open_image(path) as img:
                 if img.mode not in ("L", "1", "I", "I;16", "LA"):
                     return 3
         except (OSError, ValueError, Image.DecompressionBombError):
@@ -508,6 +508,30 @@ def load_dataset(
     mean = tuple(pixels.mean(dim=(0, 2, 3)).tolist())
     std = tuple(pixels.std(dim=(0, 2, 3)).tolist())
     return Dataset(name, classes, train, val, test, channels, native, info.augment, mean, std)
+
+
+def load_evaluation_data(name: str, pre: Preprocess, data_dir: str | Path | None = None, val_fraction: float = 0.1, seed: int = 0) -> Dataset:
+    """What `googlenet evaluate --dataset` evaluates a checkpoint on.
+
+    A named dataset is loaded as for training. An image folder with train/,
+    val/ or test/ subfolders is too; one with only class subfolders is all
+    test split (nothing carved off), read as the checkpoint's preprocessing
+    says: at `pre.resize` with the centre square kept when it has one (the
+    shorter side 256 of ImageNet's evaluation), else squeezed to image_size.
+    """
+    root = Path(name.split(":", 1)[1]).expanduser() if name.startswith("imagefolder:") else None
+    if root is None or not root.is_dir() or any((root / s).is_dir() for s in ("train", "val", "test")):
+        return load_dataset(name, data_dir, False, val_fraction, seed, pre.image_size)
+    files = _image_files(root, root)
+    classes = list(files)  # empty class folders too: they keep the classes' count and order (e.g. ILSVRC's 1000 synsets)
+    if not any(files.values()):
+        raise DataError(f"{root} has no class subfolders with images: put the images in one subfolder per class")
+    size, crop = (pre.resize, True) if pre.resize else (pre.image_size, False)
+    _check_fits_memory(sum(len(files[c]) for c in classes), pre.data_channels, size, root)
+    images = [load_image(path, pre.data_channels, size, crop) for c in classes for path in files[c]]
+    labels = [label for label, c in enumerate(classes) for _ in files[c]]
+    empty = Split(torch.zeros(0, pre.data_channels, size, size, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64))
+    return Dataset(name, classes, empty, empty, Split(torch.stack(images), torch.tensor(labels)), pre.data_channels, size, Augment())
 
 
 # ------------------------------------------------------------ batch transforms

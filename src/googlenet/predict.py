@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from .checkpoint import CheckpointError, preprocess_of
 from .config import ConfigError
-from .data import IMAGE_EXTENSIONS, DataError, Preprocess, batch_transform, load_image
+from .data import IMAGE_EXTENSIONS, DataError, Preprocess, batch_transform, load_image, open_image
 from .model import GoogLeNetOutput
 
 __all__ = ["OnnxModel", "Prediction", "class_probabilities", "classify", "expand_images", "predict_files", "run_predict"]
@@ -120,7 +120,7 @@ def _colour_file(path: Path) -> bool:
     from PIL import Image, ImageChops
 
     try:
-        with Image.open(path) as img:
+        with open_image(path, note=False) as img:  # (load_image gives the note on a huge image)
             if img.mode != "P":
                 return img.mode not in ("L", "1", "I", "I;16", "I;16B", "I;16L", "LA", "F")
             r, g, b = img.convert("RGB").split()

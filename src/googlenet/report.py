@@ -9,8 +9,10 @@ runs the model: it evaluates the best weights on every split.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ import torch
 import yaml
 
 from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
-from .data import Dataset, Preprocess, batch_transform
+from .data import Dataset, Preprocess, Split, batch_transform
 from .errors import UserError
 from .evaluate import evaluate_split
 from .files import atomic_save, atomic_write_text, check_output_file
@@ -123,7 +125,7 @@ def evaluate_all(
     state: dict[str, Any], data: Dataset, device: torch.device, splits=("train", "val", "test"), limit_batches=None, tta: str = "none"
 ) -> dict[str, Any]:
     """Eval-mode metrics of a checkpoint's (averaged) weights on whole splits (`tta`: see evaluate.tta_views)."""
-    cfg = state["config"]
+    cfg = state.get("config") or {}  # a converted checkpoint has none
     model = accelerate(model_from_checkpoint(state)).to(device)
     if cfg.get("channels_last"):
         model = model.to(memory_format=torch.channels_last)
@@ -313,9 +315,32 @@ Confusion matrices (rows = true class): {', '.join(f'[{SPLIT_TITLES[s].lower()}]
     return run_dir / "REPORT.md"
 
 
+def match_classes(data: Dataset, classes: list[str], source: str) -> Dataset:
+    """`data` with its labels numbered as the checkpoint's `classes`, matched by name; a one-line error where they differ.
+
+    Folders of ILSVRC 2012 synset ids (n01440764, ...) match the 1000 ImageNet class names by their sorted order.
+    """
+    theirs = list(data.classes)
+    if theirs == classes:
+        return data
+    if set(theirs) <= set(classes):
+        order = [classes.index(c) for c in theirs]
+    elif len(theirs) == len(classes) == 1000 and theirs == sorted(theirs) and all(re.fullmatch(r"n\d{8}", c) for c in theirs):
+        order = list(range(1000))
+        print("note: the class folders are ILSVRC 2012 synset ids; matched to the checkpoint's class names in sorted order")
+    else:
+        unknown = next(c for c in theirs if c not in classes)
+        shown = ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
+        raise CheckpointError(f"{source} has a class {unknown!r} that the checkpoint does not know (its classes: {shown}): evaluate on data with the checkpoint's class names")
+    remap = torch.tensor(order)
+    train, val, test = (Split(s.images, remap[s.labels]) for s in (data.train, data.val, data.test))
+    return dataclasses.replace(data, classes=list(classes), train=train, val=val, test=test)
+
+
 def run_evaluate(args) -> None:
     """`googlenet evaluate CHECKPOINT --split ... [--tta MODE]`: print and save the same metrics as training."""
-    from .data import load_dataset
+    from .checkpoint import preprocess_of
+    from .data import load_evaluation_data
     from .evaluate import tta_view_count
     from .runtime import select_device
 
@@ -324,13 +349,15 @@ def run_evaluate(args) -> None:
         check_output_file(args.output)  # before the work, not after minutes of evaluation
     device = select_device(args.device)
     state = load_checkpoint(path, map_location=device)
-    cfg = state.get("config")
-    if not isinstance(cfg, dict) or not {"dataset", "val_fraction", "seed", "image_size"} <= set(cfg):
-        raise CheckpointError(f"{path} does not record its training config: evaluate a checkpoint written by googlenet train")
-    data = load_dataset(cfg["dataset"], args.data_dir or cfg.get("data_dir"), False, cfg["val_fraction"], cfg["seed"], cfg["image_size"])
-    if data.num_classes != state["model_args"]["num_classes"]:
-        raise CheckpointError(f"{path} has {state['model_args']['num_classes']} classes but {cfg['dataset']} has {data.num_classes}: evaluate it on the dataset it was trained on")
-    splits = ("train", "val", "test") if args.split == "all" else (args.split,)
+    cfg = state.get("config") if isinstance(state.get("config"), dict) else {}
+    dataset = getattr(args, "dataset", None) or cfg.get("dataset")
+    if not dataset or not isinstance(state.get("classes"), list):
+        raise CheckpointError(f"{path} does not record the data it was trained on: pass --dataset NAME or imagefolder:PATH")
+    data = load_evaluation_data(dataset, preprocess_of(state), args.data_dir or cfg.get("data_dir"), cfg.get("val_fraction", 0.1), cfg.get("seed", 0))
+    data = match_classes(data, [str(c) for c in state["classes"]], dataset)
+    splits = tuple(s for s in (("train", "val", "test") if args.split == "all" else (args.split,)) if len(data.split(s)))
+    if not splits:
+        raise CheckpointError(f"{dataset} has no {args.split} split (a folder of class subfolders is all test split): use --split test")
     tta = getattr(args, "tta", None) or "none"
     results = evaluate_all(state, data, device, splits, tta=tta)
     names = list(results)
@@ -343,7 +370,7 @@ def run_evaluate(args) -> None:
         [
             ("Loss", *(f"{results[s]['loss']:.4f}" for s in names)),
             ("Accuracy (%)", *(f"{100 * results[s]['accuracy']:.2f}" for s in names)),
-            ("Top-5 accuracy (%)", *(f"{100 * results[s]['top5']:.2f}" for s in names)),
+            (f"Top-{min(5, len(data.classes))} accuracy (%)", *(f"{100 * results[s]['top5']:.2f}" for s in names)),
         ],
         "text",
     ))

@@ -313,7 +313,8 @@ def restore(state: dict[str, Any], source: str, run_dir: Path, t: TrainingState)
     Writes nothing: `repair_run_dir` brings the run directory up to date once everything here has passed.
     """
     saved_total, total = state["scheduler"].get("total_steps"), getattr(t.scheduler, "total_steps", None)
-    if saved_total != total or state["scheduler"]["last_epoch"] > (total or math.inf):
+    done = state["epoch"] * t.steps_per_epoch + (state.get("epoch_state") or {}).get("step", 0)  # the steps it has taken
+    if saved_total != total or state["scheduler"]["last_epoch"] != done:
         raise CheckpointError(
             f"{source}: its schedule ({show_value(saved_total)} steps, at step {show_value(state['scheduler']['last_epoch'])}) "
             f"does not match its config ({t.cfg.epochs} epochs of {t.steps_per_epoch} steps): use the run's own weights/last.pt"

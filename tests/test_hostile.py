@@ -1,0 +1,665 @@
+"""Hostile input (issue 20): every crafted file, flag and config fails cleanly, nothing escapes the run directory,
+nothing hangs or exhausts memory.
+
+`CASES` is the table: (what is set up in a fresh working directory, the command line, the expected error text),
+one line per case. Each runs `cli.main` in-process and must end with exit status 2 and exactly one stderr line
+`googlenet CMD: error: ...`, no traceback, and no file created, changed or removed under the working directory.
+The few cases that need a real process (a FIFO, signals) run `python -m googlenet` with a timeout. The parsers
+of IDX files, config files and checkpoint metadata are fuzzed with hypothesis (a bounded number of examples).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import os
+import resource
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import checkpoint_state
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from googlenet import files
+from googlenet.checkpoint import CheckpointError, save_checkpoint, validate_metadata
+from googlenet.cli import main
+from googlenet.config import MAX_CONFIG_BYTES, ConfigError, TrainConfig, load_yaml, resolve_config
+from googlenet.data import DataError, Preprocess, read_idx
+from googlenet.tables import format_table
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+FUZZ = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+# ------------------------------------------------------------------ the runner
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.lstat().st_size, p.lstat().st_mtime_ns) for p in root.rglob("*")}
+
+
+def one_line_error(capsys, argv: list[str], root: Path) -> str:
+    """In-process: exit 2, one stderr line 'googlenet CMD: error: ...' (after argparse's usage, if any), nothing on disk changed."""
+    before = snapshot(root)
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err and "Warning" not in err, err
+    lines = err.strip().splitlines()
+    assert lines and lines[-1].startswith(f"googlenet {argv[0]}: error: "), err
+    assert len(lines) == 1 or lines[0].startswith("usage:"), err
+    assert snapshot(root) == before
+    return lines[-1]
+
+
+def run_cli(cwd: Path, *argv: str, timeout: float = 120) -> str:
+    """A real process (for what only a process shows: a hang, a signal): exit 2, one stderr line, nothing written."""
+    before = snapshot(cwd)
+    proc = subprocess.run([sys.executable, "-m", "googlenet", *argv], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert snapshot(cwd) == before
+    return lines[0]
+
+
+@pytest.fixture
+def cwd(tmp_path: Path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    write_png(tmp_path / "d.png")  # an image for the predict cases
+    return tmp_path
+
+
+# ------------------------------------------------------------------ what a case sets up (in the working directory)
+
+Setup = Callable[[Path, Any], None]  # (working directory, pytest's request for fixtures)
+
+
+def nothing(cwd: Path, request) -> None:
+    pass
+
+
+def write_png(path: Path, value: int = 128, size: int = 28) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((size, size), value, dtype=np.uint8)).save(path)
+    return path
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that claims width x height (PIL checks the size when opening it, before decoding anything)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+@functools.cache
+def base_state() -> dict:
+    return checkpoint_state()  # a real 10-class, 1-channel model with the metadata googlenet writes
+
+
+def merged(state: dict, edits: dict) -> dict:
+    """`state` with `edits`; a dict value is merged one level deep (e.g. preprocess={"image_size": 100000})."""
+    out = copy.copy(state)
+    for k, v in edits.items():
+        out[k] = {**state[k], **v} if isinstance(v, dict) and isinstance(state.get(k), dict) else v
+    return out
+
+
+def ckpt(**edits) -> Setup:
+    """c.pt: a checkpoint with `edits` (model_args, preprocess, classes, config, ... or model=callable(weights))."""
+
+    def setup(cwd: Path, request) -> None:
+        state = base_state()
+        if callable(edits.get("model")):
+            state = {**state, "model": edits["model"]({k: v.clone() for k, v in state["model"].items()})}
+        save_checkpoint(cwd / "c.pt", merged(state, {k: v for k, v in edits.items() if k != "model" or not callable(v)}))
+
+    return setup
+
+
+def nan_weights(weights: dict) -> dict:
+    weights["fc.weight"][0, 0] = float("nan")
+    return weights
+
+
+def exported(raw: dict[str, str] | None = None, **meta_edits) -> Setup:
+    """e.safetensors: an inference export whose metadata has `meta_edits` (merged one level deep) and `raw` strings."""
+
+    def setup(cwd: Path, request) -> None:
+        from safetensors.torch import save_file
+
+        from googlenet.model import GoogLeNet
+
+        state = base_state()
+        meta = {"classes": state["classes"], "preprocess": state["preprocess"], "model_args": {**state["model_args"], "aux_logits": False}}
+        meta = merged(meta, meta_edits)
+        weights = {k: v.contiguous() for k, v in GoogLeNet(10, 1, aux_logits=False).state_dict().items()}
+        save_file(weights, str(cwd / "e.safetensors"), metadata={"format": "pt", **{k: json.dumps(v) for k, v in meta.items()}, **(raw or {})})
+
+    return setup
+
+
+def config_file(content: str | bytes) -> Setup:
+    def setup(cwd: Path, request) -> None:
+        (cwd / "c.yaml").write_bytes(content if isinstance(content, bytes) else content.encode())
+
+    return setup
+
+
+def link(name: str, target: str) -> Setup:
+    def setup(cwd: Path, request) -> None:
+        (cwd / name).symlink_to(target)
+
+    return setup
+
+
+def image_folder(extra: Callable[[Path], None]) -> Setup:
+    """imgs/: two classes of three images each, plus `extra(imgs)`."""
+
+    def setup(cwd: Path, request) -> None:
+        for cls in ("a", "b"):
+            for i in range(3):
+                write_png(cwd / "imgs" / cls / f"{i}.png", 60 * i)
+        extra(cwd / "imgs")
+
+    return setup
+
+
+def bomb(imgs: Path) -> None:
+    (imgs / "a" / "bomb.png").write_bytes(png_header(30000, 30000))
+
+
+def non_utf8_class(imgs: Path) -> None:
+    folder = os.fsencode(imgs) + b"/caf\xe9"  # Latin-1 bytes: not UTF-8
+    os.mkdir(folder)
+    write_png(Path(os.fsdecode(folder)) / "0.png")
+
+
+def newline_class(imgs: Path) -> None:
+    write_png(imgs / "two\nlines" / "0.png")
+
+
+def class_link_outside(imgs: Path) -> None:
+    write_png(imgs.parent / "elsewhere" / "0.png")
+    (imgs / "c").symlink_to(imgs.parent / "elsewhere")
+
+
+def split_link_to_root(imgs: Path) -> None:
+    (imgs / "train").symlink_to("/")
+
+
+def fashion_mnist(magic: bytes) -> Setup:
+    """data/FashionMNIST/raw: torchvision's four files, tiny, the training images' header starting with `magic`."""
+
+    def setup(cwd: Path, request) -> None:
+        raw = cwd / "data" / "FashionMNIST" / "raw"
+        raw.mkdir(parents=True)
+        for prefix, n in (("train", 20), ("t10k", 10)):
+            images = np.zeros((n, 28, 28), np.uint8)
+            labels = (np.arange(n) % 10).astype(np.uint8)
+            for kind, arr in (("images-idx3", images), ("labels-idx1", labels)):
+                header = bytes([0, 0, 8, arr.ndim]) + b"".join(d.to_bytes(4, "big") for d in arr.shape)
+                if prefix == "train" and kind == "images-idx3":
+                    header = magic + header[len(magic) :]
+                (raw / f"{prefix}-{kind}-ubyte").write_bytes(header + arr.tobytes())
+
+    return setup
+
+
+@functools.cache
+def trained_last(run: Path) -> dict:
+    return torch.load(run / "weights" / "last.pt", weights_only=True)
+
+
+def forged_run(**edits) -> Setup:
+    """R/: a copy of a trained run (conftest's trained_run) whose last.pt has `edits` (a callable edits the state in place)."""
+
+    def setup(cwd: Path, request) -> None:
+        trained = request.getfixturevalue("trained_run")
+        run = cwd / "R"
+        shutil.copytree(trained, run, ignore=shutil.ignore_patterns("best.pt", "*.png"))
+        state = copy.deepcopy(trained_last(trained))
+        for k, v in edits.items():
+            v(state) if k == "edit" else state.__setitem__(k, v)
+        torch.save(state, run / "weights" / "last.pt")
+        (run / "weights" / ".last.pt.abcd1234.tmp.pt").write_bytes(b"x")  # a stale temporary: kept, as everything, when the resume is refused
+
+    return setup
+
+
+MID_EPOCH = {"epoch": 0, "results": [], "best_epoch": -1, "best_acc": -1.0, "epoch_state": {"step": 1, "loss_sum": 1.0, "correct": 0, "seen": 16}}
+
+
+def rng_of_size(n: int) -> Callable[[dict], None]:
+    def edit(state: dict) -> None:
+        state.update(MID_EPOCH, rng={"torch": torch.zeros(n, dtype=torch.uint8), "augment": torch.zeros(n, dtype=torch.uint8)})
+
+    return edit
+
+
+def directory(name: str) -> Setup:
+    def setup(cwd: Path, request) -> None:
+        (cwd / name).mkdir(parents=True)
+
+    return setup
+
+
+def both(*setups: Setup) -> Setup:
+    def setup(cwd: Path, request) -> None:
+        for s in setups:
+            s(cwd, request)
+
+    return setup
+
+
+def a_file(name: str) -> Setup:
+    def setup(cwd: Path, request) -> None:
+        (cwd / name).write_text("not a folder\n")
+
+    return setup
+
+
+# ------------------------------------------------------------------ the table
+
+
+class Case(NamedTuple):
+    id: str  # issue 20's item (or 19.N) and what is tried
+    setup: Setup
+    argv: list[str]
+    expected: str
+
+
+UNUSABLE = "use a checkpoint written by googlenet"
+CASES = [
+    # 1. checkpoint and export fields are bounded before anything is allocated
+    Case("1-image-size", ckpt(preprocess={"image_size": 100000}), ["predict", "c.pt", "d.png"], "image size 100000 is above the limit of 1024"),
+    Case("1-image-size-evaluate", ckpt(preprocess={"image_size": 100000}), ["evaluate", "c.pt"], "image size 100000 is above the limit"),
+    Case("1-image-size-export", ckpt(preprocess={"image_size": 100000}), ["export", "c.pt"], "image size 100000 is above the limit"),
+    Case("1-native-size", ckpt(preprocess={"native_size": 100000}), ["predict", "c.pt", "d.png"], "native_size must be an integer from 1 to 1024"),
+    Case("1-resize", ckpt(preprocess={"resize": 100000}), ["predict", "c.pt", "d.png"], "resize must be unset or an integer from image_size (32) to 1024"),
+    Case("1-resize-below", ckpt(preprocess={"resize": 16}), ["predict", "c.pt", "d.png"], "resize must be unset or an integer"),
+    Case("1-class-count", ckpt(model_args={"num_classes": 10**12}), ["predict", "c.pt", "d.png"], "num_classes must be an integer from 1 to 100000"),
+    Case("1-class-count-evaluate", ckpt(model_args={"num_classes": 10**12}), ["evaluate", "c.pt"], "has unusable model arguments (num_classes"),
+    Case("1-channels", ckpt(model_args={"in_channels": 10**6}), ["predict", "c.pt", "d.png"], "in_channels must be an integer from 1 to 64"),
+    Case("1-model-arg-type", ckpt(model_args={"dropout": "x"}), ["predict", "c.pt", "d.png"], "dropout must be in [0, 1)"),
+    Case("1-class-count-vs-weights", ckpt(model_args={"num_classes": 5}), ["evaluate", "c.pt"], "fc.weight has shape (10, 1024) but its model arguments say 5 classes"),
+    Case("1-preprocess-channels", ckpt(preprocess={"in_channels": 3}), ["predict", "c.pt", "d.png"], "in_channels 3 is not the model's 1"),
+    Case("1-data-channels", ckpt(preprocess={"data_channels": 1000}), ["predict", "c.pt", "d.png"], "data_channels must be an integer from 1 to 64"),
+    Case("1-mean-nan", ckpt(preprocess={"mean": [float("nan")]}), ["predict", "c.pt", "d.png"], "mean must be a list of 1 to 64 finite numbers"),
+    Case("1-mean-length", ckpt(preprocess={"mean": [0.1] * 5, "std": [0.3] * 5}), ["predict", "c.pt", "d.png"], "cannot feed a 1-channel model"),
+    Case("1-std-zero", ckpt(preprocess={"std": [0.0]}), ["predict", "c.pt", "d.png"], "std must be positive"),
+    Case("1-std-text", ckpt(preprocess={"std": "wide"}), ["predict", "c.pt", "d.png"], "std must be a list of 1 to 64 finite numbers"),
+    Case("1-channel-order", ckpt(preprocess={"channel_order": "GBR"}), ["predict", "c.pt", "d.png"], "channel_order must be RGB or BGR"),
+    Case("1-preprocess-unknown", ckpt(preprocess={"gamma": 2.2}), ["predict", "c.pt", "d.png"], "unknown field 'gamma'"),
+    Case("1-preprocess-not-dict", ckpt(preprocess=[1, 2]), ["predict", "c.pt", "d.png"], "unusable preprocessing settings (not a mapping)"),
+    Case("1-classes-count", ckpt(classes=["a", "b", "c"]), ["predict", "c.pt", "d.png"], "10 class names expected, got 3"),
+    Case("1-classes-newline", ckpt(classes=[f"c{i}" for i in range(9)] + ["a\nb"]), ["predict", "c.pt", "d.png"], "is not printable text"),
+    Case("1-classes-surrogate", ckpt(classes=[f"c{i}" for i in range(9)] + ["\udcff"]), ["predict", "c.pt", "d.png"], "unusable class names"),
+    Case("1-config-image-size", ckpt(config={"image_size": 100000}), ["evaluate", "c.pt"], "unusable training config (image size 100000 is above the limit"),
+    Case("1-config-dataset-type", ckpt(config={"dataset": 5}), ["evaluate", "c.pt"], "unusable training config (dataset must be text"),
+    Case("1-config-not-dict", ckpt(config="fast"), ["evaluate", "c.pt"], "unusable training config (a configuration must be a mapping"),
+    Case("1-safetensors-image-size", exported(preprocess={"image_size": 100000}), ["predict", "e.safetensors", "d.png"], "image size 100000 is above the limit"),
+    Case("1-safetensors-native-size", exported(preprocess={"native_size": 100000}), ["predict", "e.safetensors", "d.png"], "native_size must be an integer"),
+    Case("1-safetensors-classes", exported(model_args={"num_classes": 10**12}), ["predict", "e.safetensors", "d.png"], "num_classes must be an integer from 1 to 100000"),
+    Case("1-safetensors-not-json", exported(raw={"preprocess": "{image_size: 1e9"}), ["predict", "e.safetensors", "d.png"], "has malformed googlenet metadata"),
+    # 2. non-finite weights are refused, not exported with "Max |difference| 0" or predicted as nan
+    Case("2-nan-export", ckpt(model=nan_weights), ["export", "c.pt"], "holds non-finite weights (NaN or infinity in fc.weight)"),
+    Case("2-nan-predict", ckpt(model=nan_weights), ["predict", "c.pt", "d.png"], "holds non-finite weights"),
+    Case("2-nan-evaluate", ckpt(model=nan_weights), ["evaluate", "c.pt"], "holds non-finite weights"),
+    # 3. a forged last.pt: every field checked before anything is written (the stale temporary file stays too)
+    Case("3-epoch-state-key", forged_run(edit=lambda s: s.update(MID_EPOCH, epoch_state={**MID_EPOCH["epoch_state"], "extra": 1})), ["train", "--resume", "R"], "epoch_state must hold exactly step, loss_sum, correct, seen"),
+    Case("3-results-not-list", forged_run(results="epoch 1"), ["train", "--resume", "R"], "results must be a list of one row per finished epoch"),
+    Case("3-results-field", forged_run(edit=lambda s: s["results"][0].update(colour=1)), ["train", "--resume", "R"], "results row 1 is not a row of results.csv"),
+    Case("3-results-value", forged_run(edit=lambda s: s["results"][0].update(val_acc="high")), ["train", "--resume", "R"], "results row 1 has val_acc = 'high', not a number"),
+    Case("3-rng-size", forged_run(edit=rng_of_size(7)), ["train", "--resume", "R"], "rng torch is not a CPU generator state"),
+    Case("3-epoch-beyond", forged_run(epoch=9), ["train", "--resume", "R"], "epoch 9 does not fit its config's 1 epochs"),
+    Case("3-best-epoch", forged_run(best_epoch=7), ["train", "--resume", "R"], "best_epoch 7 is not one of its 1 finished epochs"),
+    Case("3-best-acc", forged_run(best_acc=float("nan")), ["train", "--resume", "R"], "best_acc nan is not an accuracy"),
+    Case("3-config-type", forged_run(edit=lambda s: s["config"].update(epochs="two")), ["train", "--resume", "R"], "epochs must be an integer, got 'two'"),
+    Case("3-epochs-vs-schedule", forged_run(edit=lambda s: s["config"].update(epochs=3)), ["train", "--resume", "R"], "its schedule (3 steps, at step 3) does not match its config (3 epochs of 3 steps)"),
+    Case("3-schedule-step", forged_run(edit=lambda s: s["scheduler"].update(last_epoch=2)), ["train", "--resume", "R"], "does not match its config"),
+    Case("3-scheduler-type", forged_run(scheduler=[1]), ["train", "--resume", "R"], "its optimizer and scheduler states are not mappings"),
+    Case("3-optimizer", forged_run(optimizer={"state": {}, "param_groups": 5}), ["train", "--resume", "R"], "optimiser, schedule or averaged weights do not match this run"),
+    Case("3-nan-weights", forged_run(edit=lambda s: s["model"]["fc.bias"].fill_(float("inf"))), ["train", "--resume", "R"], "holds non-finite weights (NaN or infinity in fc.bias)"),
+    # 4. flags: every range checked in one place (config.TrainConfig.validate) before a run directory exists
+    Case("4-seed-negative", nothing, ["train", "--seed", "-1"], "seed must not be negative, got -1"),
+    Case("4-seed-huge", nothing, ["train", "--seed", str(2**70)], "seed must be at most 4294967295"),
+    Case("4-label-smoothing", nothing, ["train", "--label-smoothing", "5"], "label_smoothing must be in [0, 1), got 5.0"),
+    Case("4-crop-padding", nothing, ["train", "--crop-padding", "-5"], "crop_padding must not be negative, got -5"),
+    Case("4-in-channels", nothing, ["train", "--in-channels", "-3"], "in_channels must be positive (or unset), got -3"),
+    Case("4-image-size", nothing, ["train", "--image-size", "100000"], "image size 100000 is above the limit of 1024 (memory): use --image-size 1024 or less"),
+    Case("4-eval-batch", nothing, ["train", "--eval-batch-size", "100000000"], "eval_batch_size must be at most 4096"),
+    Case("4-time-huge", nothing, ["train", "--time", "1e300"], "time must be at most 1000000"),
+    Case("4-elastic-sigma", nothing, ["train", "--elastic-sigma", "1e300"], "elastic_sigma must be at most 1000"),
+    Case("4-scale", nothing, ["train", "--scale", "1.5"], "scale must be in [0, 1), got 1.5"),
+    Case("4-momentum", nothing, ["train", "--momentum", "-0.5"], "momentum must be in [0, 1), got -0.5"),
+    Case("4-nesterov", nothing, ["train", "--optimizer", "sgd", "--nesterov", "--momentum", "0"], "nesterov needs a momentum"),
+    Case("4-summary-image-size", nothing, ["summary", "--image-size", "100000"], "image size 100000 is above the limit of 1024"),
+    Case("4-summary-classes", nothing, ["summary", "--num-classes", str(10**12)], "--num-classes must be an integer from 1 to 100000"),
+    Case("4-summary-channels", nothing, ["summary", "--in-channels", "1000"], "--in-channels must be an integer from 1 to 64"),
+    Case("4-benchmark-batch", nothing, ["benchmark", "--batch-size", "1000000"], "--batch-size must be an integer from 1 to 4096"),
+    # 5. --config files: types per setting, only bounded regular files are read
+    Case("5-int-key", config_file("1: 2\n"), ["train", "--config", "c.yaml"], "c.yaml: 1 is not a setting name"),
+    Case("5-name-list", config_file("name: [a, b]\n"), ["train", "--config", "c.yaml"], "name must be text (quote it in YAML), got ['a', 'b']"),
+    Case("5-project-int", config_file("project: 5\n"), ["train", "--config", "c.yaml"], "project must be text"),
+    Case("5-dataset-int", config_file("dataset: 5\n"), ["train", "--config", "c.yaml"], "dataset must be text"),
+    Case("5-bool-text", config_file("augment: maybe\n"), ["train", "--config", "c.yaml"], "augment must be true or false, got 'maybe'"),
+    Case("5-non-utf8", config_file(b"epochs: 2\nname: caf\xe9\n"), ["train", "--config", "c.yaml"], "c.yaml is not UTF-8 text (byte 20): save it as UTF-8"),
+    Case("5-dev-zero", link("c.yaml", "/dev/zero"), ["train", "--config", "c.yaml"], "config file c.yaml is not a regular file"),
+    Case("5-directory", directory("c.yaml"), ["train", "--config", "c.yaml"], "config file c.yaml is not a regular file"),
+    Case("5-too-big", config_file("# padding\n" * (MAX_CONFIG_BYTES // 10 + 1)), ["train", "--config", "c.yaml"], "more than the 1,048,576 a config can be"),
+    Case("5-bad-date", config_file("seed: 2024-13-45\n"), ["train", "--config", "c.yaml"], "c.yaml is not valid YAML"),
+    Case("5-deep-nesting", config_file("epochs: " + "[" * 20000 + "]" * 20000 + "\n"), ["train", "--config", "c.yaml"], "c.yaml is not valid YAML"),
+    Case("5-billion-laughs", config_file("a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nname: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"), ["train", "--config", "c.yaml"], "unknown setting(s) a, b, c"),
+    Case("19.7-epochs-text", config_file('epochs: "two"\n'), ["train", "--config", "c.yaml"], "epochs must be an integer, got 'two'"),
+    Case("19.7-preset-unknown", config_file("preset: huge\n"), ["train", "--config", "c.yaml"], "preset 'huge' in the config file is not one of fast, seed, paper"),
+    # 7. a run name is one folder name: nothing is written outside --project
+    Case("7-name-up", nothing, ["train", "--name", "../../etc/x"], "run name '../../etc/x' is not one folder name"),
+    Case("7-name-absolute", nothing, ["train", "--name", "/abs/path"], "run name '/abs/path' is not one folder name"),
+    Case("7-project-and-up", nothing, ["train", "--project", "P", "--name", "../../../x"], "is not one folder name"),
+    Case("7-name-dotdot", nothing, ["train", "--name", ".."], "run name '..' is not one folder name"),
+    Case("7-name-empty", nothing, ["train", "--name", ""], "run name '' is not one folder name"),
+    Case("7-project-file", a_file("P"), ["train", "--project", "P", "--batch-size", "16"], "--project P is a file, not a folder"),
+    # 8-11. datasets
+    Case("8-fashion-magic", fashion_mnist(b"\x12\x34"), ["train", "--dataset", "fashion-mnist", "--data-dir", "data"], "fashion-mnist in data has a corrupted or foreign file"),
+    Case("8-fashion-type", fashion_mnist(b"\0\0\x99"), ["train", "--dataset", "fashion-mnist", "--data-dir", "data"], "has a corrupted or foreign file"),
+    Case("9-bomb", image_folder(bomb), ["train", "--dataset", "imagefolder:imgs", "--batch-size", "2"], "imgs/a/bomb.png has too many pixels to decode safely"),
+    Case("10-non-utf8-class", image_folder(non_utf8_class), ["train", "--dataset", "imagefolder:imgs", "--batch-size", "2"], "class folder b'caf\\xe9' in imgs has a name that is not valid UTF-8: rename it"),
+    Case("10-newline-class", image_folder(newline_class), ["train", "--dataset", "imagefolder:imgs", "--batch-size", "2"], "has a control character"),
+    Case("11-class-link", image_folder(class_link_outside), ["train", "--dataset", "imagefolder:imgs", "--batch-size", "2"], "class folder imgs/c is a link to"),
+    Case("11-split-link", image_folder(split_link_to_root), ["train", "--dataset", "imagefolder:imgs", "--batch-size", "2"], "split folder imgs/train is a link to /, outside the image folder imgs"),
+    # 15. evaluate/export --output checked before the work
+    Case("15-evaluate-output-dir", both(ckpt(), directory("out")), ["evaluate", "c.pt", "--output", "out"], "--output out is a directory: pass a file name inside it"),
+    Case("15-evaluate-output-under-file", both(ckpt(), a_file("f")), ["evaluate", "c.pt", "--output", "f/m.json"], "cannot write --output f/m.json: f is a file, not a folder"),
+    Case("15-export-output-under-file", both(ckpt(), a_file("f")), ["export", "c.pt", "--output", "f/x.safetensors"], "f is a file, not a folder"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_hostile_input(case: Case, capsys, cwd: Path, request):
+    case.setup(cwd, request)
+    line = one_line_error(capsys, case.argv, cwd)
+    assert case.expected in line, line
+
+
+def test_case_ids_are_unique():
+    assert len({c.id for c in CASES}) == len(CASES)
+
+
+# ------------------------------------------------------------------ what needs a real process
+
+
+def test_fifo_config_does_not_hang(cwd: Path):
+    os.mkfifo(cwd / "c.yaml")  # nobody ever writes to it: reading it would block forever
+    assert "config file c.yaml is not a regular file" in run_cli(cwd, "train", "--config", "c.yaml", timeout=60)
+
+
+def test_fifo_in_an_image_folder_is_skipped(tmp_path: Path):
+    image_folder(lambda imgs: os.mkfifo(imgs / "a" / "x.png"))(tmp_path, None)
+    from googlenet.data import _image_files
+
+    assert sorted(p.name for p in _image_files(tmp_path / "imgs")["a"]) == ["0.png", "1.png", "2.png"]
+
+
+DRIVER = """
+import os, signal, sys
+import googlenet.train as train
+final = train.write_final_outputs
+
+def terminated(*args, **kwargs):  # SIGTERM (a cluster's preemption) as the final evaluation starts
+    os.kill(os.getpid(), signal.SIGTERM)
+    return final(*args, **kwargs)
+
+train.write_final_outputs = terminated
+from googlenet.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_tiny_onecycle_run_and_sigterm_during_the_final_evaluation(cwd: Path, capsys):
+    """Items 6, 12, 14 (and 19.5): 4 steps of one-cycle train; SIGTERM in the final evaluation leaves a resumable run;
+    `report` says how to finish it; --resume removes a killed save's temporary file and only evaluates."""
+    (cwd / "driver.py").write_text(DRIVER)
+    argv = ["train", "--epochs", "1", "--limit-train-batches", "4", "--limit-eval-batches", "1", "--batch-size", "16",
+            "--eval-batch-size", "50", "--device", "cpu", "--project", "P", "--name", "t"]  # fmt: skip
+    proc = subprocess.run([sys.executable, "driver.py", *argv], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 130, proc.stderr
+    assert "Traceback" not in proc.stderr and "ZeroDivisionError" not in proc.stderr
+    assert "Interrupted during the final evaluation; training is finished and saved in weights/. " in proc.stdout
+    assert proc.stdout.rstrip().endswith("Finish the run (metrics.json, REPORT.md) with: googlenet train --resume P/t")
+    run = cwd / "P" / "t"
+    assert (run / "weights" / "last.pt").is_file() and not (run / "metrics.json").exists()
+    assert not [p for p in run.rglob(".*") if ".tmp" in p.name]  # the interrupted writes left nothing behind
+
+    line = one_line_error(capsys, ["report", "P/t"], cwd)
+    assert line.endswith("P/t is unfinished (no metrics.json: training or its final evaluation was interrupted): finish it with googlenet train --resume P/t")
+
+    stale = run / "weights" / ".last.pt.k3y_0abc.tmp.pt"  # as a SIGKILL during a checkpoint save leaves it
+    stale.write_bytes(b"\0" * 1000)
+    assert main(["train", "--resume", "P/t"]) == 0
+    out = capsys.readouterr().out
+    assert "Resuming P/t: its training ended after epoch 1 of 1; running the final evaluation and writing the report" in out
+    assert "Removed 1 temporary file(s) an interrupted save left: .last.pt.k3y_0abc.tmp.pt" in out
+    assert "at epoch 2" not in out and not stale.exists()
+    assert (run / "metrics.json").is_file() and (run / "REPORT.md").is_file()
+    assert len((run / "results.csv").read_text().splitlines()) == 2  # no epoch was added
+
+
+# ------------------------------------------------------------------ disks that fill up (13)
+
+
+@pytest.fixture
+def file_size_limit():
+    """`ulimit -f 1024` (1 MiB) for this process, as a full disk: writes beyond it fail with EFBIG (Python ignores SIGXFSZ)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def test_full_disk_on_export(capsys, cwd: Path):
+    ckpt()(cwd, None)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    before = snapshot(cwd)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, hard))
+    try:
+        code = main(["export", "c.pt", "--format", "safetensors"])  # safetensors' own "File too large" error
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip() == "googlenet export: error: file too large at c.safetensors: free space (or raise the file size limit) and run the command again"
+    assert snapshot(cwd) == before
+
+
+def test_full_disk_on_a_checkpoint_save(tmp_path: Path, file_size_limit):
+    last = tmp_path / "weights" / "last.pt"
+    with pytest.raises(files.DiskFullError, match=r"file too large at .*last.pt: free space"):  # torch.save's "unexpected pos"
+        save_checkpoint(last, base_state())
+    assert list((tmp_path / "weights").iterdir()) == []
+
+
+def test_full_disk_during_training_says_how_to_resume(tmp_path: Path):
+    from googlenet.train import _disk_full
+
+    exc = files.DiskFullError(tmp_path / "weights" / "last.pt", "no space left on the device")
+    assert str(_disk_full(exc, tmp_path)).endswith("and start the run again")  # no last.pt yet
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "last.pt").write_bytes(b"x")
+    assert str(_disk_full(exc, tmp_path)).endswith(f"free space (or raise the file size limit) and resume with googlenet train --resume {tmp_path}")
+
+
+# ------------------------------------------------------------------ the rest of the items
+
+
+def test_huge_image_gets_one_line_of_ours_not_pils_warning(capsys, cwd: Path):
+    """9: a 10000 x 10000 PNG (100 Mpx, over PIL's warning limit) is predicted, with one note of ours on stderr."""
+    from PIL import Image
+
+    ckpt()(cwd, None)
+    Image.new("1", (10000, 10000)).save(cwd / "big.png")  # 12 kB on disk, 100 Mpx decoded
+    assert main(["predict", "c.pt", "big.png", "--topk", "1"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("big.png")
+    assert captured.err.strip() == "note: image big.png is 10000x10000 pixels (100 Mpx): decoding it takes time and memory"
+    # over PIL's error limit (900 Mpx claimed): predict's warning for the file it skips, then its error line
+    (cwd / "bomb.png").write_bytes(png_header(30000, 30000))
+    assert main(["predict", "c.pt", "bomb.png"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "Warning" not in err and "bomb.png has too many pixels to decode safely" in err
+
+
+def test_pipe_in_a_class_name_keeps_markdown_tables(tmp_path: Path):
+    """10: a class named 'cat|dog' stays one cell of REPORT.md's tables."""
+    table = format_table(["Class", "F1"], [["cat|dog", "0.5"], ["b", "1"]])
+    assert all(line.count(" | ") == 1 for line in table.splitlines()) and "cat\\|dog" in table
+
+
+@pytest.mark.parametrize("steps", range(1, 13))
+@pytest.mark.parametrize("epochs", [1, 2, 3])
+def test_onecycle_works_for_any_step_count(epochs: int, steps: int):
+    """6: OneCycleLR divided by zero for a ramp of exactly one step (--epochs 1 --limit-train-batches 4)."""
+    from googlenet.train import build_scheduler
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.Adam([param], lr=1e-3)
+    scheduler = build_scheduler(resolve_config(epochs=epochs), optimizer, steps)
+    for _ in range(epochs * steps):
+        optimizer.step()
+        scheduler.step()
+        assert 0 < optimizer.param_groups[0]["lr"] <= 1e-3
+
+
+def test_preset_in_the_config_file_is_honoured(tmp_path: Path, monkeypatch):
+    """19.7: `preset: seed` in the file starts from the seed recipe (a preset named on the command line wins)."""
+    import googlenet.train
+
+    seen = []
+    monkeypatch.setattr(googlenet.train, "fit", lambda cfg, resume=None: seen.append(cfg))
+    (tmp_path / "c.yaml").write_text("preset: seed\nepochs: 2\n")
+    assert main(["train", "--config", str(tmp_path / "c.yaml")]) == 0
+    assert (seen[0].preset, seen[0].image_size, seen[0].epochs, seen[0].lr) == ("seed", 224, 2, 1e-4)
+    assert main(["train", "--config", str(tmp_path / "c.yaml"), "--preset", "paper"]) == 0
+    assert (seen[1].preset, seen[1].optimizer, seen[1].epochs) == ("paper", "sgd", 2)
+
+
+# ------------------------------------------------------------------ the parsers, fuzzed (hypothesis)
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=64), st.tuples(st.lists(st.integers(0, 40), min_size=0, max_size=5), st.binary(max_size=64))))
+def test_read_idx_fuzzed(data):
+    """Any bytes: an array exactly as big as the file says and holds, or a DataError; never a huge allocation."""
+    if isinstance(data, tuple):  # a plausible header with random dimensions and payload
+        dims, payload = data
+        data = bytes([0, 0, 8, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims) + payload
+    try:
+        arr = read_idx(data, "f")
+    except DataError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert arr.dtype == np.uint8 and arr.size == len(data) - 4 - 4 * arr.ndim
+
+
+SETTING_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
+    st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)  # fmt: skip
+SETTING_NAMES = st.sampled_from([f.name for f in __import__("dataclasses").fields(TrainConfig)] + ["bogus", "learning_rate"])
+
+
+@FUZZ
+@given(st.dictionaries(SETTING_NAMES, SETTING_VALUES, max_size=6))
+def test_config_from_dict_fuzzed(values):
+    """Any mapping of settings: a valid TrainConfig (which round-trips through YAML) or one ConfigError line."""
+    try:
+        cfg = resolve_config("fast", values)
+    except ConfigError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert TrainConfig.from_dict(yaml.safe_load(yaml.safe_dump(cfg.to_dict()))).validate() == cfg
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=200), st.text(max_size=200).map(str.encode)))
+def test_load_yaml_fuzzed(tmp_path_factory, content):
+    """Any file content: a dict of settings or a ConfigError; then the config is valid or a ConfigError."""
+    path = tmp_path_factory.mktemp("yaml") / "c.yaml"
+    path.write_bytes(content)
+    try:
+        values = load_yaml(path)
+        resolve_config("fast", values)
+    except ConfigError as exc:
+        assert "\n" not in str(exc)
+
+
+def _metadata() -> dict:
+    state = base_state()
+    return {k: copy.deepcopy(state[k]) for k in ("model_args", "preprocess", "classes", "config")}
+
+
+FIELDS = [("model_args", k) for k in ("num_classes", "in_channels", "aux_logits", "dropout", "init", "extra")] + [
+    ("preprocess", k) for k in ("image_size", "in_channels", "data_channels", "native_size", "mean", "std", "channel_order", "resize", "extra")
+] + [("config", k) for k in ("image_size", "batch_size", "dataset", "seed")] + [("classes", None), ("preprocess", None), ("model_args", None)]
+METADATA_VALUES = st.one_of(
+    SETTING_VALUES, st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=4), st.sampled_from(["RGB", "BGR", 0, 31, 32, 1024, 1025]),
+    st.lists(st.text(max_size=4), min_size=10, max_size=10),
+)  # fmt: skip
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.sampled_from(FIELDS), METADATA_VALUES), min_size=1, max_size=3))
+def test_checkpoint_metadata_fuzzed(edits):
+    """Valid metadata with up to three fields replaced: a CheckpointError, or metadata every tool can use within the bounds."""
+    meta = _metadata()
+    for (section, key), value in edits:
+        if key is None:
+            meta[section] = value
+        else:
+            meta[section][key] = value
+    try:
+        validate_metadata(meta, "m.pt")
+    except CheckpointError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith("m.pt ")
+    else:  # what predict, evaluate and export build from it works and stays small
+        pre = Preprocess.from_dict(meta["preprocess"])
+        assert 31 <= pre.image_size <= 1024 and pre.native_size <= 1024 and pre.in_channels == meta["model_args"].get("in_channels", 3)
+        assert meta["model_args"]["num_classes"] <= 100_000
+        assert meta["classes"] is None or len(meta["classes"]) == meta["model_args"]["num_classes"]
+        from googlenet.data import batch_transform
+
+        x = batch_transform(torch.zeros(1, pre.data_channels, 8, 8, dtype=torch.uint8), pre)
+        assert x.shape == (1, pre.in_channels, pre.image_size, pre.image_size) and bool(torch.isfinite(x).all())
+
+
+# a real, still-running signal check: the handler is restored after the final evaluation
+def test_final_evaluation_handler_restores_the_previous_ones(tmp_path: Path):
+    from googlenet.resume import StopFinalEvaluation
+
+    before = signal.getsignal(signal.SIGTERM)
+    with StopFinalEvaluation(tmp_path):
+        assert signal.getsignal(signal.SIGTERM) is not before
+    assert signal.getsignal(signal.SIGTERM) == before
+    with pytest.raises(SystemExit) as info, StopFinalEvaluation(tmp_path):
+        raise KeyboardInterrupt
+    assert info.value.code == 130
