@@ -209,11 +209,13 @@ def evaluate_split(
     indices: Tensor | None = None,
     reduce=None,
     tta: str = "none",
+    progress=None,
 ) -> SplitMetrics:
     """Eval-mode pass over a split (or the given indices of it).
 
     `reduce`, when given, sums tensors across processes (distributed runs),
-    so that the metrics cover every sample exactly once.
+    so that the metrics cover every sample exactly once; `progress`, when
+    given, is told each batch's image count (a tqdm bar's `update`).
     `tta` other than "none" averages the softmax over the views of `tta_views`
     (made one at a time, so memory stays that of one view); loss, top-5 and the
     predictions then come from the log of the averaged probabilities, so the
@@ -244,6 +246,8 @@ def evaluate_split(
         k = min(5, num_classes)
         top5 += (logits.topk(k, 1).indices == labels[:, None]).any(1).sum().double().cpu()
         cm += confusion_matrix(labels, logits.argmax(1), num_classes)
+        if progress is not None:
+            progress(len(batch))
     count = torch.tensor(float(len(idx)), dtype=torch.float64)
     if reduce is not None:
         loss_sum, top5, cm, count = (reduce(t) for t in (loss_sum, top5, cm, count))

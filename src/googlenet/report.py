@@ -13,6 +13,7 @@ import dataclasses
 import io
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -129,14 +130,24 @@ def evaluate_all(
     model = accelerate(model_from_checkpoint(state)).to(device)
     if cfg.get("channels_last"):
         model = model.to(memory_format=torch.channels_last)
+    from tqdm import tqdm
+
     pre = Preprocess.from_dict(state["preprocess"])
+    batch = cfg.get("eval_batch_size", 500)
+    sizes = {s: len(data.split(s)) if limit_batches is None else min(len(data.split(s)), limit_batches * batch) for s in splits}
     out: dict[str, Any] = {}
-    for split in splits:
-        m = evaluate_split(
-            model, data.split(split), pre, data.num_classes, cfg.get("eval_batch_size", 500), device, limit_batches, bool(cfg.get("channels_last")),
-            tta=tta,
-        )
-        out[split] = m.to_dict()
+    # A bar on a terminal; one line per split in a log (the whole of MNIST takes minutes on 2 cores).
+    with tqdm(total=sum(sizes.values()), unit="img", desc="evaluating", leave=False, disable=not sys.stderr.isatty()) as bar:
+        for split in splits:
+            if not bar.disable:
+                bar.set_description(f"evaluating {split}")
+            else:
+                print(f"evaluating {split} ({sizes[split]:,} images{'' if tta == 'none' else f', {tta}'})", flush=True)
+            m = evaluate_split(
+                model, data.split(split), pre, data.num_classes, batch, device, limit_batches, bool(cfg.get("channels_last")),
+                tta=tta, progress=bar.update,
+            )
+            out[split] = m.to_dict()
     return out
 
 
