@@ -1,7 +1,7 @@
 """Command line: parsing and dispatch only.
 
     googlenet train [--preset fast|seed|paper] [--config FILE.yaml] [options]
-    googlenet evaluate CHECKPOINT [--split train|val|test|all]
+    googlenet evaluate CHECKPOINT [--split train|val|test|all] [--dataset NAME] [--tta flip|crops10|crops144]
     googlenet report RUN_DIR
     googlenet summary [--num-classes 10] [--in-channels 3] [--image-size 224]
     googlenet datasets

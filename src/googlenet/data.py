@@ -551,7 +551,7 @@ def batch_transform(
     Without it, a plain bilinear resize (the same sampling as the identity
     transform) so that training and evaluation see the same geometry.
     """
-    x = images.float().div_(255)
+    x = images.to(torch.float32, copy=True).div_(255)  # a copy even of float input: the caller's tensor stays as it was
     n, size = x.shape[0], pre.image_size
     if augment is not None and augment.active:
         dev = x.device
