@@ -635,7 +635,7 @@ def test_checkpoint_metadata_fuzzed(edits):
     for (section, key), value in edits:
         if key is None:
             meta[section] = value
-        else:
+        elif isinstance(meta[section], dict):
             meta[section][key] = value
     try:
         validate_metadata(meta, "m.pt")

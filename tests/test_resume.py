@@ -211,7 +211,7 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path: Path, capsys, monkeypa
     stray.write_bytes(b"x")
     bare = tmp_path / "P" / "bare" / "weights" / "last.pt"
     bare.parent.mkdir(parents=True)
-    torch.save({"model": {}, "model_args": {}}, bare)
+    torch.save({"model": {}, "model_args": {"num_classes": 10}}, bare)
     cases = [
         (empty, "has no weights/last.pt to resume from"),
         (stray, "--resume takes a run directory (e.g. runs/train/exp) or its weights/last.pt, not"),

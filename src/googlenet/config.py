@@ -195,6 +195,8 @@ class TrainConfig:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"{key} {show_value(getattr(self, key))} is not one of {', '.join(allowed)}")
+        for f in fields(self):  # the types first (a TrainConfig built or replaced in Python skips from_dict)
+            _typed(f.name, f.type, getattr(self, f.name), convert=False)
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
@@ -219,20 +221,23 @@ class TrainConfig:
         return self
 
 
-def _typed(key: str, kind: str, value: Any) -> Any:
-    """`value` as setting `key` of type `kind` ("int", "float | None", ...), or a ConfigError naming the setting."""
+def _typed(key: str, kind: str, value: Any, convert: bool = True) -> Any:
+    """`value` as setting `key` of type `kind` ("int", "float | None", ...), or a ConfigError naming the setting.
+
+    `convert`: numbers written as text and integers become floats for a float setting (else they are only checked).
+    """
     optional = kind.endswith("| None")
     base = kind.split("|")[0].strip()
     if value is None and optional:
         return None
-    if base == "float" and isinstance(value, str):
+    if base == "float" and isinstance(value, str) and convert:
         # YAML 1.1 reads `lr: 1e-4` as the string '1e-4': turn numbers written as text into floats.
         try:
             return float(value)
         except ValueError:
             pass
     elif base == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        return float(value) if convert else value
     elif base == "int" and isinstance(value, int) and not isinstance(value, bool):
         return value
     elif base == "bool" and isinstance(value, bool) or base == "str" and isinstance(value, str):

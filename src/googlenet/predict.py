@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import CheckpointError, preprocess_of
+from .checkpoint import CheckpointError, preprocess_of, validate_metadata
 from .config import ConfigError
 from .data import IMAGE_EXTENSIONS, DataError, Preprocess, batch_transform, load_image, open_image
 from .model import GoogLeNetOutput
@@ -108,6 +108,7 @@ class OnnxModel:
             raise CheckpointError(f"{path} has no googlenet metadata ({exc}): export it with googlenet export --format onnx") from None
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable files
             raise CheckpointError(f"{path} is not a readable ONNX file ({type(exc).__name__}): export it again with googlenet export") from None
+        validate_metadata(self.meta, str(path))  # the bounds of any checkpoint: its preprocessing says what to allocate
         self.num_classes = len(self.meta["classes"])
 
     def __call__(self, x: Tensor) -> GoogLeNetOutput:

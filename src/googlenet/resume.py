@@ -214,7 +214,8 @@ def load_resume_state(target: Path, device: str) -> tuple[Path, dict[str, Any], 
     if missing:
         raise CheckpointError(f"{path} cannot resume training (it has no {missing[0]}): resume from a run's weights/last.pt")
     try:
-        cfg = replace(TrainConfig.from_dict(state["config"]), device=device).validate()
+        cfg = replace(TrainConfig.from_dict(state["config"]), device=device)
+        replace(cfg, name="exp", project="runs").validate()  # (its name and project are not used: the run is where last.pt is)
     except ConfigError as exc:
         raise CheckpointError(f"{target} holds an unusable training config ({exc}): resume a run written by googlenet train") from None
     problem = resume_state_problem(state, cfg)
