@@ -7,6 +7,9 @@ session-scoped and the models run at 32-64 px unless a test needs 224 px.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,3 +79,40 @@ def checkpoint_state(num_classes: int = 10, in_channels: int = 1) -> dict:
         "best_acc": 0.5,
         "results": [],
     }
+
+
+# ------------------------------------------------ bad input: one line, exit 2, nothing written
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.lstat().st_size, p.lstat().st_mtime_ns) for p in root.rglob("*")}
+
+
+def one_line_error(capsys, argv: list[str], root: Path) -> str:
+    """In-process: exit 2, one stderr line 'googlenet CMD: error: ...' (after argparse's usage, if any), nothing on disk changed."""
+    before = snapshot(root)
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err and "Warning" not in err, err
+    lines = err.strip().splitlines()
+    assert lines and lines[-1].startswith(f"googlenet {argv[0]}: error: "), err
+    assert len(lines) == 1 or lines[0].startswith("usage:"), err
+    assert snapshot(root) == before
+    return lines[-1]
+
+
+def run_cli(cwd: Path, *argv: str, timeout: float = 120) -> str:
+    """A real process (for what only a process shows: a hang, a signal): exit 2, one stderr line, nothing written."""
+    before = snapshot(cwd)
+    proc = subprocess.run([sys.executable, "-m", "googlenet", *argv], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert snapshot(cwd) == before
+    return lines[0]

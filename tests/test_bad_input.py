@@ -14,56 +14,17 @@ import gzip
 import os
 import random
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import checkpoint_state
+from conftest import checkpoint_state, one_line_error, run_cli
 
 from googlenet.checkpoint import save_checkpoint
-from googlenet.cli import main
 from googlenet.config import ConfigError, TrainConfig
 from googlenet.data import MAX_IDX_BYTES, MNIST_FILES, DataError, _load_mnist, load_dataset, mnist_dir, read_idx
 from googlenet.rundir import next_run_dir
-
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-def snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
-
-
-def one_line_error(capsys, argv: list[str], root: Path) -> str:
-    """Run the CLI in-process: exit 2, exactly one stderr line 'googlenet CMD: error: ...', nothing on disk changed."""
-    before = snapshot(root)
-    try:
-        code = main(argv)
-    except SystemExit as exc:  # argparse
-        code = exc.code
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert lines and lines[-1].startswith(f"googlenet {argv[0]}: error: "), err
-    # argparse prints its usage first; our own errors are the one line alone
-    assert len(lines) == 1 or lines[0].startswith("usage:"), err
-    assert snapshot(root) == before
-    return lines[-1]
-
-
-def run_cli(cwd: Path, *argv: str) -> str:
-    """The real process: exit 2, one stderr line, no traceback, nothing on disk changed."""
-    before = snapshot(cwd)
-    proc = subprocess.run([sys.executable, "-m", "googlenet", *argv], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert snapshot(cwd) == before
-    return lines[0]
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import checkpoint_state
+from conftest import ENV, checkpoint_state, one_line_error, run_cli, snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -40,43 +40,10 @@ from googlenet.config import MAX_CONFIG_BYTES, ConfigError, TrainConfig, load_ya
 from googlenet.data import DataError, Preprocess, read_idx
 from googlenet.tables import format_table
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 FUZZ = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 # ------------------------------------------------------------------ the runner
-
-
-def snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(root)): (p.lstat().st_size, p.lstat().st_mtime_ns) for p in root.rglob("*")}
-
-
-def one_line_error(capsys, argv: list[str], root: Path) -> str:
-    """In-process: exit 2, one stderr line 'googlenet CMD: error: ...' (after argparse's usage, if any), nothing on disk changed."""
-    before = snapshot(root)
-    try:
-        code = main(argv)
-    except SystemExit as exc:  # argparse
-        code = exc.code
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert "Traceback" not in err and "Warning" not in err, err
-    lines = err.strip().splitlines()
-    assert lines and lines[-1].startswith(f"googlenet {argv[0]}: error: "), err
-    assert len(lines) == 1 or lines[0].startswith("usage:"), err
-    assert snapshot(root) == before
-    return lines[-1]
-
-
-def run_cli(cwd: Path, *argv: str, timeout: float = 120) -> str:
-    """A real process (for what only a process shows: a hang, a signal): exit 2, one stderr line, nothing written."""
-    before = snapshot(cwd)
-    proc = subprocess.run([sys.executable, "-m", "googlenet", *argv], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert snapshot(cwd) == before
-    return lines[0]
 
 
 @pytest.fixture

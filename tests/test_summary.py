@@ -203,7 +203,7 @@ def test_cli_summary_with_aux_at_a_small_size(capsys):
     ("argv", "message"),
     [
         (["--image-size", "30"], "minimum of 31"),
-        (["--num-classes", "0"], "must be positive"),
+        (["--num-classes", "0"], "--num-classes must be an integer from 1 to 100000"),
     ],
 )
 def test_cli_summary_errors(capsys, argv, message):

@@ -97,7 +97,26 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C honoured at a step boundary, where model, optimiser and RNGs agree (an exact resume point)."""
 
 
-class StopOnInterrupt:
+class _SignalHandler:
+    """Handle Ctrl-C (SIGINT) and SIGTERM with `_handle` inside a `with` block (main thread only); the previous handlers after it."""
+
+    def __enter__(self):
+        self._previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+
+class StopOnInterrupt(_SignalHandler):
     """Defer Ctrl-C (SIGINT) and SIGTERM (e.g. a cluster's preemption) to the end of the current training step.
 
     Stopping mid-step would save weights already updated by a step whose
@@ -109,18 +128,6 @@ class StopOnInterrupt:
 
     def __init__(self) -> None:
         self.flag = False
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopOnInterrupt:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, previous in self._previous.items():
-            signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
-        self._previous.clear()
 
     def _handle(self, signum: int, frame: object) -> None:
         if self.flag:
@@ -370,7 +377,7 @@ def repair_run_dir(state: dict[str, Any], run_dir: Path, progress: Progress) -> 
         log(f"Removed {len(stale)} temporary file(s) an interrupted save left: {', '.join(p.name for p in stale)}")
 
 
-class StopFinalEvaluation:
+class StopFinalEvaluation(_SignalHandler):
     """Ctrl-C or SIGTERM during the final evaluation: stop it at once and say how to finish the run.
 
     Training is over and saved (last.pt, best.pt); metrics.json and the report are written atomically, so an
@@ -379,22 +386,9 @@ class StopFinalEvaluation:
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopFinalEvaluation:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    @staticmethod
-    def _handle(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
 
     def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
-        for sig, previous in self._previous.items():
-            signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
-        self._previous.clear()
+        super().__exit__()
         if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
             stop_before_final_evaluation(self.run_dir)
 
