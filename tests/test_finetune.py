@@ -84,3 +84,21 @@ def test_bad_weights_and_freeze_are_one_line_errors(imagenet_like, tmp_path: Pat
         err = capsys.readouterr().err
         assert err.startswith("googlenet train: error:") and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "bad").exists()  # refused before the run directory was made
+
+
+def test_converted_weights_export_load_through_hub_and_restart_from_safetensors(imagenet_like, tmp_path: Path, capsys):
+    """The converted file is accepted by export and torch.hub; its safetensors export is a starting point too."""
+    path, source = imagenet_like
+    exported = tmp_path / "bvlc.safetensors"
+    assert main(["export", str(path), "--format", "safetensors", "--output", str(exported)]) == 0
+    assert "1000 classes" in capsys.readouterr().out
+    hub = torch.hub.load(str(Path(__file__).parents[1]), "googlenet", source="local", checkpoint=str(path))
+    assert torch.equal(hub.conv1[0].weight, source["conv1.0.weight"]) and not hub.training
+    model = GoogLeNet(10, 3)
+    from googlenet.checkpoint import read_weights
+
+    weights, meta = read_weights(exported)
+    assert meta["preprocess"]["channel_order"] == "BGR"
+    load_pretrained(model, weights, str(exported))
+    assert "auxiliary heads are not in the file" in capsys.readouterr().out
+    assert torch.equal(model.inception5b.branch1[0].weight, source["inception5b.branch1.0.weight"])
