@@ -456,3 +456,12 @@ def test_fake_cifar10_loads_when_md5_is_bypassed(tmp_path, monkeypatch):
             channel = 0 if label % 2 == 0 else 2
             assert torch.all(img[channel] == 200 + label)
             assert img.sum() == (200 + label) * 32 * 32  # the other planes are empty
+
+
+def test_resize_keeps_the_aspect_ratio_and_takes_the_centre_crop():
+    """Preprocess.resize: the shorter side to `resize`, then the centre image_size crop (ImageNet's 256 -> 224), for tensors too."""
+    pre = Preprocess(8, 1, 1, 8, (0.0,), (1 / 255,), resize=10)
+    wide = torch.arange(20, dtype=torch.float32).repeat(10, 1)[None, None]  # 10 x 20: already 10 on its shorter side
+    torch.testing.assert_close(batch_transform(wide, pre)[0, 0], wide[0, 0, 1:9, 6:14])
+    assert Preprocess.from_dict(pre.to_dict()) == pre
+    assert "resize" not in Preprocess(8, 1, 1, 8, (0.0,), (1.0,)).to_dict()  # defaults left out: older versions read the file

@@ -70,3 +70,9 @@ def test_a_plain_folder_has_no_validation_split(trained_run: Path, tmp_path: Pat
     folder = digit_folder(tmp_path / "digits", {0: "0", 1: "1"}, per_class=1)
     code = main(["evaluate", str(trained_run), "--dataset", f"imagefolder:{folder}", "--split", split, "--output", str(tmp_path / "e.json"), "--device", "cpu"])
     assert code == (2 if split == "val" else 0)
+
+
+def test_other_data_never_overwrites_the_runs_own_evaluation(trained_run: Path, tmp_path: Path, capsys):
+    folder = digit_folder(tmp_path / "more digits", {2: "2"}, per_class=1)
+    assert main(["evaluate", str(trained_run), "--dataset", f"imagefolder:{folder}", "--device", "cpu"]) == 0
+    assert (trained_run / "evaluate_test_more-digits.json").is_file()

@@ -102,3 +102,8 @@ def test_converted_weights_export_load_through_hub_and_restart_from_safetensors(
     load_pretrained(model, weights, str(exported))
     assert "auxiliary heads are not in the file" in capsys.readouterr().out
     assert torch.equal(model.inception5b.branch1[0].weight, source["inception5b.branch1.0.weight"])
+
+
+def test_the_classifier_cannot_be_frozen():
+    with pytest.raises(ConfigError, match="no such layer: use one of conv1, .*inception5b$"):
+        freeze_through(GoogLeNet(10, 1), "fc")

@@ -263,6 +263,8 @@ CASES = [
     Case("1-image-size", ckpt(preprocess={"image_size": 100000}), ["predict", "c.pt", "d.png"], "image size 100000 is above the limit of 1024"),
     Case("1-image-size-evaluate", ckpt(preprocess={"image_size": 100000}), ["evaluate", "c.pt"], "image size 100000 is above the limit"),
     Case("1-image-size-export", ckpt(preprocess={"image_size": 100000}), ["export", "c.pt"], "image size 100000 is above the limit"),
+    Case("1-averaged-tensor", ckpt(averaged_model=torch.zeros(3)), ["export", "c.pt"], "averaged_model that is not a state dict"),
+    Case("1-averaged-count", ckpt(averaged_count=torch.tensor(-10)), ["predict", "c.pt", "d.png"], "averaged_count that is not a count"),
     Case("1-native-size", ckpt(preprocess={"native_size": 100000}), ["predict", "c.pt", "d.png"], "native_size must be an integer from 1 to 1024"),
     Case("1-resize", ckpt(preprocess={"resize": 100000}), ["predict", "c.pt", "d.png"], "resize must be unset or an integer from image_size (32) to 1024"),
     Case("1-resize-below", ckpt(preprocess={"resize": 16}), ["predict", "c.pt", "d.png"], "resize must be unset or an integer"),
@@ -528,6 +530,8 @@ def test_preset_in_the_config_file_is_honoured(tmp_path: Path, monkeypatch):
     assert (seen[0].preset, seen[0].image_size, seen[0].epochs, seen[0].lr) == ("seed", 224, 2, 1e-4)
     assert main(["train", "--config", str(tmp_path / "c.yaml"), "--preset", "paper"]) == 0
     assert (seen[1].preset, seen[1].optimizer, seen[1].epochs) == ("paper", "sgd", 2)
+    assert main(["train", "--config", str(tmp_path / "c.yaml"), "--preset", "fast"]) == 0  # an explicit fast wins too
+    assert (seen[2].preset, seen[2].image_size) == ("fast", 32)
 
 
 # ------------------------------------------------------------------ the parsers, fuzzed (hypothesis)

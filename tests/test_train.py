@@ -476,3 +476,13 @@ def test_final_summary_names_each_split_and_the_report():
     metrics = {"best_epoch": 3, "classes": ["a", "b"], "splits": {"train": {"accuracy": 0.5, "top5": 1.0}, "test": {"accuracy": 0.25, "top5": 1.0}}}
     text = googlenet.report.final_summary(metrics, Path("runs/train/exp"))
     assert text.splitlines() == ["Best checkpoint (epoch 3) accuracy: train 50.00%, test 25.00%", "Results saved to runs/train/exp (report: runs/train/exp/REPORT.md)"]
+
+
+def test_report_of_malformed_run_files_is_a_one_line_error(tiny_run, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_run, copy)
+    for text in ("- a list\n", "dataset: mnist\n"):  # not a mapping; a mapping without the recipe
+        (copy / "config.yaml").write_text(text)
+        assert cli.main(["report", str(copy)]) == 2
+        err = capsys.readouterr().err
+        assert "has unreadable run files" in err and err.count("\n") == 1

@@ -34,7 +34,11 @@ __all__ = [
     "load_checkpoint",
     "load_model",
     "load_safetensors",
+    "load_weights",
+    "metadata",
     "model_from_checkpoint",
+    "preprocess_of",
+    "read_weights",
     "save_checkpoint",
     "validate_metadata",
 ]
@@ -193,6 +197,11 @@ def validate_metadata(state: dict[str, Any], source: str) -> None:
     if problem:
         raise CheckpointError(f"{source} has unusable model arguments ({problem}): use a checkpoint written by googlenet")
     num_classes, in_channels = args["num_classes"], args.get("in_channels", 3)
+    averaged, count = state.get("averaged_model"), state.get("averaged_count")
+    if averaged is not None and not isinstance(averaged, dict):
+        raise CheckpointError(f"{source} has an averaged_model that is not a state dict: use a checkpoint written by googlenet")
+    if count is not None and not (isinstance(count, torch.Tensor) and count.numel() == 1 and not count.is_floating_point() and int(count) >= 0):
+        raise CheckpointError(f"{source} has an averaged_count that is not a count of updates: use a checkpoint written by googlenet")
     weights = state.get("model")
     if isinstance(weights, dict):
         for key, dim, expected, what in (("fc.weight", 0, num_classes, "classes"), ("conv1.0.weight", 1, in_channels, "input channels")):
@@ -223,7 +232,7 @@ def model_from_checkpoint(state: dict[str, Any], averaged: bool = True) -> GoogL
         model = GoogLeNet(**state["model_args"])
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{state.get('source', 'checkpoint')} has unusable model arguments ({exc}): use a checkpoint written by googlenet") from None
-    weights = state.get("averaged_model") if averaged and state.get("averaged_model") else state["model"]
+    weights = state["averaged_model"] if averaged and isinstance(state.get("averaged_model"), dict) and state["averaged_model"] else state["model"]
     load_weights(model, weights, state.get("source", "checkpoint"))
     return model
 
@@ -297,7 +306,7 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
         model, meta = load_safetensors(path)
         return model.state_dict(), meta
     state = load_checkpoint(path)
-    weights = state.get("averaged_model") or state["model"]
+    weights = state["averaged_model"] if isinstance(state.get("averaged_model"), dict) and state["averaged_model"] else state["model"]
     return {k: v for k, v in weights.items() if k != "n_averaged"}, state
 
 

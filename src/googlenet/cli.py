@@ -45,7 +45,7 @@ USER_ERRORS = (UserError, FileNotFoundError)
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     bool_opt = argparse.BooleanOptionalAction
     g = p.add_argument_group("run")
-    g.add_argument("--preset", default="fast", choices=list(PRESETS), help="starting recipe: fast (CPU), seed (the seed README's), paper (SGD, -4%% every 8 epochs, Polyak); the defaults below are fast's")
+    g.add_argument("--preset", choices=list(PRESETS), help="starting recipe: fast (CPU), seed (the seed README's), paper (SGD, -4%% every 8 epochs, Polyak); the defaults below are fast's (default: fast, or the --config file's preset)")
     g.add_argument("--config", metavar="FILE.yaml", help="YAML file of settings (overrides the preset; flags override it)")
     g.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its weights/last.pt, exactly as it was configured")
     g.add_argument("--project", help="parent directory of run directories")
@@ -185,7 +185,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=TrainConfig.val_fraction, help="validation share of the training set")
 
     p = command("predict", "classify image files with a checkpoint")
-    p.add_argument("checkpoint", help="a .pt checkpoint, a run directory or an exported .safetensors file")
+    p.add_argument("checkpoint", help="a .pt checkpoint, a run directory, or an exported .safetensors or .onnx file")
     p.add_argument("images", nargs="+", help="image files, directories or globs")
     p.add_argument("--topk", type=int, default=5, help="classes shown per image (at most the class count)")
     p.add_argument("--format", default="table", choices=["table", "json", "csv"], help="output format")
@@ -231,7 +231,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     values = {k: v for k, v in vars(args).items() if k not in ("command", "preset", "config", "resume", "func")}
     if args.resume:
         others = [f"--{k.replace('_', '-')}" for k, v in values.items() if v is not None and k != "device"]
-        others += ["--config"] * bool(args.config) + ["--preset"] * (args.preset != "fast")
+        others += ["--config"] * bool(args.config) + ["--preset"] * bool(args.preset)
         if others:  # never ignored silently: a resume replays the run as it was configured
             raise ConfigError(
                 f"--resume continues {args.resume} exactly as it was configured, so {', '.join(others)} cannot apply; "

@@ -144,7 +144,7 @@ class TrainConfig:
     nesterov: bool = False  # sgd with Nesterov momentum
     weight_decay: float = 0.0
     schedule: str = "onecycle"  # constant, cosine, onecycle or step (paper: -4% every 8 epochs)
-    warmup_epochs: float = 0.0  # linear warm-up for cosine (onecycle has its own ramp)
+    warmup_epochs: float = 0.0  # linear warm-up of the constant, cosine and step schedules (onecycle has its own ramp)
     pct_start: float = 0.25  # onecycle: fraction of steps spent ramping up
     step_epochs: int = 8  # step schedule: epochs between decays
     step_gamma: float = 0.96  # step schedule: multiplier at each decay
@@ -302,7 +302,7 @@ def _out_of_range(key: str, value: float, low: float, high: float, low_open: boo
 PRESETS: dict[str, dict[str, Any]] = {
     # The fast CPU recipe (the default): see docs/experiments.md for how it was chosen.
     "fast": {},
-    # The seed README's recipe exactly: a GPU job (about two days on a 2-core CPU).
+    # The seed README's recipe exactly: a GPU job (11-20 hours on a 2-core CPU by docs/benchmarks.md's 224 px speeds).
     "seed": {
         "image_size": 224,
         "in_channels": 3,
@@ -382,18 +382,18 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return {k.replace("-", "_"): v for k, v in data.items()}
 
 
-def resolve_config(preset: str = "fast", file_values: dict[str, Any] | None = None, **overrides: Any) -> TrainConfig:
+def resolve_config(preset: str | None = None, file_values: dict[str, Any] | None = None, **overrides: Any) -> TrainConfig:
     """Dataclass defaults < preset < YAML file < command-line overrides.
 
-    A `preset:` in the file is honoured when `preset` is the default (fast); a preset named on the command line wins.
+    A `preset:` in the file is honoured unless `preset` names one (the command line's --preset wins); else fast.
     """
     file_values = dict(file_values or {})
     if "preset" in file_values:
         named = file_values.pop("preset")
         if not isinstance(named, str) or named not in PRESETS:
             raise ConfigError(f"preset {show_value(named)} in the config file is not one of {', '.join(PRESETS)}")
-        if preset == "fast":
-            preset = named
+        preset = preset or named
+    preset = preset or "fast"
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
     values: dict[str, Any] = {**PRESETS[preset], **file_values}

@@ -139,7 +139,9 @@ class Preprocess:
         return batch_transform(images, self)
 
     def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+        """As saved in checkpoints; channel_order and resize only when set, so older googlenet versions still read the rest."""
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+        return {k: v for k, v in d.items() if not (k == "channel_order" and v == "RGB" or k == "resize" and v is None)}
 
     @classmethod
     def from_dict(cls, d: dict) -> Preprocess:
@@ -578,11 +580,14 @@ def batch_transform(
         if augment.elastic:
             grid = grid + elastic_field(n, size, x.shape[-1], augment.elastic, augment.elastic_sigma, generator).to(dev)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    elif pre.resize and x.shape[-2:] != (size, size):  # the whole image at `resize`, then its centre crop
-        if x.shape[-2:] != (pre.resize, pre.resize):
-            x = F.interpolate(x, size=(pre.resize, pre.resize), mode="bilinear", align_corners=False, antialias=pre.resize < x.shape[-1])
-        top = (pre.resize - size) // 2
-        x = x[..., top : top + size, top : top + size]
+    elif pre.resize and x.shape[-2:] != (size, size):  # the shorter side at `resize`, then the centre crop
+        h, w = x.shape[-2:]
+        if min(h, w) != pre.resize:
+            scale = pre.resize / min(h, w)
+            target = (max(pre.resize, round(h * scale)), max(pre.resize, round(w * scale)))
+            x = F.interpolate(x, size=target, mode="bilinear", align_corners=False, antialias=scale < 1)
+        top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
+        x = x[..., top : top + size, left : left + size]
     elif x.shape[-1] != size or x.shape[-2] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=size < x.shape[-1])
     if pre.channel_order == "BGR" and x.shape[1] == 3:

@@ -67,7 +67,7 @@ def plot_curves(run_dir: Path, cfg: dict[str, Any] | None = None) -> None:
     rows = read_results(run_dir)
     epochs = [r["epoch"] for r in rows]
     cfg = cfg or {}
-    terms = [f"+ {cfg['aux_weight']:g} x aux"] * bool(cfg.get("aux_weight")) + [f"smoothing {cfg['label_smoothing']:g}"] * bool(cfg.get("label_smoothing"))
+    terms = ([f"+ {cfg['aux_weight']:g} x aux"] if cfg.get("aux_weight") else []) + ([f"smoothing {cfg['label_smoothing']:g}"] if cfg.get("label_smoothing") else [])
     train_loss = "Training: running mean" + (f" ({', '.join(terms)})" if terms else "")
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(epochs, [r["train_loss"] for r in rows], "o-", label=train_loss)
@@ -178,7 +178,7 @@ def plot_errors(state: dict[str, Any], data: Dataset, device: torch.device, path
     for start in range(0, n, batch):
         x = batch_transform(split.images[start : start + batch].to(device), pre)
         predicted = model(x).logits.argmax(1).cpu()
-        miss = (predicted != split.labels[start : start + batch]).nonzero().flatten()
+        miss = (predicted != split.labels[start : start + batch].cpu()).nonzero().flatten()  # the splits may live on a GPU
         wrong += [(start + int(i), int(predicted[i])) for i in miss[: most - len(wrong)]]
         if len(wrong) >= most:
             break
@@ -228,9 +228,15 @@ def build_report(run_dir: str | Path) -> Path:
         cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
         rows = read_results(run_dir)
         classes, splits = metrics["classes"], metrics["splits"]
+        env = json.loads((run_dir / "env.json").read_text()) if (run_dir / "env.json").is_file() else {}
+        if not (isinstance(cfg, dict) and isinstance(env, dict) and isinstance(splits, dict) and set(splits) <= set(SPLIT_TITLES)):
+            raise TypeError("config.yaml, env.json or metrics.json does not hold what googlenet writes")
+        missing = [k for k in ("dataset", "image_size", "in_channels", "batch_size", "optimizer", "lr", "schedule", "weight_decay",
+                               "label_smoothing", "aux_weight", "average", "seed", "preset", "epochs") if k not in cfg]  # fmt: skip
+        if missing:
+            raise KeyError(f"config.yaml has no {missing[0]}")
     except (ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
         raise ReportError(f"{run_dir} has unreadable run files ({type(exc).__name__}: {exc}): rerun googlenet evaluate or train") from None
-    env = json.loads((run_dir / "env.json").read_text()) if (run_dir / "env.json").is_file() else {}
 
     plot_curves(run_dir, cfg)
     for split, m in splits.items():
@@ -390,7 +396,11 @@ def run_evaluate(args) -> None:
     rows = [[c] + [f"{results[s][k][i]:.4f}" for s in names for k in ("precision", "recall", "f1")] for i, c in enumerate(data.classes)]
     print(format_table(headers, rows, "text"))
     run_dir = path if path.is_dir() else path.parent.parent
-    name = f"evaluate_{args.split}.json" if tta == "none" else f"evaluate_{args.split}_{tta}.json"  # TTA never overwrites the plain figures
+    # Other data or TTA never overwrite the plain figures of the run's own data.
+    asked = getattr(args, "dataset", None)
+    label = Path(asked.split(":", 1)[1]).name if asked and asked.startswith("imagefolder:") else asked
+    other = "_" + re.sub(r"[^A-Za-z0-9.-]+", "-", label).strip("-")[:40] if label else ""
+    name = f"evaluate_{args.split}{other}{'' if tta == 'none' else '_' + tta}.json"
     out = Path(args.output) if args.output else (run_dir if (run_dir / "config.yaml").is_file() else Path(".")) / name
     atomic_write_text(out, json.dumps({"checkpoint": str(path), "tta": tta, "classes": data.classes, "splits": results}, indent=1) + "\n")
     print(f"\nSaved {out}")

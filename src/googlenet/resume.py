@@ -34,6 +34,7 @@ from .runtime import log
 __all__ = [
     "EpochState",
     "Progress",
+    "StopFinalEvaluation",
     "StopOnInterrupt",
     "TrainingInterrupted",
     "TrainingState",
@@ -41,8 +42,9 @@ __all__ = [
     "load_resume_state",
     "repair_run_dir",
     "restore",
-    "StopFinalEvaluation",
+    "resume_state_problem",
     "seed_epoch",
+    "stop_before_final_evaluation",
     "stop_interrupted",
     "without_optimizer",
 ]

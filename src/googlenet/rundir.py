@@ -142,4 +142,5 @@ def run_environment(run_dir: Path, cfg: TrainConfig, device: torch.device, resum
         first = None  # missing or unreadable: this environment is all there is
     if not isinstance(first, dict):
         return env
-    return {**first, "resumed": [*first.get("resumed", []), env]}
+    earlier = first.get("resumed") if isinstance(first.get("resumed"), list) else []
+    return {**first, "resumed": [*earlier, env]}

@@ -233,7 +233,8 @@ def load_pretrained(model: GoogLeNet, weights: dict[str, Tensor], source: str) -
 
 def freeze_through(model: GoogLeNet, layer: str) -> None:
     """--freeze LAYER: no training for the layers up to and including LAYER (the auxiliary heads and the classifier train)."""
-    trunk = [name for name, _ in model.named_children() if name not in ("aux1", "aux2")]
+    children = [name for name, _ in model.named_children() if name not in ("aux1", "aux2")]
+    trunk = children[: children.index("inception5b") + 1]  # conv1 ... inception5b: the classifier always trains
     if layer not in trunk:
         raise ConfigError(f"--freeze {layer}: GoogLeNet has no such layer: use one of {', '.join(trunk)}")
     for name in trunk[: trunk.index(layer) + 1]:
