@@ -29,3 +29,12 @@ def test_fit_load_classify(tmp_path: Path, trained_run: Path):
     from_file = googlenet.classify(model, meta, [tmp_path / "digit.png"], topk=3)
     assert [p.classes for p in from_tensor][0] == from_file[0].classes and len(from_tensor) == 4
     assert abs(from_tensor[0].probabilities[0] - from_file[0].probabilities[0]) < 1e-5
+
+
+def test_fit_refuses_settings_a_resume_would_ignore(tmp_path: Path):
+    import pytest
+
+    from googlenet.config import ConfigError
+
+    with pytest.raises(ConfigError, match="epochs cannot apply"):
+        googlenet.fit(resume=tmp_path / "exp", epochs=30)

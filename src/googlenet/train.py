@@ -371,6 +371,8 @@ def fit(cfg: TrainConfig | None = None, resume: str | Path | None = None, **sett
     """
     from tqdm import tqdm
 
+    if resume is not None and set(settings) - {"device"}:  # as the CLI: a resume replays the run as it was configured
+        raise ConfigError(f"resume continues {resume} exactly as it was configured, so {', '.join(sorted(set(settings) - {'device'}))} cannot apply")
     cfg = resolve_config(**settings) if cfg is None else replace(cfg, **settings).validate() if settings else cfg
 
     device = select_device(cfg.device)
