@@ -539,6 +539,27 @@ def load_evaluation_data(name: str, pre: Preprocess, data_dir: str | Path | None
 # ------------------------------------------------------------ batch transforms
 
 
+def resize_shorter(x: Tensor, side: int) -> Tensor:
+    """Bilinear resize of N x C x h x w images so that the shorter side is `side` (aspect ratio kept; antialiased when shrinking)."""
+    h, w = x.shape[-2:]
+    if min(h, w) == side:
+        return x
+    scale = side / min(h, w)
+    return F.interpolate(x, size=(max(side, round(h * scale)), max(side, round(w * scale))), mode="bilinear", align_corners=False, antialias=scale < 1)
+
+
+def evaluation_view(x: Tensor, size: int, resize: int | None = None) -> Tensor:
+    """Evaluation's geometry: the whole image resized to size x size, or with `resize` (`Preprocess.resize`)
+    the shorter side resized to it and the centre size x size crop."""
+    if resize and x.shape[-2:] != (size, size):
+        x = resize_shorter(x, resize)
+        top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
+        return x[..., top : top + size, left : left + size]
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=size < x.shape[-1])
+    return x
+
+
 def batch_transform(
     images: Tensor,
     pre: Preprocess,
@@ -580,16 +601,8 @@ def batch_transform(
         if augment.elastic:
             grid = grid + elastic_field(n, size, x.shape[-1], augment.elastic, augment.elastic_sigma, generator).to(dev)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    elif pre.resize and x.shape[-2:] != (size, size):  # the shorter side at `resize`, then the centre crop
-        h, w = x.shape[-2:]
-        if min(h, w) != pre.resize:
-            scale = pre.resize / min(h, w)
-            target = (max(pre.resize, round(h * scale)), max(pre.resize, round(w * scale)))
-            x = F.interpolate(x, size=target, mode="bilinear", align_corners=False, antialias=scale < 1)
-        top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
-        x = x[..., top : top + size, left : left + size]
-    elif x.shape[-1] != size or x.shape[-2] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=size < x.shape[-1])
+    else:
+        x = evaluation_view(x, size, pre.resize)
     if pre.channel_order == "BGR" and x.shape[1] == 3:
         x = x.flip(1)  # the weights were trained on BGR input (Caffe)
     mean = torch.tensor(pre.mean, device=x.device).view(1, -1, 1, 1)

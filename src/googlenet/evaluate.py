@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .data import Preprocess, Split, batch_transform
+from .data import Preprocess, Split, batch_transform, evaluation_view, resize_shorter
 
 __all__ = ["TTA_MODES", "SplitMetrics", "classification_metrics", "confusion_matrix", "evaluate_split", "tta_view_count", "tta_views"]
 
@@ -83,14 +83,6 @@ def _resize(x: Tensor, h: int, w: int) -> Tensor:
     return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=h < x.shape[-2] or w < x.shape[-1])
 
 
-def _resize_shorter(x: Tensor, side: int) -> Tensor:
-    """Resize so that the shorter side is `side`, keeping the aspect ratio."""
-    h, w = x.shape[-2:]
-    if h <= w:
-        return _resize(x, side, max(side, round(w * side / h)))
-    return _resize(x, max(side, round(h * side / w)), side)
-
-
 def _five_crops(x: Tensor, size: int) -> list[Tensor]:
     """The 4 corners (top-left, top-right, bottom-left, bottom-right) and the centre size x size crop."""
     h, w = x.shape[-2:]
@@ -119,20 +111,14 @@ def _weighted_views(
     x = images.float()
     size = image_size
     if mode in ("none", "flip"):  # the geometry of batch_transform without augmentation
-        if resize and x.shape[-2:] != (size, size):
-            x = _resize(x, resize, resize)
-            top = (resize - size) // 2
-            x = x[..., top : top + size, top : top + size]
-        else:
-            x = _resize(x, size, size)
-        view = x.clone(memory_format=torch.contiguous_format)
+        view = evaluation_view(x, size, resize).clone(memory_format=torch.contiguous_format)
         mirror = view.flip(-1) if mode == "flip" else None  # made before the caller may modify `view`
         yield view, 1
         if mirror is not None:
             yield mirror, 1
         return
     if mode == "crops10":
-        for crop in _five_crops(_resize_shorter(x, round(size * CROPS10_SIDE / 224)), size):
+        for crop in _five_crops(resize_shorter(x, round(size * CROPS10_SIDE / 224)), size):
             crop = crop.clone(memory_format=torch.contiguous_format)
             mirror = crop.flip(-1)
             yield crop, 1
@@ -140,7 +126,7 @@ def _weighted_views(
         return
     made = 0
     for side in CROPS144_SIDES:
-        scaled = _resize_shorter(x, round(size * side / 224))
+        scaled = resize_shorter(x, round(size * side / 224))
         h, w = scaled.shape[-2:]
         short, long = min(h, w), max(h, w)
         offsets = (0, (long - short) // 2, long - short)  # left, centre, right (top, centre, bottom if portrait)
@@ -162,8 +148,8 @@ def tta_views(images: Tensor, image_size: int, mode: str, resize: int | None = N
     `images` are stored images N x C x h x w (uint8 or float 0-255, any h and w).
     Every view is followed by its mirror (left-right flip):
 
-    - none (V = 1): the image as evaluation sees it, resized to image_size (or,
-      with `resize`, resized to resize x resize and centre-cropped, as `Preprocess.resize`);
+    - none (V = 1): the image as evaluation sees it (`data.evaluation_view`: resized to
+      image_size, or with `resize` its shorter side resized and centre-cropped, as `Preprocess.resize`);
     - flip (2): that view and its mirror;
     - crops10 (10): the shorter side resized to image_size * 256/224, then the
       4 corner and the centre image_size crops, each with its mirror;
