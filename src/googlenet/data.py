@@ -334,16 +334,29 @@ def open_image(path: Path, note: bool = True):
     return img
 
 
-def load_image(path: Path, channels: int, size: int, crop: bool = False) -> Tensor:
+def _is_colour(img) -> bool:
+    """Whether a PIL image holds colour: an RGB-like mode, or a palette with colours in it."""
+    from PIL import ImageChops
+
+    if img.mode != "P":
+        return img.mode not in ("L", "1", "I", "I;16", "I;16B", "I;16L", "LA", "F")
+    r, g, b = img.convert("RGB").split()
+    return ImageChops.difference(r, g).getbbox() is not None or ImageChops.difference(g, b).getbbox() is not None
+
+
+def load_image(path: Path, channels: int, size: int, crop: bool = False, note_colour: bool = False) -> Tensor:
     """Read one image file as a uint8 C x size x size tensor (clear error if unreadable).
 
     The whole image is resized to size x size, or with `crop` its shorter side
     is resized to `size` and the centre square kept (the aspect ratio kept).
+    `note_colour`: say on stderr when a colour image is converted to grey.
     """
     from PIL import Image, UnidentifiedImageError
 
     try:
         with open_image(path) as img:
+            if note_colour and channels == 1 and _is_colour(img):  # before draft(), which may decode JPEGs as grey
+                print(f"note: {path} is a colour image; converted to grey for this 1-channel model", file=sys.stderr)
             img.draft("L" if channels == 1 else "RGB", (size, size))  # fast JPEG downscale
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: scale to 8 bits, not clip
                 img = Image.fromarray((np.asarray(img.convert("I"), dtype=np.int64) // 257).clip(0, 255).astype(np.uint8))

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from .checkpoint import CheckpointError, preprocess_of, validate_metadata
 from .config import ConfigError
-from .data import IMAGE_EXTENSIONS, DataError, Preprocess, batch_transform, load_image, open_image
+from .data import IMAGE_EXTENSIONS, DataError, Preprocess, batch_transform, load_image
 from .model import GoogLeNetOutput
 
 __all__ = ["OnnxModel", "Prediction", "class_probabilities", "classify", "expand_images", "predict_files", "run_predict"]
@@ -116,20 +116,6 @@ class OnnxModel:
         return GoogLeNetOutput(torch.from_numpy(logits))
 
 
-def _colour_file(path: Path) -> bool:
-    """Whether an image file holds colour (an RGB-like mode, or a palette with colours in it)."""
-    from PIL import Image, ImageChops
-
-    try:
-        with open_image(path, note=False) as img:  # (load_image gives the note on a huge image)
-            if img.mode != "P":
-                return img.mode not in ("L", "1", "I", "I;16", "I;16B", "I;16L", "LA", "F")
-            r, g, b = img.convert("RGB").split()
-            return ImageChops.difference(r, g).getbbox() is not None or ImageChops.difference(g, b).getbbox() is not None
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return False
-
-
 def predict_files(
     model,
     pre: Preprocess,
@@ -149,7 +135,7 @@ def predict_files(
         images, read = [], []
         for path in paths[start : start + BATCH_SIZE]:
             try:
-                images.append(load_image(path, channels=pre.data_channels, size=pre.resize or pre.native_size, crop=bool(pre.resize)))
+                images.append(load_image(path, pre.data_channels, pre.resize or pre.native_size, crop=bool(pre.resize), note_colour=True))
             except DataError as exc:
                 if failed is None:
                     raise
@@ -157,8 +143,6 @@ def predict_files(
                 print(f"warning: {exc}; skipped", file=sys.stderr)
                 continue
             read.append(path)
-            if pre.data_channels == 1 and _colour_file(path):
-                print(f"note: {path} is a colour image; converted to grey for this 1-channel model", file=sys.stderr)
         if not images:
             continue
         probs, idx = class_probabilities(model, torch.stack(images).to(device), pre, invert).topk(k, dim=1)
