@@ -196,12 +196,16 @@ def evaluate_split(
     reduce=None,
     tta: str = "none",
     progress=None,
+    errors: list[tuple[int, int]] | None = None,
+    most_errors: int = 40,
 ) -> SplitMetrics:
     """Eval-mode pass over a split (or the given indices of it).
 
     `reduce`, when given, sums tensors across processes (distributed runs),
     so that the metrics cover every sample exactly once; `progress`, when
-    given, is told each batch's image count (a tqdm bar's `update`).
+    given, is told each batch's image count (a tqdm bar's `update`); `errors`,
+    when given, collects (split index, predicted class) of the first
+    `most_errors` images the model gets wrong.
     `tta` other than "none" averages the softmax over the views of `tta_views`
     (made one at a time, so memory stays that of one view); loss, top-5 and the
     predictions then come from the log of the averaged probabilities, so the
@@ -231,7 +235,11 @@ def evaluate_split(
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").double().cpu()
         k = min(5, num_classes)
         top5 += (logits.topk(k, 1).indices == labels[:, None]).any(1).sum().double().cpu()
-        cm += confusion_matrix(labels, logits.argmax(1), num_classes)
+        predicted = logits.argmax(1)
+        cm += confusion_matrix(labels, predicted, num_classes)
+        if errors is not None and len(errors) < most_errors:
+            miss = (predicted != labels).nonzero().flatten()[: most_errors - len(errors)].cpu()
+            errors += [(int(batch[i]), int(predicted[i])) for i in miss]
         if progress is not None:
             progress(len(batch))
     count = torch.tensor(float(len(idx)), dtype=torch.float64)

@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
-from .data import Dataset, Preprocess, Split, batch_transform
+from .data import Dataset, Preprocess, Split
 from .errors import UserError
 from .evaluate import evaluate_split
 from .files import atomic_save, atomic_write_text, check_output_file
@@ -123,9 +123,11 @@ def write_confusion_csv(cm: list[list[int]], classes: list[str], path: Path) -> 
 
 
 def evaluate_all(
-    state: dict[str, Any], data: Dataset, device: torch.device, splits=("train", "val", "test"), limit_batches=None, tta: str = "none"
+    state: dict[str, Any], data: Dataset, device: torch.device, splits=("train", "val", "test"), limit_batches=None, tta: str = "none",
+    test_errors: list[tuple[int, int]] | None = None,
 ) -> dict[str, Any]:
-    """Eval-mode metrics of a checkpoint's (averaged) weights on whole splits (`tta`: see evaluate.tta_views)."""
+    """Eval-mode metrics of a checkpoint's (averaged) weights on whole splits (`tta`: see evaluate.tta_views);
+    `test_errors` collects the test split's first misclassified images (evaluate_split's `errors`)."""
     cfg = state.get("config") or {}  # a converted checkpoint has none
     model = accelerate(model_from_checkpoint(state)).to(device)
     if cfg.get("channels_last"):
@@ -145,7 +147,7 @@ def evaluate_all(
                 print(f"evaluating {split} ({sizes[split]:,} images{'' if tta == 'none' else f', {tta}'})", flush=True)
             m = evaluate_split(
                 model, data.split(split), pre, data.num_classes, batch, device, limit_batches, bool(cfg.get("channels_last")),
-                tta=tta, progress=bar.update,
+                tta=tta, progress=bar.update, errors=test_errors if split == "test" else None,
             )
             out[split] = m.to_dict()
     return out
@@ -154,34 +156,22 @@ def evaluate_all(
 def write_final_outputs(run_dir: Path, data: Dataset, device: torch.device, cfg) -> dict[str, Any]:
     """Evaluate the best checkpoint on every split, then write metrics, plots, the test errors' grid and REPORT.md; returns the metrics."""
     state = load_checkpoint(run_dir / "weights" / "best.pt", map_location=device)
+    errors: list[tuple[int, int]] = []
     metrics = {
         "checkpoint": "weights/best.pt",
         "best_epoch": state["best_epoch"],
         "classes": data.classes,
-        "splits": evaluate_all(state, data, device, limit_batches=cfg.limit_eval_batches),
+        "splits": evaluate_all(state, data, device, limit_batches=cfg.limit_eval_batches, test_errors=errors),
     }
-    plot_errors(state, data, device, run_dir / "errors_test.png", cfg.limit_eval_batches)
+    plot_errors(errors, data, run_dir / "errors_test.png")
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1) + "\n")
     build_report(run_dir)
     return metrics
 
 
-@torch.no_grad()
-def plot_errors(state: dict[str, Any], data: Dataset, device: torch.device, path: Path, limit_batches: int | None = None, most: int = 40) -> int:
-    """errors_test.png: the first `most` test images the checkpoint gets wrong, each with its true and predicted class; returns how many."""
-    pre = Preprocess.from_dict(state["preprocess"])
-    model = accelerate(model_from_checkpoint(state)).to(device).eval()
-    batch = state["config"].get("eval_batch_size", 500)
+def plot_errors(wrong: list[tuple[int, int]], data: Dataset, path: Path) -> int:
+    """errors_test.png: test images the model gets wrong (split index, predicted class), with their true and predicted class."""
     split = data.test
-    n = len(split) if limit_batches is None else min(len(split), limit_batches * batch)
-    wrong: list[tuple[int, int]] = []  # (index, predicted class)
-    for start in range(0, n, batch):
-        x = batch_transform(split.images[start : start + batch].to(device), pre)
-        predicted = model(x).logits.argmax(1).cpu()
-        miss = (predicted != split.labels[start : start + batch].cpu()).nonzero().flatten()  # the splits may live on a GPU
-        wrong += [(start + int(i), int(predicted[i])) for i in miss[: most - len(wrong)]]
-        if len(wrong) >= most:
-            break
     if not wrong:
         path.unlink(missing_ok=True)
         return 0
