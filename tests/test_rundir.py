@@ -37,3 +37,7 @@ def test_commands_are_recorded_as_typed_without_machine_paths():
     assert command_line(["/root/.pyenv/versions/3.11.7/bin/googlenet", "train", "--seed", "1"]) == "googlenet train --seed 1"
     assert command_line(["/usr/lib/python3/site-packages/googlenet/__main__.py", "train"]) == "googlenet train"
     assert command_line(["googlenet", "train", "--name", "my run"]) == "googlenet train --name 'my run'"
+
+
+def test_a_users_script_keeps_its_name_without_its_path():
+    assert command_line(["/home/me/experiments/sweep.py", "--lr", "1e-3"]) == "sweep.py --lr 1e-3"

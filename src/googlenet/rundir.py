@@ -104,7 +104,10 @@ def write_results(path: Path, rows: list[dict[str, Any]]) -> None:
 def command_line(argv: list[str] | None = None) -> str:
     """The command as a user types it, `googlenet train ...` (also for `python -m googlenet`), never a path of this machine."""
     argv = sys.argv if argv is None else argv
-    return " ".join(["googlenet", *map(shlex.quote, argv[1:])])
+    name = os.path.basename(argv[0]) if argv else "googlenet"
+    if name.startswith("googlenet") or name == "__main__.py":
+        name = "googlenet"  # the entry point or python -m googlenet; a script of the user's (googlenet.fit) keeps its name, no path
+    return " ".join([name, *map(shlex.quote, argv[1:])])
 
 
 def git_commit() -> str | None:
