@@ -232,7 +232,7 @@ def model_from_checkpoint(state: dict[str, Any], averaged: bool = True) -> GoogL
         model = GoogLeNet(**state["model_args"])
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{state.get('source', 'checkpoint')} has unusable model arguments ({exc}): use a checkpoint written by googlenet") from None
-    weights = state["averaged_model"] if averaged and isinstance(state.get("averaged_model"), dict) and state["averaged_model"] else state["model"]
+    weights = evaluation_weights(state) if averaged else state["model"]
     load_weights(model, weights, state.get("source", "checkpoint"))
     return model
 
@@ -306,8 +306,13 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
         model, meta = load_safetensors(path)
         return model.state_dict(), meta
     state = load_checkpoint(path)
-    weights = state["averaged_model"] if isinstance(state.get("averaged_model"), dict) and state["averaged_model"] else state["model"]
-    return {k: v for k, v in weights.items() if k != "n_averaged"}, state
+    return {k: v for k, v in evaluation_weights(state).items() if k != "n_averaged"}, state
+
+
+def evaluation_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights a checkpoint is evaluated with: its averaged weights (EMA, Polyak) when it has them, else the model's."""
+    averaged = state.get("averaged_model")
+    return averaged if isinstance(averaged, dict) and averaged else state["model"]
 
 
 def preprocess_of(state: dict[str, Any]) -> Preprocess:
