@@ -114,9 +114,9 @@ def test_image_folder_with_unreadable_or_too_few_images(capsys, cwd: Path):
     for cls in ("a", "b"):
         for i in range(4):
             write_png(cwd / "imgs" / cls / f"{i}.png", 60 * i)
-    # 8 images: the default global batch of 128 cannot be filled
+    # 8 images: the default global batch cannot be filled
     line = one_line_error(capsys, ["train", "--dataset", "imagefolder:imgs", "--epochs", "1"], cwd)
-    assert "batch size 128 is larger than the training split" in line and "--batch-size" in line
+    assert f"batch size {TrainConfig.batch_size} is larger than the training split" in line and "--batch-size" in line
     (cwd / "imgs" / "b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
     line = one_line_error(capsys, ["train", "--dataset", "imagefolder:imgs", "--batch-size", "2"], cwd)
     assert "cannot read image" in line and "broken.png" in line

@@ -4,14 +4,54 @@ from __future__ import annotations
 
 import re
 
+import pytest
 import torch
 
-from googlenet.benchmark import matmul_peak_gflops
+from googlenet import benchmark
+from googlenet.benchmark import conv1x1_shapes, matmul_peak_gflops
 from googlenet.cli import main
+from googlenet.model import GoogLeNet
+from googlenet.runtime import resolve_amp
 
 
 def test_matmul_peak_is_positive() -> None:
-    assert matmul_peak_gflops(torch.device("cpu"), n=128, repeats=2) > 0
+    gflops, shape = matmul_peak_gflops(torch.device("cpu"), [(64, 32, 16), (128, 128, 128)], repeats=2)
+    assert gflops > 0 and shape in [(64, 32, 16), (128, 128, 128)]
+
+
+def test_matmul_peak_is_the_best_shape_and_skips_larger_ones_after_a_slow_one(monkeypatch) -> None:
+    """The shapes run from the fewest FLOPs up; the first slow one is the last (bf16 emulated on AVX2 took minutes)."""
+    seconds = {(8, 8, 8): 1e-6, (16, 4, 32): 1e-7, (32, 32, 32): 1.0, (64, 64, 64): 1e-9}  # the fastest is never reached
+    timed = []
+
+    def fake_time(a, b, device):
+        timed.append((a.shape[0], a.shape[1], b.shape[1]))
+        return seconds[timed[-1]]
+
+    monkeypatch.setattr(benchmark, "_time_matmul", fake_time)
+    gflops, shape = matmul_peak_gflops(torch.device("cpu"), list(seconds), repeats=2)
+    assert timed == [(8, 8, 8)] * 3 + [(16, 4, 32)] * 3 + [(32, 32, 32)] * 3
+    assert shape == (16, 4, 32) and gflops == 2 * 16 * 4 * 32 / 1e-7 / 1e9
+
+
+@pytest.mark.parametrize("image_size, batch", [(32, 3), (64, 2)])
+def test_conv1x1_shapes_are_the_networks(image_size, batch) -> None:
+    """(batch x H x W, C_in, C_out) of conv2 and of inception3a, 4a and 5a's fused 1x1s, as the real model's maps."""
+    model = GoogLeNet(num_classes=10, in_channels=1, aux_logits=False).eval()
+    seen = {}
+    for name in ("conv2", "inception3a", "inception4a", "inception5a"):
+        getattr(model, name).register_forward_hook(lambda m, inp, out, name=name: seen.__setitem__(name, inp[0].shape))
+    with torch.no_grad():
+        model(torch.zeros(batch, 1, image_size, image_size))
+
+    def out_channels(name: str) -> int:  # conv2's, or a block's ch1x1 + ch3x3red + ch5x5red
+        if name == "conv2":
+            return model.conv2[0].out_channels
+        block = getattr(model, name)
+        return block.branch1[0].out_channels + block.branch2[0][0].out_channels + block.branch3[0][0].out_channels
+
+    expected = [(s[0] * s[2] * s[3], s[1], out_channels(name)) for name, s in seen.items()]
+    assert conv1x1_shapes(image_size, batch) == expected
 
 
 def test_benchmark_command_tiny_budget(capsys) -> None:
@@ -38,4 +78,13 @@ def test_benchmark_under_autocast_uses_that_dtypes_peak(capsys) -> None:
     args = ["benchmark", "--image-size", "32", "--batch-size", "2", "--steps", "1", "--repeats", "1", "--warmup", "0", "--amp", "bf16"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "bf16 autocast; bf16 matmul peak" in out and "fp32" not in out
+    assert "bf16 autocast (--amp bf16); bf16 matmul peak" in out and "fp32" not in out
+
+
+def test_benchmark_says_what_amp_auto_resolved_to_and_the_winning_shape(capsys) -> None:
+    args = ["benchmark", "--image-size", "32", "--batch-size", "2", "--steps", "1", "--repeats", "1", "--warmup", "0"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"steps, {resolve_amp('auto', torch.device('cpu'))[1]}; " in out  # the precision googlenet train runs here
+    shapes = re.search(r"best of up to (\d+) GEMM shapes at (\d+)x(\d+) @ (\d+)x(\d+)", out)
+    assert shapes and int(shapes.group(1)) == 7 and shapes.group(3) == shapes.group(4)

@@ -1,4 +1,4 @@
-"""Runtime helpers: the allocator setting of googlenet train and benchmark."""
+"""Runtime helpers: the allocator setting of googlenet train and benchmark, and what --amp auto resolves to."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import platform
 import pytest
 import torch
 
+from googlenet import rundir, runtime
+from googlenet.config import resolve_config
 from googlenet.runtime import keep_freed_memory
 
 # ------------------------------------------------------------------- allocator
@@ -21,3 +23,69 @@ def test_keep_freed_memory_serves_large_tensors_from_the_heap():
     sbrk.restype = ctypes.c_void_p
     big = torch.empty(64 * 2**20 // 4)  # 64 MB: beyond any mmap threshold glibc allows
     assert big.data_ptr() < sbrk(0)  # inside the heap, below its current end
+
+
+# ------------------------------------------------------------------- --amp auto
+
+AVX2 = {"architecture": "x86_64", "avx2": True, "avx512_f": False, "avx512_bf16": False, "amx_bf16": False, "amx_tile": False}
+
+
+@pytest.mark.parametrize(
+    "capabilities, unit",
+    [
+        ({**AVX2, "avx512_f": True, "avx512_bf16": True, "amx_bf16": True, "amx_tile": True}, "AMX"),  # Sapphire Rapids and later
+        ({**AVX2, "avx512_f": True, "avx512_bf16": True}, "AVX512-BF16"),  # Zen 4/5, Cooper Lake
+        ({**AVX2, "avx512_f": True}, None),  # AVX-512 without bf16 (Skylake-X)
+        (AVX2, None),
+        ({"architecture": "arm64", "neon": True, "bf16": True}, None),  # not a unit this project knows: fp32
+        ({}, None),
+    ],
+)
+def test_native_bf16_reads_pytorchs_processor_capabilities(monkeypatch, capabilities, unit):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities, raising=False)
+    assert runtime.native_bf16() == unit
+
+
+@pytest.mark.parametrize(
+    "flags, unit",
+    [("fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile", "AMX"), ("fpu avx2 avx512f avx512_bf16", "AVX512-BF16"), ("fpu sse2 avx2", None)],
+)
+def test_native_bf16_falls_back_to_the_linux_flags(monkeypatch, tmp_path, flags, unit):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n\n")
+    monkeypatch.delattr(torch.cpu, "get_capabilities", raising=False)  # a PyTorch without it
+    monkeypatch.setattr(runtime, "CPUINFO", cpuinfo)
+    assert runtime.native_bf16() == unit
+    monkeypatch.setattr(runtime, "CPUINFO", tmp_path / "missing")  # not Linux: not known, so fp32
+    assert runtime.native_bf16() is None
+
+
+@pytest.mark.parametrize(
+    "unit, device, dtype, said",
+    [
+        ("AMX", "cpu", torch.bfloat16, "bf16 autocast (auto: the processor has AMX)"),
+        ("AVX512-BF16", "cpu", torch.bfloat16, "bf16 autocast (auto: the processor has AVX512-BF16)"),
+        (None, "cpu", None, "fp32 (auto: no native bf16 on this processor)"),  # AVX2 only, or not known
+        (None, "cuda", torch.bfloat16, "bf16 autocast (auto: CUDA)"),  # whatever the host processor
+        ("AMX", "mps", None, "fp32 (auto: bf16 autocast on CUDA and native-bf16 CPUs only, not mps)"),
+    ],
+)
+def test_amp_auto_resolves_by_processor(monkeypatch, unit, device, dtype, said):
+    monkeypatch.setattr(runtime, "native_bf16", lambda: unit)
+    assert runtime.resolve_amp("auto", torch.device(device)) == (dtype, said)
+    assert runtime.amp_dtype_for(resolve_config(amp="auto"), torch.device(device)) == dtype
+
+
+def test_explicit_amp_ignores_the_processor(monkeypatch):
+    monkeypatch.setattr(runtime, "native_bf16", lambda: "AMX")
+    cpu = torch.device("cpu")
+    assert runtime.resolve_amp("off", cpu) == (None, "fp32 (--amp off)")
+    assert runtime.resolve_amp("bf16", cpu) == (torch.bfloat16, "bf16 autocast (--amp bf16)")
+    assert runtime.resolve_amp("fp16", cpu) == (torch.float16, "fp16 autocast (--amp fp16)")
+
+
+def test_env_json_records_the_precision_that_ran(monkeypatch):
+    monkeypatch.setattr(runtime, "native_bf16", lambda: "AVX512-BF16")
+    env = rundir.environment(resolve_config(), torch.device("cpu"))
+    assert env["precision"] == "bf16 autocast (auto: the processor has AVX512-BF16)"
+    assert rundir.environment(resolve_config(amp="off"), torch.device("cpu"))["precision"] == "fp32 (--amp off)"

@@ -11,7 +11,9 @@ import csv
 import dataclasses
 import json
 import math
+import re
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,7 @@ from googlenet.data import Split, load_dataset
 from googlenet.model import GoogLeNet, GoogLeNetOutput
 from googlenet.resume import Progress, seed_epoch
 from googlenet.rundir import RESULTS_COLUMNS
+from googlenet.runtime import resolve_amp
 
 # ------------------------------------------------------------------- loss
 
@@ -174,6 +177,9 @@ def test_train_shortens_its_schedule_to_the_time_budget(tmp_path, monkeypatch, c
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "--time 30 min: 2 of 4 epochs fit" in out and "epoch 2/2" in out
+    assert f"on cpu in {resolve_amp('auto', torch.device('cpu'))[1]}, 4 epochs" in out  # the precision, and why
+    # An estimate after each epoch, from the planned epochs: the second one's is the final evaluation alone.
+    assert len(re.findall(r"^about \d+ (s|min) left, finishing at \d\d:\d\d$", out, re.M)) == 2
     with open(tmp_path / "t" / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2
@@ -183,6 +189,13 @@ def test_train_shortens_its_schedule_to_the_time_budget(tmp_path, monkeypatch, c
     assert yaml.safe_load((tmp_path / "t" / "config.yaml").read_text())["epochs"] == 2
     assert load_checkpoint(tmp_path / "t" / "weights" / "last.pt")["config"]["epochs"] == 2
     assert "(of 2, time budget 30 min)" in (tmp_path / "t" / "REPORT.md").read_text()
+
+
+def test_finish_estimate():
+    now = datetime(2025, 1, 1, 13, 55)
+    assert T.finish_estimate(600, now) == "about 10 min left, finishing at 14:05"
+    assert T.finish_estimate(45, now) == "about 45 s left, finishing at 13:55"
+    assert T.finish_estimate(3 * 3600, now) == "about 180 min left, finishing at 16:55"
 
 
 def test_build_optimizer():
@@ -470,6 +483,18 @@ def test_report_leads_with_results_flags_a_partial_run_and_shows_the_errors(tiny
     assert "**Partial run** (--limit-train-batches 3, --limit-eval-batches 1)" in text
     assert (tiny_run / "errors_test.png").is_file() and "![Test errors](errors_test.png)" in text  # 3 batches: plenty of errors
     assert "Top-5 accuracy (%)" in text  # 10 classes; a 2-class run says top-2 (test_evaluate)
+
+
+def test_env_json_and_report_state_the_precision(tiny_run, tmp_path):
+    env = json.loads((tiny_run / "env.json").read_text())
+    assert env["precision"] == resolve_amp("auto", torch.device("cpu"))[1]
+    assert f"Precision: {env['precision']}. " in (tiny_run / "REPORT.md").read_text()
+    # Resumed on a processor with AMX, --amp auto ran in bf16 from there on: the report says so.
+    run = shutil.copytree(tiny_run, tmp_path / "t")
+    env["resumed"] = [{**env, "precision": "bf16 autocast (auto: the processor has AMX)"}]
+    (run / "env.json").write_text(json.dumps(env))
+    googlenet.report.build_report(run)
+    assert f"Precision: {env['precision']}, then bf16 autocast (auto: the processor has AMX). " in (run / "REPORT.md").read_text()
 
 
 def test_final_summary_names_each_split_and_the_report():

@@ -4,8 +4,11 @@ The step timed is the one `googlenet train` runs: the default config's batch
 transform (augmentation included) on in-memory MNIST, the model in its memory
 format, GoogLeNet's loss with the auxiliary heads, backward and the optimiser
 step. FLOPs per image come from `torch.utils.flop_counter`; the machine's
-matmul peak (fp32, or the autocast dtype with `--amp`) is the best of a few
-large matrix multiplies, measured again at the start of every repetition.
+matmul peak, in the precision timed (`--amp`, whose auto is what `googlenet
+train` runs here), is the best of several GEMM shapes (squares up to 4096 and
+the tall, thin multiplies of the network's 1x1 convolutions at this batch), so
+the fraction of peak compares across processors; it is measured again at the
+start of every repetition.
 Variants are timed interleaved, repetition by repetition; img/s are medians,
 and the fraction of peak and the ratios between variants are medians of
 per-repetition ratios, so a noisy machine shifts both sides of each ratio
@@ -14,6 +17,7 @@ alike.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable, Collection
@@ -27,11 +31,11 @@ from .config import MAX_BATCH_SIZE, ConfigError, TrainConfig, check_count, check
 from .data import DIGITS, Preprocess, batch_transform, load_dataset
 from .kernels import SPEEDUPS, accelerate
 from .model import GoogLeNet, GoogLeNetOutput
-from .runtime import amp_dtype_for, select_device
+from .runtime import amp_dtype_for, resolve_amp, select_device
 from .tables import format_table
 from .train import build_optimizer, train_step
 
-__all__ = ["make_step", "matmul_peak_gflops", "run_benchmark"]
+__all__ = ["conv1x1_shapes", "make_step", "matmul_peak_gflops", "run_benchmark"]
 
 
 def _sync(device: torch.device) -> None:
@@ -39,30 +43,67 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_peak_gflops(device: torch.device, n: int = 2048, repeats: int = 8, dtype: torch.dtype = torch.float32) -> float:
-    """Best GFLOP/s of an n x n matrix multiply (2 n^3 FLOPs each) in `dtype`.
+# (M, K, N) of square multiplies: each (M x K) @ (K x N) costs 2 M K N FLOPs.
+SQUARES = ((1024, 1024, 1024), (2048, 2048, 2048), (4096, 4096, 4096))
 
-    The side grows from 256 to `n` only while one multiply takes under 0.1 s, so a dtype
-    the processor only emulates (bf16 without AMX or AVX512-BF16) is measured in seconds, not minutes.
+
+def _pooled(side: int) -> int:
+    """A map's side after Caffe's 3x3/2 max pool, rounded up (model.max_pool)."""
+    return -(-(side - 3) // 2) + 1
+
+
+def conv1x1_shapes(image_size: int, batch_size: int) -> list[tuple[int, int, int]]:
+    """(M, K, N) of the GEMMs the network's 1x1 convolutions run as at this size and batch: (batch x H x W) x C_in @ C_in x C_out.
+
+    One per map size: conv2's, and the fused 1x1s (kernels.fuse_1x1) of inception3a, 4a and 5a,
+    whose outputs are the ch1x1 + ch3x3red + ch5x5red columns of Table 1.
     """
-    side = min(256, n)
-    while True:
-        a = torch.randn(side, side, device=device, dtype=dtype)
-        b = torch.randn(side, side, device=device, dtype=dtype)
-        t = time.perf_counter()
-        a @ b
-        _sync(device)
-        if side >= n or time.perf_counter() - t > 0.1:
+    side = _pooled((image_size - 1) // 2 + 1)  # conv1 (7x7/2, padding 3), then maxpool1
+    shapes = [(batch_size * side**2, 64, 64)]  # conv2
+    for in_channels, out_channels in ((192, 64 + 96 + 16), (480, 192 + 96 + 16), (832, 256 + 160 + 32)):
+        side = _pooled(side)  # maxpool2, 3, 4 (conv3 keeps the side)
+        shapes.append((batch_size * side**2, in_channels, out_channels))
+    return shapes
+
+
+def _time_matmul(a: torch.Tensor, b: torch.Tensor, device: torch.device) -> float:
+    t = time.perf_counter()
+    a @ b
+    _sync(device)
+    return time.perf_counter() - t
+
+
+def matmul_peak_gflops(
+    device: torch.device,
+    shapes: Collection[tuple[int, int, int]] = SQUARES,
+    repeats: int = 8,
+    dtype: torch.dtype = torch.float32,
+    slow_s: float = 0.1,
+) -> tuple[float, tuple[int, int, int]]:
+    """The best GFLOP/s of (M x K) @ (K x N) multiplies in `dtype` over `shapes`, and the (M, K, N) that reached it.
+
+    No single shape shows every processor's peak (a large square suits one, the tall, thin
+    multiplies of 1x1 convolutions another), so the peak is the best over several. They run
+    from the fewest FLOPs up, and after the first shape slower than `slow_s` the larger ones
+    are skipped, so a dtype the processor only emulates (bf16 without AMX or AVX512-BF16) is
+    measured in seconds, not minutes.
+    """
+    best, best_shape = 0.0, (0, 0, 0)
+    for m, k, n in sorted(set(shapes), key=lambda shape: (math.prod(shape), shape)):
+        a = torch.randn(m, k, device=device, dtype=dtype)
+        b = torch.randn(k, n, device=device, dtype=dtype)
+        # The fastest of 1 + `repeats` multiplies (the first may include choosing or compiling a kernel).
+        seconds = min(_time_matmul(a, b, device) for _ in range(1 + repeats))
+        if 2 * m * k * n / seconds / 1e9 > best:
+            best, best_shape = 2 * m * k * n / seconds / 1e9, (m, k, n)
+        if seconds > slow_s:
             break
-        side = min(2 * side, n)
-    n = side
-    best = 0.0
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        _sync(device)
-        best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
-    return best
+    return best, best_shape
+
+
+def gemm_name(shape: tuple[int, int, int]) -> str:
+    m, k, n = shape
+    return f"{m}x{k} @ {k}x{n}"
 
 
 class TorchvisionAdapter(nn.Module):
@@ -131,13 +172,16 @@ def run_benchmark(args) -> None:
     device = select_device(args.device)
     cfg = replace(TrainConfig(), image_size=args.image_size, batch_size=args.batch_size, amp=args.amp)
     # The peak that matters is that of the dtype the matrix multiplies run in (AMX's bf16 peak is 6x its fp32 one).
-    peak_dtype = amp_dtype_for(cfg, device) or torch.float32
+    amp, described = resolve_amp(cfg.amp, device)  # auto: what googlenet train runs on this machine
+    peak_dtype = amp or torch.float32
+    peak_shapes = [*SQUARES, *conv1x1_shapes(args.image_size, args.batch_size)]
     precision = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[peak_dtype]
     data = load_dataset("mnist", val_fraction=cfg.val_fraction, seed=cfg.seed)
     pre = Preprocess.for_dataset(data, args.image_size)
     images = data.train.images[: args.batch_size].to(device)
     labels = data.train.labels[: args.batch_size].to(device)
     modes = ["train", "eval"] if args.mode == "both" else [args.mode]
+    streamed = streamed_pipeline(args) if getattr(args, "data_loading", "memory") == "stream" else None  # before the model: alone
 
     def ours(on: Collection[str] = tuple(SPEEDUPS)) -> nn.Module:
         torch.manual_seed(0)
@@ -169,10 +213,13 @@ def run_benchmark(args) -> None:
         _sync(device)
         rates: dict[str, list[float]] = {name: [] for name in variants}
         peaks: list[float] = []
+        winners: list[tuple[int, int, int]] = []
         for _ in range(args.repeats):
             # The peak is measured in every repetition, next to the steps it is compared with:
             # the fraction of peak is a ratio within one moment of a machine whose speed moves.
-            peaks.append(matmul_peak_gflops(device, repeats=3, dtype=peak_dtype))
+            gflops, shape = matmul_peak_gflops(device, peak_shapes, repeats=3, dtype=peak_dtype)
+            peaks.append(gflops)
+            winners.append(shape)
             for name, step in variants.items():
                 t = time.perf_counter()
                 for _ in range(args.steps):
@@ -193,14 +240,49 @@ def run_benchmark(args) -> None:
         threads = torch.get_num_threads() if device.type == "cpu" else "-"
         print(
             f"{mode} step, {args.image_size} px, batch {args.batch_size}, {device} ({threads} threads), "
-            f"median of {args.repeats} x {args.steps} steps{'' if precision == 'fp32' else f', {precision} autocast'}; "
-            f"{precision} matmul peak {peak:,.1f} GFLOP/s "
-            f"(median; {min(peaks):,.1f}-{max(peaks):,.1f})"
+            f"median of {args.repeats} x {args.steps} steps, {described}; {precision} matmul peak {peak:,.1f} GFLOP/s "
+            f"(median; {min(peaks):,.1f}-{max(peaks):,.1f}), best of up to {len(set(peak_shapes))} GEMM shapes at {gemm_name(statistics.mode(winners))}"
         )
         print(format_table(["model", "img/s", "range", "MFLOP/img", "GFLOP/s", "of peak", "vs ours"], rows, "text"))
         step_ms = 1000 * args.batch_size / base
         print(f"data pipeline (index, {'augment, ' if train else ''}resize, normalise): {data_ms:.1f} ms per batch = {100 * data_ms / step_ms:.1f}% of the step")
+        if streamed is not None and train:
+            print(streamed_pipeline_line(*streamed, base))
         if args.compare == "torchvision":
             ratio = statistics.median(a / b for a, b in zip(ours_rates, rates["torchvision googlenet"]))
             print(f"this project / torchvision: {ratio:.2f}x (median of the {args.repeats} repetitions' ratios)")
         print()
+
+
+def streamed_pipeline(args) -> tuple[float, int, str]:
+    """`--data-loading stream`: (images per second, workers, what was read) of the streamed training pipeline alone
+    (stream.pipeline_images_per_second) over --data PATH, or over a temporary folder of --images synthetic JPEGs."""
+    import tempfile
+    from pathlib import Path
+
+    from .config import MAX_WORKERS
+    from .data import FileSplit, eval_side, folder_splits
+    from .stream import default_workers, make_jpeg_folder, pipeline_images_per_second
+
+    workers = default_workers() if args.workers is None else args.workers
+    check_count("--workers", workers, MAX_WORKERS, low=0)
+    check_count("--images", args.images, 10**6)
+    with tempfile.TemporaryDirectory(prefix="googlenet-jpegs-") as tmp:
+        if args.data:
+            root, what = Path(args.data), f"the training split of {args.data}"
+        else:
+            print(f"making {args.images:,} synthetic JPEGs of 256-500 px in a temporary folder ...", flush=True)
+            root, what = make_jpeg_folder(Path(tmp), args.images), f"{args.images:,} synthetic 256-500 px JPEGs"
+        splits, _, channels = folder_splits(root, 0.1, 0)
+        split = FileSplit(*splits["train"], channels, eval_side(args.image_size), workers)
+        rate = pipeline_images_per_second(split, args.image_size, args.batch_size, batches=args.steps * args.repeats)
+    return rate, workers, what
+
+
+def streamed_pipeline_line(rate: float, workers: int, what: str, step_rate: float) -> str:
+    """The streamed pipeline's img/s beside the training step's, and which of the two limits training."""
+    verdict = "keeps up with the step" if rate >= step_rate else f"is the bottleneck: {step_rate / rate:.1f}x slower than the step"
+    return (
+        f"streamed data pipeline (read, decode, random-resized crop, flip; {workers} worker(s), {what}): "
+        f"{rate:,.0f} img/s vs the training step's {step_rate:,.0f} img/s: it {verdict}"
+    )

@@ -66,6 +66,13 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--val-fraction", type=float, help="validation share of the training set (stratified, seeded)")
     g.add_argument("--image-size", type=int, help="model input side in pixels (paper: 224)")
     g.add_argument("--in-channels", type=int, help="model input channels (unset: the weights', else the dataset's)")
+    g.add_argument(
+        "--data-loading", choices=["auto", "memory", "stream"],
+        help="memory: decode every image first (fast for MNIST and small folders); stream: read an image folder from disk "
+        "with DataLoader workers and the paper's crops (ImageNet); auto: stream a folder over --memory-budget",
+    )
+    g.add_argument("--memory-budget", type=float, metavar="GB", help="decoded images the in-memory path may hold (unset: half of this machine's memory)")
+    g.add_argument("--workers", type=int, metavar="N", help="DataLoader processes reading a streamed folder (unset: the cores, up to 8, shared among torchrun's processes)")
 
     g = p.add_argument_group("augmentation (unset: the dataset's defaults, see googlenet datasets)")
     g.add_argument("--augment", action=bool_opt, default=None, help="training augmentation on/off")
@@ -76,6 +83,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--crop-padding", type=int, metavar="PX", help="random crops of the image padded by PX native pixels")
     g.add_argument("--elastic", type=float, metavar="PX", help="elastic distortion strength (Simard et al.: 34; 0 = off)")
     g.add_argument("--elastic-sigma", type=float, metavar="PX", help="smoothness of the elastic distortion")
+    g.add_argument("--color-jitter", type=float, metavar="STRENGTH", help="streamed folders: random brightness, contrast and saturation of this strength, e.g. 0.4 (0: off)")
 
     g = p.add_argument_group("starting point (fine-tuning)")
     g.add_argument("--weights", metavar="FILE", help="start from these weights: a googlenet checkpoint or run directory, googlenet convert's file, or a .safetensors export; classifiers for another class count start afresh")
@@ -90,7 +98,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, help="number of epochs (with --time: the most)")
-    g.add_argument("--time", type=float, metavar="MINUTES", help="train and validate for at most this long: fewer epochs on slower machines (0: no limit)")
+    g.add_argument("--time", type=float, metavar="MINUTES", help="train and validate for at most this long: fewer epochs, and a shorter schedule, on slower machines (0: no limit, every epoch on every machine)")
     g.add_argument("--batch-size", type=int, help="global batch size (split across torchrun processes)")
     g.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], help="optimiser (paper: sgd)")
     g.add_argument("--lr", type=float, help="(peak) learning rate")
@@ -107,7 +115,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("speed")
     g.add_argument("--channels-last", action=bool_opt, default=None, help="channels_last memory format")
-    g.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], help="autocast (auto: bf16 on CUDA only)")
+    g.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], help="autocast (auto: bf16 on CUDA and on CPUs with AMX or AVX512-BF16, fp32 elsewhere; the run's env.json and REPORT.md say which ran)")
     g.add_argument("--compile", action=bool_opt, default=None, help="torch.compile the model")
     g.add_argument("--eval-batch-size", type=int, help="batch size of validation and evaluation")
 
@@ -203,15 +211,19 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     p = command("benchmark", "training/inference throughput and fraction of the matmul peak")
     p.add_argument("--image-size", type=int, default=32, help="input side in pixels")
-    p.add_argument("--batch-size", type=int, default=128, help="images per step")
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="images per step (as googlenet train's default)")
     p.add_argument("--mode", default="train", choices=["train", "eval", "both"], help="training step, inference step or both")
     p.add_argument("--compare", choices=["torchvision"], help="time torchvision's googlenet in the same run")
     p.add_argument("--steps", type=int, default=10, help="timed steps per repetition")
     p.add_argument("--repeats", type=int, default=5, help="repetitions (the median is reported)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--amp", default="auto", choices=["auto", "off", "bf16", "fp16"], help="autocast, as googlenet train's --amp (applies to every model timed)")
+    p.add_argument("--amp", default="auto", choices=["auto", "off", "bf16", "fp16"], help="autocast, as googlenet train's --amp (applies to every model timed; auto: what googlenet train runs on this machine)")
     p.add_argument("--variants", action="store_true", help="also time the speed-ups one by one, each added to the previous ones")
+    p.add_argument("--data-loading", default="memory", choices=["memory", "stream"], help="stream: also time the streamed data pipeline alone (DataLoader workers, JPEG decoding, the paper's crops at --image-size)")
+    p.add_argument("--data", metavar="PATH", help="--data-loading stream: an image folder to read (unset: a temporary folder of --images synthetic JPEGs)")
+    p.add_argument("--images", type=int, default=2000, help="--data-loading stream without --data: synthetic JPEGs to make")
+    p.add_argument("--workers", type=int, help="--data-loading stream: DataLoader processes (unset: as googlenet train's default)")
 
     for name, p in sub.choices.items():
         if name == "train":

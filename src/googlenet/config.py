@@ -49,6 +49,8 @@ MAX_BATCHES = 10**9  # limit_train_batches, limit_eval_batches
 MAX_SEED = 2**32 - 1  # as numpy's legacy seeds and most tools'
 MAX_MINUTES = 10**6  # --time (about two years)
 MAX_DISTORTION = 1000.0  # elastic and elastic_sigma, native pixels (Simard et al.: 34 and 4)
+MAX_MEMORY_GB = 1e6  # memory_budget, GB (a petabyte)
+MAX_WORKERS = 256  # DataLoader worker processes
 MAX_CONFIG_BYTES = 1 << 20  # a --config file is a few hundred bytes; a link to /dev/zero must not be read to the end
 
 
@@ -113,6 +115,11 @@ class TrainConfig:
     val_fraction: float = 0.1  # validation carve-out of the training set (stratified, seeded)
     image_size: int = 32  # model input side; the paper uses 224
     in_channels: int | None = None  # model input channels; None = the weights' (--weights), else the dataset's
+    # memory (decode everything first), stream (image folders: read from disk by DataLoader workers, with the paper's
+    # crops; stream.py) or auto (stream an image folder whose decoded images would exceed memory_budget)
+    data_loading: str = "auto"
+    memory_budget: float | None = None  # GB of decoded images the in-memory path may hold; None = half of this machine's memory
+    workers: int | None = None  # DataLoader processes of the streamed path; None = the cores (up to 8), shared among torchrun's processes
     # augmentation (None = the dataset's default, see data.DATASETS)
     augment: bool = True  # master switch for training augmentation
     rotate: float | None = None  # max rotation in degrees
@@ -122,6 +129,8 @@ class TrainConfig:
     crop_padding: int | None = None  # random crop after padding, native pixels
     elastic: float | None = None  # elastic distortion strength, native pixels (Simard et al. 2003: 34)
     elastic_sigma: float = 4.0  # smoothness of the elastic distortion, native pixels
+    # streamed path: brightness, contrast and saturation jitter of this strength (0 = off; stands in for Howard 2013's photometric distortions)
+    color_jitter: float = 0.0
     # starting point (fine-tuning)
     weights: str | None = None  # start from these weights: a googlenet checkpoint, `googlenet convert`'s file or a .safetensors export
     weights_preprocess: bool = True  # normalise as the weights were trained (channel order, mean, std), not with the dataset's statistics
@@ -132,14 +141,14 @@ class TrainConfig:
     aux_weight: float = 0.3  # paper: each auxiliary loss weighted 0.3
     init: str = "caffe"  # caffe (paper), pytorch or kaiming
     # optimisation
-    epochs: int = 20  # the most epochs; see `time` (docs/experiments.md)
-    # Minutes of training and validation at most (0: no limit). After every epoch the
-    # run plans as many of `epochs` as fit at the mean epoch time so far and shortens
-    # its schedule to match (Ultralytics' `time`); the plan is saved in config.yaml.
-    time: float = 40.0
-    batch_size: int = 128  # global batch size (split across processes under torchrun)
+    epochs: int = 6  # the run's length on every machine (fewer only with --time or --patience; docs/experiments.md)
+    # Minutes of training and validation at most (0: no limit, the default: the same epochs and schedule on every
+    # machine). With a limit the run plans, after every epoch, as many of `epochs` as fit at the mean epoch time
+    # so far and shortens its schedule to match (Ultralytics' `time`); the plan is saved in config.yaml.
+    time: float = 0.0
+    batch_size: int = 256  # global batch size (split across processes under torchrun; the paper: 32)
     optimizer: str = "adam"  # adam, adamw or sgd
-    lr: float = 1e-3  # peak learning rate
+    lr: float = 2e-3  # peak learning rate
     momentum: float = 0.9  # sgd momentum
     nesterov: bool = False  # sgd with Nesterov momentum
     weight_decay: float = 0.0
@@ -150,13 +159,13 @@ class TrainConfig:
     step_gamma: float = 0.96  # step schedule: multiplier at each decay
     label_smoothing: float = 0.1
     average: str = "ema"  # none, ema or polyak (paper: Polyak averaging)
-    ema_decay: float = 0.998  # ema: weight of the old average per step
+    ema_decay: float = 0.995  # ema: weight of the old average per step
     # run control
     seed: int = 0
     deterministic: bool = False  # deterministic algorithms (slower)
     device: str = "auto"  # auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps
     channels_last: bool = True  # memory format: faster convolutions on CPU and CUDA, same math
-    amp: str = "auto"  # auto (bf16 on CUDA, off elsewhere), off, bf16, fp16
+    amp: str = "auto"  # auto (bf16 on CUDA and on CPUs with AMX or AVX512-BF16, else off: runtime.resolve_amp), off, bf16, fp16
     compile: bool = False  # torch.compile the model (CUDA)
     limit_train_batches: int | None = None  # stop each epoch after N batches (quick runs)
     limit_eval_batches: int | None = None  # evaluate on at most N batches (quick runs)
@@ -190,6 +199,7 @@ class TrainConfig:
             "average": ("none", "ema", "polyak"),
             "init": ("caffe", "pytorch", "kaiming"),
             "amp": ("auto", "off", "bf16", "fp16"),
+            "data_loading": ("auto", "memory", "stream"),
             "preset": tuple(PRESETS),
         }
         for key, allowed in choices.items():
@@ -216,6 +226,8 @@ class TrainConfig:
         problem = run_name_problem(self.name)
         if problem:
             raise ConfigError(problem)
+        if self.data_loading == "stream" and not self.dataset.startswith("imagefolder:"):
+            raise ConfigError(f"--data-loading stream reads image folders (imagefolder:PATH), not {self.dataset}: use --data-loading auto or memory")
         if self.optimizer == "sgd" and self.nesterov and self.momentum == 0:
             raise ConfigError("nesterov needs a momentum: set --momentum (e.g. 0.9) or --no-nesterov")
         return self
@@ -259,6 +271,9 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "crop_padding": (0, MAX_IMAGE_SIZE, False, False),
     "elastic": (0, MAX_DISTORTION, False, False),
     "elastic_sigma": (0, MAX_DISTORTION, True, False),
+    "color_jitter": (0, 1, False, False),
+    "memory_budget": (0, MAX_MEMORY_GB, True, False),
+    "workers": (0, MAX_WORKERS, False, False),
     "dropout": (0, 1, False, True),
     "dropout_aux": (0, 1, False, True),
     "aux_weight": (0, math.inf, False, False),
@@ -285,7 +300,7 @@ def _within(value: float, low: float, high: float, low_open: bool, high_open: bo
 
 def _out_of_range(key: str, value: float, low: float, high: float, low_open: bool, high_open: bool) -> str:
     """`epochs must be positive, got 0`, `dropout must be in [0, 1), got 1.0`, `seed must be at most 4294967295, got ...`."""
-    unset = " (or unset)" if key in ("in_channels", "crop_padding", "limit_train_batches", "limit_eval_batches", "patience") else ""
+    unset = " (or unset)" if key in ("in_channels", "crop_padding", "limit_train_batches", "limit_eval_batches", "patience", "memory_budget") else ""
     below = value < low or (low_open and value == low)
     if (low, high, low_open, high_open) == (0, 1, True, True):
         return f"{key} must be between 0 and 1, got {value}"
@@ -316,7 +331,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "augment": False,
         "average": "none",
         "label_smoothing": 0.0,
-        "time": 0.0,  # all 20 epochs, however long they take
     },
     # The paper's optimiser: SGD momentum 0.9, lr -4% every 8 epochs, Polyak averaging.
     "paper": {
@@ -333,7 +347,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "label_smoothing": 0.0,
         "epochs": 60,  # BVLC Caffe release
         "batch_size": 32,  # BVLC Caffe release
-        "time": 0.0,
     },
 }
 

@@ -6,6 +6,10 @@ on the training device: one `grid_sample` does augmentation (rotation, scale,
 translation, elastic distortion) and the resize to the model's image size at
 once, then channel expansion and normalisation. Nothing here reads the disk after loading.
 
+An image folder too big for memory (`--data-loading stream`, or auto over
+`--memory-budget`) becomes `FileSplit`s instead: the same files, labels and
+seeded splits, read while training by stream.py's DataLoader workers.
+
 MNIST ships inside the package (see datasets/mnist/README.md for its source
 and licence) and is checked against the official MD5s on every load.
 """
@@ -20,7 +24,7 @@ import os
 import struct
 import sys
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -29,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .config import MAX_CLASSES
+from .config import MAX_CLASSES, MAX_IMAGE_SIZE
 from .errors import UserError
 
 __all__ = [
@@ -37,13 +41,16 @@ __all__ = [
     "DataError",
     "Augment",
     "Dataset",
+    "FileSplit",
     "Preprocess",
     "Split",
     "batch_transform",
     "dataset_info",
     "elastic_field",
+    "eval_side",
     "load_dataset",
     "read_idx",
+    "read_image",
     "stratified_split",
 ]
 
@@ -113,6 +120,33 @@ class Split:
         return Split(self.images.to(device), self.labels.to(device))
 
 
+@dataclass
+class FileSplit:
+    """A split left on disk (`--data-loading stream`): its image files and labels, read as they are used (stream.py).
+
+    Evaluation reads each file as `load_image(path, channels, size, crop=True)` does, the shorter side
+    resized to `size` and the centre square kept, exactly as `googlenet predict` reads it; training reads
+    the whole image for its random crops (`read_image`).
+    """
+
+    files: list[Path]
+    labels: Tensor  # N, int64
+    channels: int  # the folder's: 1 grey, 3 colour
+    size: int  # evaluation's shorter side (`eval_side`; Preprocess.resize)
+    workers: int = 0  # DataLoader processes that read it (0: the main process)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to(self, device: torch.device | str) -> FileSplit:
+        """The files stay on disk; each batch goes to the device as it is read."""
+        return self
+
+    def image(self, i: int) -> Tensor:
+        """Image `i` as evaluation reads it, uint8 C x size x size."""
+        return load_image(self.files[i], self.channels, self.size, crop=True)
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """Everything needed to turn stored uint8 images into model inputs.
@@ -157,6 +191,7 @@ class Preprocess:
             native_size=data.native_size,
             mean=data.mean,
             std=data.std,
+            resize=data.resize,
         )
 
 
@@ -164,14 +199,20 @@ class Preprocess:
 class Dataset:
     name: str
     classes: list[str]
-    train: Split
-    val: Split
-    test: Split
+    train: Split | FileSplit
+    val: Split | FileSplit
+    test: Split | FileSplit
     channels: int
     native_size: int
     default_augment: Augment
     mean: tuple[float, ...] = field(default=())
     std: tuple[float, ...] = field(default=())
+    resize: int | None = None  # evaluation's shorter side and centre crop (Preprocess.resize); None: the whole image squeezed
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the splits stay on disk (FileSplit) rather than in memory."""
+        return isinstance(self.train, FileSplit)
 
     @property
     def num_classes(self) -> int:
@@ -358,14 +399,7 @@ def load_image(path: Path, channels: int, size: int, crop: bool = False, note_co
             if note_colour and channels == 1 and _is_colour(img):  # before draft(), which may decode JPEGs as grey
                 print(f"note: {path} is a colour image; converted to grey for this 1-channel model", file=sys.stderr)
             img.draft("L" if channels == 1 else "RGB", (size, size))  # fast JPEG downscale
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: scale to 8 bits, not clip
-                img = Image.fromarray((np.asarray(img.convert("I"), dtype=np.int64) // 257).clip(0, 255).astype(np.uint8))
-            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-                # transparent background: flatten onto black (MNIST's background) for grey models
-                rgba = img.convert("RGBA")
-                flat = Image.new("RGBA", rgba.size, (0, 0, 0, 255) if channels == 1 else (255, 255, 255, 255))
-                img = Image.alpha_composite(flat, rgba)
-            img = img.convert("L" if channels == 1 else "RGB")
+            img = _convert(img, channels)
             if crop:
                 w, h = img.size
                 scale = size / min(w, h)
@@ -375,6 +409,47 @@ def load_image(path: Path, channels: int, size: int, crop: bool = False, note_co
             else:
                 img = img.resize((size, size), Image.Resampling.BILINEAR)
             arr = np.asarray(img, dtype=np.uint8)
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"image {path} has too many pixels to decode safely ({exc}): resize it") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise DataError(f"cannot read image {path}: {exc}; pass a valid PNG or JPEG file") from None
+    arr = arr[:, :, None] if arr.ndim == 2 else arr
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
+def _convert(img, channels: int):
+    """A PIL image as 8-bit grey (`channels` 1) or RGB: 16-bit grey scaled, not clipped; transparency flattened."""
+    from PIL import Image
+
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: scale to 8 bits, not clip
+        img = Image.fromarray((np.asarray(img.convert("I"), dtype=np.int64) // 257).clip(0, 255).astype(np.uint8))
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        # transparent background: flatten onto black (MNIST's background) for grey models
+        rgba = img.convert("RGBA")
+        flat = Image.new("RGBA", rgba.size, (0, 0, 0, 255) if channels == 1 else (255, 255, 255, 255))
+        img = Image.alpha_composite(flat, rgba)
+    return img.convert("L" if channels == 1 else "RGB")
+
+
+def read_image(path: Path, channels: int) -> Tensor:
+    """One image file at its full size as uint8 C x H x W, converted as `load_image` converts it (the streamed training crops).
+
+    JPEGs decode with torchvision.io.decode_image (libjpeg-turbo straight to a tensor); other formats, and any
+    file it refuses, go through PIL as in `load_image`. PIL reads the header first either way, so the pixel
+    limit and the one-line errors are load_image's.
+    """
+    from PIL import Image, UnidentifiedImageError
+    from torchvision.io import ImageReadMode, decode_image
+
+    try:
+        with open_image(path) as img:
+            if img.format == "JPEG" and img.mode in ("RGB", "L"):
+                try:
+                    data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+                    return decode_image(data, mode=ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB)
+                except RuntimeError:
+                    pass  # truncated or corrupt: PIL's reading below names the problem as the in-memory path does
+            arr = np.asarray(_convert(img, channels), dtype=np.uint8)
     except Image.DecompressionBombError as exc:
         raise DataError(f"image {path} has too many pixels to decode safely ({exc}): resize it") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
@@ -410,19 +485,44 @@ def _check_fits_memory(count: int, channels: int, size: int, root: Path) -> None
         )
 
 
-def _load_folder_split(root: Path, classes: list[str], channels: int, size: int, top: Path | None = None) -> Split:
-    files = _image_files(root, top)
-    images, labels = [], []
-    for label, cls in enumerate(classes):
-        for path in files.get(cls, []):
-            images.append(load_image(path, channels, size))
-            labels.append(label)
-    if not images:
+def memory_budget_bytes(gb: float | None) -> int:
+    """--memory-budget in bytes: `gb` gigabytes, or (None) half of this machine's memory (no limit where that is unknown)."""
+    if gb is not None:
+        return int(gb * 1e9)
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (AttributeError, ValueError, OSError):
+        return 1 << 62
+
+
+def eval_side(image_size: int) -> int:
+    """The shorter side evaluation resizes to before its centre crop: the paper's 256 for 224 px, in proportion otherwise."""
+    return min(round(image_size * 256 / 224), MAX_IMAGE_SIZE)
+
+
+Files = tuple[list[Path], Tensor]  # image files and their labels
+
+
+def _labelled(files: dict[str, list[Path]], classes: list[str], root: Path) -> Files:
+    """The files of `classes` in class order, with their labels."""
+    paths = [p for cls in classes for p in files.get(cls, [])]
+    if not paths:
         raise DataError(f"no images found in {root}: put images in one subfolder per class")
-    return Split(torch.stack(images), torch.tensor(labels, dtype=torch.int64))
+    labels = [label for label, cls in enumerate(classes) for _ in files.get(cls, [])]
+    return paths, torch.tensor(labels, dtype=torch.int64)
 
 
-def _load_imagefolder(root: Path, image_size: int, val_fraction: float, seed: int):
+def _pick(files: Files, idx: Tensor) -> Files:
+    return [files[0][i] for i in idx.tolist()], files[1][idx]
+
+
+def folder_splits(root: Path, val_fraction: float, seed: int) -> tuple[dict[str, Files], list[str], int]:
+    """An image folder's train, val and test files and labels, its classes and its channels (1 or 3); nothing decoded.
+
+    One subfolder per class; train/, val/ and test/ when present. Without test/, 20% of each class is held out
+    (seeded); without val/, `val_fraction` of the rest. Both data paths start from these lists, so they see the
+    same images in the same order.
+    """
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist: pass imagefolder:PATH with one subfolder per class")
     split_dirs = {s: root / s for s in ("train", "val", "test") if (root / s).is_dir()}
@@ -436,18 +536,57 @@ def _load_imagefolder(root: Path, image_size: int, val_fraction: float, seed: in
     if len(classes) > MAX_CLASSES:
         raise DataError(f"{train_root} has {len(classes):,} class folders, more than the {MAX_CLASSES:,} a model can have here")
     channels = _folder_channels([f for c in classes for f in files[c]])
-    others = sum(len(fs) for s in ("val", "test") if s in split_dirs for fs in _image_files(split_dirs[s], root).values())
-    _check_fits_memory(sum(len(f) for f in files.values()) + others, channels, image_size, root)
-    train = _load_folder_split(train_root, classes, channels, image_size, root)
-    val = test = None
+    train = _labelled(files, classes, train_root)
     if "test" in split_dirs:
-        test = _load_folder_split(split_dirs["test"], classes, channels, image_size, root)
+        test = _labelled(_image_files(split_dirs["test"], root), classes, split_dirs["test"])
     else:  # no test/ folder: hold out 20% of the images, stratified and seeded
-        rest, held = stratified_split(train.labels, 0.2, seed + 1)
-        train, test = _take(train, rest), _take(train, held)
+        rest, held = stratified_split(train[1], 0.2, seed + 1)
+        train, test = _pick(train, rest), _pick(train, held)
     if "val" in split_dirs:
-        val = _load_folder_split(split_dirs["val"], classes, channels, image_size, root)
-    return train, val, test, classes, channels
+        val = _labelled(_image_files(split_dirs["val"], root), classes, split_dirs["val"])
+    else:
+        keep, held = stratified_split(train[1], val_fraction, seed)
+        train, val = _pick(train, keep), _pick(train, held)
+    return {"train": train, "val": val, "test": test}, classes, channels
+
+
+def _decode_split(files: Files, channels: int, size: int, crop: bool) -> Split:
+    images = [load_image(path, channels, size, crop) for path in files[0]]
+    stacked = torch.stack(images) if images else torch.zeros(0, channels, size, size, dtype=torch.uint8)
+    return Split(stacked, files[1])
+
+
+def _sample_stats(split: FileSplit, seed: int, count: int = 256) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of a seeded sample of `count` training images, as evaluation reads them (the
+    in-memory path uses every training image; a streamed folder may hold a million)."""
+    idx = np.random.default_rng(seed).permutation(len(split))[:count]
+    pixels = torch.stack([split.image(int(i)) for i in np.sort(idx)]).float().div_(255)
+    return tuple(pixels.mean(dim=(0, 2, 3)).tolist()), tuple(pixels.std(dim=(0, 2, 3)).tolist())
+
+
+def _load_imagefolder(
+    root: Path, image_size: int, val_fraction: float, seed: int, loading: str = "memory", memory_budget: float | None = None,
+    workers: int = 0, resize: int | None = None,
+) -> Dataset:
+    """An image folder in memory (each image squeezed to image_size, or with `resize` its centre square at that side)
+    or, with `loading` stream (or auto over the budget), left on disk as FileSplits read at `resize` or `eval_side`."""
+    splits, classes, channels = folder_splits(root, val_fraction, seed)
+    count = sum(len(f[0]) for f in splits.values())
+    side = resize or image_size
+    need, budget = count * channels * side * side, memory_budget_bytes(memory_budget)
+    if loading == "stream" or (loading == "auto" and need > budget):
+        side = resize or eval_side(image_size)
+        train, val, test = (FileSplit(*splits[s], channels, side, workers) for s in ("train", "val", "test"))
+        mean, std = _sample_stats(train, seed)
+        return Dataset(f"imagefolder:{root}", classes, train, val, test, channels, side, Augment(hflip=True), mean, std, side)
+    if need > budget:
+        raise DataError(
+            f"{count:,} images of {root} at {side} px need about {need / 1e9:.1f} GB of memory decoded, more than the memory budget "
+            f"of {budget / 1e9:.1f} GB: stream them from disk with --data-loading stream (or auto), or raise --memory-budget"
+        )
+    _check_fits_memory(count, channels, side, root)
+    train, val, test = (_decode_split(splits[s], channels, side, resize is not None) for s in ("train", "val", "test"))
+    return Dataset(f"imagefolder:{root}", classes, train, val, test, channels, side, PHOTOS, resize=resize)
 
 
 # --------------------------------------------------------------------- splits
@@ -494,24 +633,35 @@ def load_dataset(
     val_fraction: float = 0.1,
     seed: int = 0,
     image_size: int = 224,
+    loading: str = "memory",
+    memory_budget: float | None = None,
+    workers: int = 0,
+    resize: int | None = None,
 ) -> Dataset:
     """Load a dataset by name into memory with its seeded validation split.
 
     The validation split is carved from the training set (stratified); the
     test split is the dataset's own and is never used for training or model
     selection. Normalisation statistics come from the training split alone.
+    An image folder may instead stay on disk (`loading` stream, or auto when
+    its decoded images would exceed `memory_budget` GB): see `_load_imagefolder`.
     """
     info = dataset_info(name)
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"--val-fraction {val_fraction} must be between 0 and 1 (exclusive), e.g. 0.1")
+    if name.startswith("imagefolder:"):
+        root = Path(name.split(":", 1)[1]).expanduser()
+        data = _load_imagefolder(root, image_size, val_fraction, seed, loading, memory_budget, workers, resize)
+        if data.streamed:
+            return data
+        pixels = data.train.images.float().div_(255)
+        return replace(data, name=name, mean=tuple(pixels.mean(dim=(0, 2, 3)).tolist()), std=tuple(pixels.std(dim=(0, 2, 3)).tolist()))
+    if loading == "stream":
+        raise DataError(f"--data-loading stream reads image folders (imagefolder:PATH); {name} is held in memory: use --data-loading auto")
     val = None
     if name == "mnist":
         train, test = _load_mnist(data_dir)
         classes, channels, native = [str(i) for i in range(10)], 1, 28
-    elif name.startswith("imagefolder:"):
-        root = Path(name.split(":", 1)[1]).expanduser()
-        train, val, test, classes, channels = _load_imagefolder(root, image_size, val_fraction, seed)
-        native = image_size
     else:
         root = Path(data_dir or Path.home() / ".cache" / "googlenet" / "data").expanduser()
         train, test, classes = _load_torchvision(info, root, download)
@@ -525,7 +675,10 @@ def load_dataset(
     return Dataset(name, classes, train, val, test, channels, native, info.augment, mean, std)
 
 
-def load_evaluation_data(name: str, pre: Preprocess, data_dir: str | Path | None = None, val_fraction: float = 0.1, seed: int = 0) -> Dataset:
+def load_evaluation_data(
+    name: str, pre: Preprocess, data_dir: str | Path | None = None, val_fraction: float = 0.1, seed: int = 0,
+    loading: str = "memory", memory_budget: float | None = None, workers: int = 0,
+) -> Dataset:
     """What `googlenet evaluate --dataset` evaluates a checkpoint on.
 
     A named dataset is loaded as for training. An image folder with train/,
@@ -533,15 +686,24 @@ def load_evaluation_data(name: str, pre: Preprocess, data_dir: str | Path | None
     test split (nothing carved off), read as the checkpoint's preprocessing
     says: at `pre.resize` with the centre square kept when it has one (the
     shorter side 256 of ImageNet's evaluation), else squeezed to image_size.
+    `loading`, `memory_budget`, `workers`: the training run's, for an image folder.
     """
     root = Path(name.split(":", 1)[1]).expanduser() if name.startswith("imagefolder:") else None
     if root is None or not root.is_dir() or any((root / s).is_dir() for s in ("train", "val", "test")):
-        return load_dataset(name, data_dir, False, val_fraction, seed, pre.image_size)
+        loading = loading if root is not None else "memory"
+        return load_dataset(name, data_dir, False, val_fraction, seed, pre.image_size, loading, memory_budget, workers, pre.resize)
     files = _image_files(root, root)
     classes = list(files)  # empty class folders too: they keep the classes' count and order (e.g. ILSVRC's 1000 synsets)
     if not any(files.values()):
         raise DataError(f"{root} has no class subfolders with images: put the images in one subfolder per class")
     size, crop = (pre.resize, True) if pre.resize else (pre.image_size, False)
+    count = sum(len(files[c]) for c in classes)
+    if crop and (loading == "stream" or loading == "auto" and count * pre.data_channels * size * size > memory_budget_bytes(memory_budget)):
+        paths = [path for c in classes for path in files[c]]
+        labels = torch.tensor([label for label, c in enumerate(classes) for _ in files[c]], dtype=torch.int64)
+        empty = FileSplit([], torch.zeros(0, dtype=torch.int64), pre.data_channels, size, workers)
+        test = FileSplit(paths, labels, pre.data_channels, size, workers)
+        return Dataset(name, classes, empty, empty, test, pre.data_channels, size, Augment(), resize=size)
     _check_fits_memory(sum(len(files[c]) for c in classes), pre.data_channels, size, root)
     images = [load_image(path, pre.data_channels, size, crop) for c in classes for path in files[c]]
     labels = [label for label, c in enumerate(classes) for _ in files[c]]

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .data import Preprocess, Split, batch_transform, evaluation_view, resize_shorter
+from .data import FileSplit, Preprocess, Split, batch_transform, evaluation_view, resize_shorter
+from .stream import eval_batches
 
 __all__ = ["TTA_MODES", "SplitMetrics", "classification_metrics", "confusion_matrix", "evaluate_split", "tta_view_count", "tta_views"]
 
@@ -185,7 +186,7 @@ class SplitMetrics:
 @torch.no_grad()
 def evaluate_split(
     model: nn.Module,
-    split: Split,
+    split: Split | FileSplit,
     pre: Preprocess,
     num_classes: int,
     batch_size: int = 500,
@@ -199,7 +200,7 @@ def evaluate_split(
     errors: list[tuple[int, int]] | None = None,
     most_errors: int = 40,
 ) -> SplitMetrics:
-    """Eval-mode pass over a split (or the given indices of it).
+    """Eval-mode pass over a split (or the given indices of it), in memory or read from disk (stream.eval_batches).
 
     `reduce`, when given, sums tensors across processes (distributed runs),
     so that the metrics cover every sample exactly once; `progress`, when
@@ -221,9 +222,7 @@ def evaluate_split(
     loss_sum = torch.zeros((), dtype=torch.float64)
     top5 = torch.zeros((), dtype=torch.float64)
     cm = torch.zeros(num_classes, num_classes, dtype=torch.long)
-    for start in range(0, len(idx), batch_size):
-        batch = idx[start : start + batch_size]
-        images = split.images[batch].to(device, non_blocking=True)
+    for batch, images in eval_batches(split, idx, batch_size, device):
         labels = split.labels[batch].to(device, non_blocking=True)
         if tta == "none":
             x = batch_transform(images, pre)

@@ -182,7 +182,7 @@ def plot_errors(wrong: list[tuple[int, int]], data: Dataset, path: Path) -> int:
     for ax in axes.flat:
         ax.axis("off")
     for ax, (i, p) in zip(axes.flat, wrong):
-        image = split.images[i].cpu()
+        image = split.images[i].cpu() if isinstance(split, Split) else split.image(i)  # a streamed split reads the file again
         ax.imshow((image[0] if image.shape[0] == 1 else image.permute(1, 2, 0)).numpy(), cmap="gray" if image.shape[0] == 1 else None)
         ax.set_title(f"true {data.classes[int(split.labels[i])][:10]}\npred {data.classes[p][:10]}", fontsize=7)
     fig.suptitle(f"Test images the model gets wrong (the first {len(wrong)})", fontsize=9)
@@ -273,10 +273,14 @@ def build_report(run_dir: str | Path) -> Path:
         f"{cfg['label_smoothing']:g}, auxiliary loss weight {cfg['aux_weight']:g}, weight averaging {cfg['average']}, "
         f"augmentation {aug}, seed {cfg['seed']} (preset `{cfg['preset']}`)."
     )
+    # --amp auto depends on the processor: a run resumed elsewhere may have changed precision.
+    resumed = env.get("resumed") if isinstance(env.get("resumed"), list) else []
+    precisions = list(dict.fromkeys(e["precision"] for e in [env, *resumed] if isinstance(e, dict) and isinstance(e.get("precision"), str)))
     hardware = (
         f"Hardware: {env.get('device_name', '?')} ({env.get('device', '?')}, {env.get('torch_threads', '?')} threads, "
         f"{env.get('world_size', 1)} process(es)); PyTorch {env.get('torch', '?')}. "
-        f"Training time {_fmt_seconds(total_time)} over {len(rows)} epoch(s) (training and per-epoch validation)."
+        + (f"Precision: {', then '.join(precisions)}. " if precisions else "")
+        + f"Training time {_fmt_seconds(total_time)} over {len(rows)} epoch(s) (training and per-epoch validation)."
     )
     summary = (run_dir / "summary.md").read_text() if (run_dir / "summary.md").is_file() else "(summary.md missing)\n"
     limits = [f"--{k.replace('_', '-')} {cfg[k]}" for k in ("limit_train_batches", "limit_eval_batches") if cfg.get(k)]
@@ -340,7 +344,7 @@ def match_classes(data: Dataset, classes: list[str], source: str) -> Dataset:
         shown = ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
         raise CheckpointError(f"{source} has a class {unknown!r} that the checkpoint does not know (its classes: {shown}): evaluate on data with the checkpoint's class names")
     remap = torch.tensor(order)
-    train, val, test = (Split(s.images, remap[s.labels]) for s in (data.train, data.val, data.test))
+    train, val, test = (dataclasses.replace(s, labels=remap[s.labels]) for s in (data.train, data.val, data.test))
     return dataclasses.replace(data, classes=list(classes), train=train, val=val, test=test)
 
 
@@ -360,7 +364,13 @@ def run_evaluate(args) -> None:
     dataset = getattr(args, "dataset", None) or cfg.get("dataset")
     if not dataset or not isinstance(state.get("classes"), list):
         raise CheckpointError(f"{path} does not record the data it was trained on: pass --dataset NAME or imagefolder:PATH")
-    data = load_evaluation_data(dataset, preprocess_of(state), args.data_dir or cfg.get("data_dir"), cfg.get("val_fraction", 0.1), cfg.get("seed", 0))
+    from .stream import default_workers
+
+    loading = {"data_loading": cfg.get("data_loading", "memory"), "memory_budget": cfg.get("memory_budget"), "workers": cfg.get("workers")}
+    data = load_evaluation_data(
+        dataset, preprocess_of(state), args.data_dir or cfg.get("data_dir"), cfg.get("val_fraction", 0.1), cfg.get("seed", 0),
+        loading["data_loading"], loading["memory_budget"], default_workers() if loading["workers"] is None else loading["workers"],
+    )
     data = match_classes(data, [str(c) for c in state["classes"]], dataset)
     splits = tuple(s for s in (("train", "val", "test") if args.split == "all" else (args.split,)) if len(data.split(s)))
     if not splits:

@@ -69,6 +69,7 @@ class TrainingState:
     device: torch.device
     gen: torch.Generator  # the augmentation's random numbers
     model_args: dict[str, Any]
+    loader: Any = None  # a streamed folder's stream.TrainLoader (None: the training split is in memory)
 
 
 @dataclass

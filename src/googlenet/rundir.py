@@ -2,7 +2,7 @@
 
     runs/train/exp/
       config.yaml    the resolved TrainConfig (rewritten when --time replans the epochs)
-      env.json       versions, hardware, command and git commit (each resume adds its own)
+      env.json       versions, hardware, precision, command and git commit (each resume adds its own)
       summary.md     the layer-by-layer model summary
       results.csv    one row per epoch (RESULTS_COLUMNS)
       weights/       last.pt (resumes) and best.pt (best validation accuracy)
@@ -29,7 +29,7 @@ import yaml
 from . import distributed as dist_utils
 from .config import ConfigError, TrainConfig, run_name_problem
 from .files import atomic_write_text
-from .runtime import cpu_name
+from .runtime import cpu_name, resolve_amp
 
 __all__ = ["RESULTS_COLUMNS", "command_line", "log_tensorboard", "next_run_dir", "open_tensorboard", "start_run_dir", "write_config", "write_results"]
 
@@ -129,6 +129,7 @@ def environment(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
+        "precision": resolve_amp(cfg.amp, device)[1],  # what --amp ran as here, and why (auto depends on the processor)
         "world_size": dist_utils.world_size(),
         "git_commit": git_commit(),
         "seed": cfg.seed,

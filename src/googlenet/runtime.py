@@ -11,7 +11,9 @@ import torch
 from . import distributed as dist_utils
 from .config import ConfigError, TrainConfig
 
-__all__ = ["amp_dtype_for", "cpu_name", "keep_freed_memory", "log", "select_device"]
+__all__ = ["amp_dtype_for", "cpu_name", "keep_freed_memory", "log", "native_bf16", "resolve_amp", "select_device"]
+
+CPUINFO = Path("/proc/cpuinfo")  # Linux's processor description: the model name and the instruction-set flags
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -37,11 +39,39 @@ def select_device(name: str = "auto") -> torch.device:
 
 def amp_dtype_for(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of `cfg.amp` on `device`, or None for float32."""
-    # On CPUs without native bf16 autocast is many times slower, so auto means
-    # bf16 on CUDA only (docs/experiments.md has the CPU figure).
-    if cfg.amp == "off" or (cfg.amp == "auto" and device.type != "cuda"):
-        return None
-    return torch.float16 if cfg.amp == "fp16" else torch.bfloat16
+    return resolve_amp(cfg.amp, device)[0]
+
+
+def resolve_amp(amp: str, device: torch.device) -> tuple[torch.dtype | None, str]:
+    """The autocast dtype of `--amp amp` on `device` (None: float32) and what runs, and why, in words.
+
+    auto: bf16 on CUDA, and on CPUs that multiply bf16 natively (AMX or AVX512-BF16);
+    elsewhere bf16 is emulated and autocast many times slower (docs/experiments.md), so fp32.
+    """
+    if amp != "auto":
+        dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+        return dtype, f"{amp} autocast (--amp {amp})" if dtype else "fp32 (--amp off)"
+    if device.type == "cuda":
+        return torch.bfloat16, "bf16 autocast (auto: CUDA)"
+    if device.type != "cpu":
+        return None, f"fp32 (auto: bf16 autocast on CUDA and native-bf16 CPUs only, not {device.type})"
+    unit = native_bf16()
+    if unit:
+        return torch.bfloat16, f"bf16 autocast (auto: the processor has {unit})"
+    return None, "fp32 (auto: no native bf16 on this processor)"
+
+
+def native_bf16() -> str | None:
+    """The processor's unit that multiplies bf16 natively, "AMX" or "AVX512-BF16", or None (none, or not known)."""
+    if hasattr(torch.cpu, "get_capabilities"):  # what PyTorch detects (cpuinfo), in recent versions
+        flags = {name for name, present in torch.cpu.get_capabilities().items() if present is True}
+    else:  # the flags Linux reports; elsewhere not known
+        try:
+            lines = CPUINFO.read_text().splitlines()
+        except OSError:
+            return None
+        flags = set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
+    return "AMX" if "amx_bf16" in flags else "AVX512-BF16" if "avx512_bf16" in flags else None
 
 
 def keep_freed_memory() -> bool:
@@ -70,7 +100,7 @@ def keep_freed_memory() -> bool:
 
 def cpu_name() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in CPUINFO.read_text().splitlines():
             if line.startswith("model name"):
                 return re.sub(r"\s+", " ", line.split(":", 1)[1]).strip()
     except OSError:

@@ -15,8 +15,9 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,8 @@ from .resume import (
     without_optimizer,
 )
 from .rundir import log_tensorboard, next_run_dir, open_tensorboard, start_run_dir, write_config, write_results
-from .runtime import amp_dtype_for, log, select_device
+from .runtime import amp_dtype_for, log, resolve_amp, select_device
+from .stream import TrainLoader, default_workers
 from .summary import summarize
 
 __all__ = ["TrainingDiverged", "build_optimizer", "build_scheduler", "fit", "googlenet_loss", "train_one_epoch", "train_step"]
@@ -129,10 +131,16 @@ def planned_epochs(cfg: TrainConfig, epochs_done: int, seconds_per_epoch: float)
     return max(epochs_done, min(cfg.epochs, int(cfg.time * 60 / seconds_per_epoch)))
 
 
+def finish_estimate(seconds: float, now: datetime | None = None) -> str:
+    """When a run `seconds` from `now` ends, e.g. "about 12 min left, finishing at 14:05"."""
+    end = (now or datetime.now()) + timedelta(seconds=seconds)
+    return f"about {f'{seconds / 60:.0f} min' if seconds >= 90 else f'{seconds:.0f} s'} left, finishing at {end:%H:%M}"
+
+
 def ema_decay(decay: float, updates: int) -> float:
     """The EMA's decay at its `updates`-th update, warmed up as TensorFlow's ExponentialMovingAverage(num_updates)
     and timm's ModelEma do: min(decay, (1 + n) / (10 + n)), so the early average follows the fast-moving weights
-    (0.998 is reached after about 4,500 steps, half the default run) instead of remembering the initialisation."""
+    (the default 0.995 would be reached after about 1,800 steps; the default run's 1,260 end at 0.993) instead of remembering the initialisation."""
     return min(decay, (1 + updates) / (10 + updates))
 
 
@@ -188,10 +196,20 @@ def build_training(cfg: TrainConfig, data: Dataset, device: torch.device, resume
         trained = preprocess_of(meta)  # the input the weights expect, in the dataset's geometry
         pre = replace(pre, mean=trained.mean, std=trained.std, channel_order=trained.channel_order)
     augment = resolve_augment(cfg, data.default_augment)
-    # config.yaml records the augmentation actually used, not "dataset default".
+    if data.streamed:  # the streamed path's augmentation is the paper's crops (stream.train_transform), made by its workers
+        unused = [f"--{k.replace('_', '-')}" for k in ("rotate", "translate", "scale", "crop_padding", "elastic") if getattr(augment, k)]
+        if unused:
+            raise ConfigError(
+                f"{', '.join(unused)} augment images held in memory; a streamed folder trains on the paper's random crops "
+                "and flips (--hflip, --color-jitter): drop them or use --data-loading memory"
+            )
+    elif cfg.color_jitter:
+        raise ConfigError(f"--color-jitter applies to image folders streamed from disk, not to {cfg.dataset} in memory: drop it or use --data-loading stream")
+    # config.yaml records the augmentation and data path actually used, not "dataset default" or "auto".
     cfg = replace(
         cfg, in_channels=in_channels, rotate=augment.rotate, translate=augment.translate, scale=augment.scale,
         hflip=augment.hflip, crop_padding=augment.crop_padding, elastic=augment.elastic,
+        data_loading="stream" if data.streamed else "memory",
     )
     if cfg.batch_size > len(data.train):
         raise ConfigError(f"batch size {cfg.batch_size} is larger than the training split ({len(data.train)} images): use a smaller --batch-size")
@@ -216,7 +234,14 @@ def build_training(cfg: TrainConfig, data: Dataset, device: torch.device, resume
     if cfg.limit_train_batches is not None:
         steps_per_epoch = min(steps_per_epoch, cfg.limit_train_batches)
     scheduler = build_scheduler(cfg, optimizer, steps_per_epoch)
-    return TrainingState(cfg, data, pre, augment, model, step_model, averaged, optimizer, scheduler, steps_per_epoch, device, torch.Generator(), margs)
+    loader = None
+    if data.streamed:
+        local_batch = cfg.batch_size // dist_utils.world_size()
+        loader = TrainLoader(data.train, cfg.image_size, cfg.augment, augment.hflip, cfg.color_jitter, cfg.seed, local_batch, steps_per_epoch, device)
+        log(f"Streaming {cfg.dataset} from disk with {data.train.workers} DataLoader worker(s) per process")
+    return TrainingState(
+        cfg, data, pre, augment, model, step_model, averaged, optimizer, scheduler, steps_per_epoch, device, torch.Generator(), margs, loader
+    )
 
 
 def load_pretrained(model: GoogLeNet, weights: dict[str, Tensor], source: str) -> None:
@@ -255,6 +280,23 @@ def train_step(model: nn.Module, x: Tensor, target: Tensor, optimizer: torch.opt
     return loss.detach(), out
 
 
+def training_batches(t: TrainingState, epoch: int, start: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """Each step's model input and targets on the device, for `epoch` from step `start`: in-memory images indexed
+    and augmented a batch at a time, or a streamed folder's crops from its DataLoader; both in the seeded order
+    of `distributed.epoch_order`, and both through the run's Preprocess."""
+    if t.loader is not None:
+        for images, target in t.loader.epoch(epoch, start):
+            yield batch_transform(images.to(t.device, non_blocking=True), t.pre), target.to(t.device, non_blocking=True)
+        return
+    order = dist_utils.epoch_order(len(t.data.train), t.cfg.seed, epoch)
+    local_batch = t.cfg.batch_size // dist_utils.world_size()
+    for step in range(start, t.steps_per_epoch):
+        idx = order[step * local_batch : (step + 1) * local_batch]
+        images = t.data.train.images[idx].to(t.device, non_blocking=True)
+        target = t.data.train.labels[idx].to(t.device, non_blocking=True)
+        yield batch_transform(images, t.pre, t.augment, t.gen), target
+
+
 def train_one_epoch(t: TrainingState, epoch: int, state: EpochState, progress=None, stop: StopOnInterrupt | None = None) -> EpochState:
     """One pass over this process's share of the training split, from `state.step` (a mid-epoch resume).
 
@@ -262,14 +304,8 @@ def train_one_epoch(t: TrainingState, epoch: int, state: EpochState, progress=No
     """
     cfg = t.cfg
     t.model.train()
-    order = dist_utils.epoch_order(len(t.data.train), cfg.seed, epoch)
-    local_batch = cfg.batch_size // dist_utils.world_size()
     amp = amp_dtype_for(cfg, t.device)
-    for step in range(state.step, t.steps_per_epoch):
-        idx = order[step * local_batch : (step + 1) * local_batch]
-        images = t.data.train.images[idx].to(t.device, non_blocking=True)
-        target = t.data.train.labels[idx].to(t.device, non_blocking=True)
-        x = batch_transform(images, t.pre, t.augment, t.gen)
+    for step, (x, target) in enumerate(training_batches(t, epoch, state.step), start=state.step):
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         loss, out = train_step(t.step_model, x, target, t.optimizer, cfg, amp)
@@ -281,9 +317,9 @@ def train_one_epoch(t: TrainingState, epoch: int, state: EpochState, progress=No
         if t.averaged is not None and cfg.average == "ema":
             t.averaged.update_parameters(t.model)
         state.step = step + 1
-        state.loss_sum += loss_value * len(idx)
+        state.loss_sum += loss_value * len(target)
         state.correct += (out.logits.argmax(1) == target).sum().item()
-        state.seen += len(idx)
+        state.seen += len(target)
         if progress is not None:
             progress.update(1)
             progress.set_postfix(loss=f"{state.loss_sum / state.seen:.4f}", acc=f"{state.correct / state.seen:.4f}")
@@ -314,7 +350,9 @@ def end_epoch(t: TrainingState, progress: Progress, epoch: int, started: float, 
     """Validate, record the epoch's row, replan under --time, save the checkpoints and log; True if training should stop."""
     if t.averaged is not None and t.cfg.average == "polyak":
         t.averaged.update_parameters(t.model)
+    val_started = time.perf_counter()
     val = validate(t)
+    val_seconds = time.perf_counter() - val_started
     s = progress.epoch_state
     train_loss, train_acc = dist_utils.mean_over_processes(s.loss_sum, s.correct, s.seen)
     progress.elapsed += time.perf_counter() - started
@@ -355,6 +393,12 @@ def end_epoch(t: TrainingState, progress: Progress, epoch: int, started: float, 
             f"--time {t.cfg.time:g} min: {t.cfg.epochs} of {planned_before} epochs fit at {per_epoch:.0f} s per epoch"
             + (f"; the learning-rate schedule now ends after epoch {t.cfg.epochs}" if t.cfg.epochs > epoch + 1 else ": stopping")
         )
+    # The remaining epochs at the mean epoch time so far, then the final evaluation: every split, on the main
+    # process alone, at the speed validation just ran (all processes' share of the validation split).
+    cap = math.inf if t.cfg.limit_eval_batches is None else t.cfg.limit_eval_batches * t.cfg.eval_batch_size
+    n_train, n_val, n_test = (min(len(split), cap) for split in (t.data.train, t.data.val, t.data.test))
+    final_seconds = val_seconds * dist_utils.world_size() * (n_train + n_val + n_test) / max(n_val, 1)
+    log(finish_estimate(progress.elapsed / len(progress.results) * (t.cfg.epochs - epoch - 1) + final_seconds))
     if epoch + 1 >= t.cfg.epochs:
         return True
     if t.cfg.patience is not None and epoch + 1 - progress.best_epoch >= t.cfg.patience:
@@ -387,7 +431,10 @@ def fit(cfg: TrainConfig | None = None, resume: str | Path | None = None, **sett
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.manual_seed(cfg.seed)
 
-    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.val_fraction, cfg.seed, cfg.image_size)
+    data = load_dataset(
+        cfg.dataset, cfg.data_dir, cfg.download, cfg.val_fraction, cfg.seed, cfg.image_size, cfg.data_loading, cfg.memory_budget,
+        default_workers() if cfg.workers is None else cfg.workers,
+    )
     t = build_training(cfg, data, device, None if resume_state is None else preprocess_of(resume_state))
     progress = Progress() if resume_state is None else restore(resume_state, str(resume), run_dir, t)
     if run_dir is None:
@@ -400,7 +447,7 @@ def fit(cfg: TrainConfig | None = None, resume: str | Path | None = None, **sett
         start_run_dir(run_dir, t.cfg, device, resume_state is not None, summarize(GoogLeNet(**t.model_args), t.cfg.image_size))
     log(
         f"Training GoogLeNet on {t.cfg.dataset} ({len(data.train)} train / {len(data.val)} val / {len(data.test)} test) "
-        f"at {t.cfg.image_size} px on {device}, {t.cfg.epochs} epochs, run directory {run_dir}"
+        f"at {t.cfg.image_size} px on {device} in {resolve_amp(t.cfg.amp, device)[1]}, {t.cfg.epochs} epochs, run directory {run_dir}"
     )
     epoch = progress.start_epoch
     last_epoch = progress.start_epoch if progress.finished else t.cfg.epochs  # a finished run resumed: evaluation only
