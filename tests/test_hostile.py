@@ -511,12 +511,13 @@ def test_onecycle_works_for_any_step_count(epochs: int, steps: int):
     from googlenet.train import build_scheduler
 
     param = torch.nn.Parameter(torch.zeros(1))
-    optimizer = torch.optim.Adam([param], lr=1e-3)
-    scheduler = build_scheduler(resolve_config(epochs=epochs), optimizer, steps)
+    cfg = resolve_config(epochs=epochs)
+    optimizer = torch.optim.Adam([param], lr=cfg.lr)
+    scheduler = build_scheduler(cfg, optimizer, steps)
     for _ in range(epochs * steps):
         optimizer.step()
         scheduler.step()
-        assert 0 < optimizer.param_groups[0]["lr"] <= 1e-3
+        assert 0 < optimizer.param_groups[0]["lr"] <= cfg.lr
 
 
 def test_preset_in_the_config_file_is_honoured(tmp_path: Path, monkeypatch):

@@ -244,3 +244,13 @@ def test_torchrun_validation_counts_every_image_once(folder: Path, tmp_path: Pat
     n_val, counted = int(out[2][0]), int(out[2][1])
     assert n_val % 2 == 1 and counted == n_val  # an odd count: a padding sampler would count one image twice
     assert float(out[2][2]) == pytest.approx(float(out[1][2]), abs=1e-5) and out[2][3] == out[1][3]
+
+
+def test_a_long_strip_is_read_by_its_centre_square(tmp_path: Path):
+    """A 1 x 60000 px file is within the pixel limit; resized whole to a shorter side of 256 it would be 256 x 15 M."""
+
+    strip = np.random.default_rng(0).integers(0, 256, (1, 60000), dtype=np.uint8)
+    Image.fromarray(strip).save(tmp_path / "strip.png")
+    got = load_image(tmp_path / "strip.png", 1, 256, crop=True)
+    want = Image.fromarray(strip).resize((256, 256), Image.Resampling.BILINEAR, box=(29999.5, 0, 30000.5, 1))
+    assert got.shape == (1, 256, 256) and torch.equal(got[0], torch.from_numpy(np.asarray(want)))

@@ -71,7 +71,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         help="memory: decode every image first (fast for MNIST and small folders); stream: read an image folder from disk "
         "with DataLoader workers and the paper's crops (ImageNet); auto: stream a folder over --memory-budget",
     )
-    g.add_argument("--memory-budget", type=float, metavar="GB", help="decoded images the in-memory path may hold (unset: half of this machine's memory)")
+    g.add_argument("--memory-budget", type=float, metavar="GB", help="decoded images the in-memory path may hold (unset: half of this machine's memory, shared among torchrun's processes on it)")
     g.add_argument("--workers", type=int, metavar="N", help="DataLoader processes reading a streamed folder (unset: the cores, up to 8, shared among torchrun's processes)")
 
     g = p.add_argument_group("augmentation (unset: the dataset's defaults, see googlenet datasets)")

@@ -403,9 +403,14 @@ def load_image(path: Path, channels: int, size: int, crop: bool = False, note_co
             if crop:
                 w, h = img.size
                 scale = size / min(w, h)
-                img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BILINEAR)
-                left, top = (img.size[0] - size) // 2, (img.size[1] - size) // 2
-                img = img.crop((left, top, left + size, top + size))
+                if max(w, h) * scale > 4 * size:  # a long strip (1 x 60000 px): scale only its centre square, not 256 x 15 M
+                    side = min(w, h)
+                    left, top = (w - side) / 2, (h - side) / 2
+                    img = img.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side))
+                else:
+                    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BILINEAR)
+                    left, top = (img.size[0] - size) // 2, (img.size[1] - size) // 2
+                    img = img.crop((left, top, left + size, top + size))
             else:
                 img = img.resize((size, size), Image.Resampling.BILINEAR)
             arr = np.asarray(img, dtype=np.uint8)
@@ -486,13 +491,15 @@ def _check_fits_memory(count: int, channels: int, size: int, root: Path) -> None
 
 
 def memory_budget_bytes(gb: float | None) -> int:
-    """--memory-budget in bytes: `gb` gigabytes, or (None) half of this machine's memory (no limit where that is unknown)."""
+    """--memory-budget in bytes: `gb` gigabytes, or (None) half of this machine's memory shared among torchrun's
+    processes on it, each of which holds its own copy (no limit where the memory is unknown)."""
     if gb is not None:
-        return int(gb * 1e9)
+        return round(gb * 1e9)
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+        machine = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):
         return 1 << 62
+    return machine // 2 // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def eval_side(image_size: int) -> int:

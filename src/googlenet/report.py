@@ -95,7 +95,8 @@ def plot_curves(run_dir: Path, cfg: dict[str, Any] | None = None) -> None:
 def plot_confusion(cm: list[list[int]], classes: list[str], title: str, path: Path) -> None:
     plt = _pyplot()
     n = len(classes)
-    fig, ax = plt.subplots(figsize=(max(4, 0.5 * n + 2), max(4, 0.5 * n + 1.5)))
+    side = min(0.5 * n, 30)  # inches: 0.5 a class, at most 30 (1000 ImageNet classes would need a 12 GB canvas)
+    fig, ax = plt.subplots(figsize=(max(4, side + 2), max(4, side + 1.5)))
     t = torch.tensor(cm, dtype=torch.float64)
     share = (t / t.sum(1, keepdim=True).clamp(min=1)).numpy()
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
@@ -366,10 +367,12 @@ def run_evaluate(args) -> None:
         raise CheckpointError(f"{path} does not record the data it was trained on: pass --dataset NAME or imagefolder:PATH")
     from .stream import default_workers
 
-    loading = {"data_loading": cfg.get("data_loading", "memory"), "memory_budget": cfg.get("memory_budget"), "workers": cfg.get("workers")}
+    # auto, whatever the run used: both paths evaluate the same images identically (tests/test_stream.py), and the
+    # data may be another, bigger folder (--dataset) or have no run at all (a converted checkpoint)
+    workers = cfg.get("workers")
     data = load_evaluation_data(
         dataset, preprocess_of(state), args.data_dir or cfg.get("data_dir"), cfg.get("val_fraction", 0.1), cfg.get("seed", 0),
-        loading["data_loading"], loading["memory_budget"], default_workers() if loading["workers"] is None else loading["workers"],
+        "auto", cfg.get("memory_budget"), default_workers() if workers is None else workers,
     )
     data = match_classes(data, [str(c) for c in state["classes"]], dataset)
     splits = tuple(s for s in (("train", "val", "test") if args.split == "all" else (args.split,)) if len(data.split(s)))

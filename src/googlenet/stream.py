@@ -104,8 +104,8 @@ class ImageFiles(torch.utils.data.Dataset):
                 image = self.split.image(i)
             else:
                 image = read_image(self.split.files[i], self.split.channels)
-                with torch.random.fork_rng(devices=[]):  # transforms v2 draw from torch's global generator
-                    torch.manual_seed(crop_seed(self.seed, epoch, i))
+                with torch.random.fork_rng(devices=[]):  # transforms v2 draw from torch's global CPU generator
+                    torch.default_generator.manual_seed(crop_seed(self.seed, epoch, i))  # not torch.manual_seed: CUDA's too
                     image = self.transform(image)
         except DataError as exc:
             return Unreadable(str(exc))
@@ -137,7 +137,16 @@ def _loader(dataset: ImageFiles, batch_sampler, workers: int, device: torch.devi
         prefetch_factor=4 if workers else None,
         # its own generator: each iteration draws a base seed, which must not move torch's global stream (dropout)
         generator=torch.Generator().manual_seed(0),
+        worker_init_fn=_ignore_interrupts,
     )
+
+
+def _ignore_interrupts(worker: int) -> None:
+    """A worker leaves a terminal's Ctrl-C (sent to the whole process group) to the main process, which stops at a
+    step boundary (resume.StopOnInterrupt) and shuts the workers down."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class EpochBatches(torch.utils.data.Sampler):
