@@ -180,6 +180,7 @@ def test_streamed_run_trains_evaluates_and_resumes_exactly(folder: Path, monkeyp
     assert state["preprocess"]["resize"] == 37 and state["preprocess"]["native_size"] == 37
     metrics = json.loads((reference / "metrics.json").read_text())["splits"]
     assert sum(map(sum, metrics["test"]["confusion_matrix"])) == len(streamed(folder).test)
+    assert "streamed from disk: random-resized crops" in (reference / "REPORT.md").read_text()
 
     calls, transform = [0], train.batch_transform
 

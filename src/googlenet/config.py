@@ -118,7 +118,7 @@ class TrainConfig:
     # memory (decode everything first), stream (image folders: read from disk by DataLoader workers, with the paper's
     # crops; stream.py) or auto (stream an image folder whose decoded images would exceed memory_budget)
     data_loading: str = "auto"
-    memory_budget: float | None = None  # GB of decoded images the in-memory path may hold; None = half of this machine's memory
+    memory_budget: float | None = None  # GB of decoded images the in-memory path may hold; None = half of this machine's memory, shared among torchrun's processes on it
     workers: int | None = None  # DataLoader processes of the streamed path; None = the cores (up to 8), shared among torchrun's processes
     # augmentation (None = the dataset's default, see data.DATASETS)
     augment: bool = True  # master switch for training augmentation

@@ -266,6 +266,8 @@ def build_report(run_dir: str | Path) -> Path:
     aug = "off" if not cfg.get("augment") else "on (dataset defaults unless set: " + ", ".join(
         f"{k} {cfg[k]}" for k in aug_keys if cfg.get(k) is not None
     ) + ")"
+    if cfg.get("augment") and cfg.get("data_loading") == "stream":  # streamed from disk: the paper's crops (stream.train_transform)
+        aug = f"on (streamed from disk: random-resized crops of 8-100% of the area, hflip {cfg.get('hflip')}, color_jitter {cfg.get('color_jitter', 0)})"
     budget = f", time budget {cfg['time']:g} min" if cfg.get("time") else ""
     recipe = (
         f"Trained for {len(rows)} epoch(s) (of {cfg['epochs']}{budget}) on `{cfg['dataset']}` at {cfg['image_size']}x{cfg['image_size']} px, "
