@@ -24,6 +24,7 @@ import os
 import struct
 import sys
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -392,34 +393,28 @@ def load_image(path: Path, channels: int, size: int, crop: bool = False, note_co
     is resized to `size` and the centre square kept (the aspect ratio kept).
     `note_colour`: say on stderr when a colour image is converted to grey.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    try:
-        with open_image(path) as img:
-            if note_colour and channels == 1 and _is_colour(img):  # before draft(), which may decode JPEGs as grey
-                print(f"note: {path} is a colour image; converted to grey for this 1-channel model", file=sys.stderr)
-            img.draft("L" if channels == 1 else "RGB", (size, size))  # fast JPEG downscale
-            img = _convert(img, channels)
-            if crop:
-                w, h = img.size
-                scale = size / min(w, h)
-                if max(w, h) * scale > 4 * size:  # a long strip (1 x 60000 px): scale only its centre square, not 256 x 15 M
-                    side = min(w, h)
-                    left, top = (w - side) / 2, (h - side) / 2
-                    img = img.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side))
-                else:
-                    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BILINEAR)
-                    left, top = (img.size[0] - size) // 2, (img.size[1] - size) // 2
-                    img = img.crop((left, top, left + size, top + size))
+    with _image_errors(path), open_image(path) as img:
+        if note_colour and channels == 1 and _is_colour(img):  # before draft(), which may decode JPEGs as grey
+            print(f"note: {path} is a colour image; converted to grey for this 1-channel model", file=sys.stderr)
+        img.draft("L" if channels == 1 else "RGB", (size, size))  # fast JPEG downscale
+        img = _convert(img, channels)
+        if crop:
+            w, h = img.size
+            scale = size / min(w, h)
+            if max(w, h) * scale > 4 * size:  # a long strip (1 x 60000 px): scale only its centre square, not 256 x 15 M
+                side = min(w, h)
+                left, top = (w - side) / 2, (h - side) / 2
+                img = img.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side))
             else:
-                img = img.resize((size, size), Image.Resampling.BILINEAR)
-            arr = np.asarray(img, dtype=np.uint8)
-    except Image.DecompressionBombError as exc:
-        raise DataError(f"image {path} has too many pixels to decode safely ({exc}): resize it") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DataError(f"cannot read image {path}: {exc}; pass a valid PNG or JPEG file") from None
-    arr = arr[:, :, None] if arr.ndim == 2 else arr
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+                img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BILINEAR)
+                left, top = (img.size[0] - size) // 2, (img.size[1] - size) // 2
+                img = img.crop((left, top, left + size, top + size))
+        else:
+            img = img.resize((size, size), Image.Resampling.BILINEAR)
+        arr = np.asarray(img, dtype=np.uint8)
+    return _chw(arr)
 
 
 def _convert(img, channels: int):
@@ -443,22 +438,34 @@ def read_image(path: Path, channels: int) -> Tensor:
     file it refuses, go through PIL as in `load_image`. PIL reads the header first either way, so the pixel
     limit and the one-line errors are load_image's.
     """
-    from PIL import Image, UnidentifiedImageError
     from torchvision.io import ImageReadMode, decode_image
 
+    with _image_errors(path), open_image(path) as img:
+        if img.format == "JPEG" and img.mode in ("RGB", "L"):
+            try:
+                data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+                return decode_image(data, mode=ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB)
+            except RuntimeError:
+                pass  # truncated or corrupt: PIL's reading below names the problem as the in-memory path does
+        arr = np.asarray(_convert(img, channels), dtype=np.uint8)
+    return _chw(arr)
+
+
+@contextmanager
+def _image_errors(path: Path):
+    """An unreadable or oversized image file as load_image's and read_image's one-line DataError."""
+    from PIL import Image, UnidentifiedImageError
+
     try:
-        with open_image(path) as img:
-            if img.format == "JPEG" and img.mode in ("RGB", "L"):
-                try:
-                    data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
-                    return decode_image(data, mode=ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB)
-                except RuntimeError:
-                    pass  # truncated or corrupt: PIL's reading below names the problem as the in-memory path does
-            arr = np.asarray(_convert(img, channels), dtype=np.uint8)
+        yield
     except Image.DecompressionBombError as exc:
         raise DataError(f"image {path} has too many pixels to decode safely ({exc}): resize it") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DataError(f"cannot read image {path}: {exc}; pass a valid PNG or JPEG file") from None
+
+
+def _chw(arr: np.ndarray) -> Tensor:
+    """A PIL image's H x W (grey) or H x W x C uint8 array as a C x H x W tensor of its own."""
     arr = arr[:, :, None] if arr.ndim == 2 else arr
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
