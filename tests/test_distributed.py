@@ -128,6 +128,9 @@ def test_two_processes_on_half_batches_match_one_process(workdir: Path, two_proc
     for split in ("train", "val", "test"):
         assert m1[split]["confusion_matrix"] == m2[split]["confusion_matrix"]
         assert m1[split]["loss"] == pytest.approx(m2[split]["loss"], abs=1e-5)
+    # the final evaluation is sharded too: one log of it, and the same first misclassified test images
+    assert stdout.count("evaluating test") == 1 and sum(sum(row) for row in m2["test"]["confusion_matrix"]) == 50
+    assert (one / "errors_test.png").read_bytes() == (two / "errors_test.png").read_bytes()
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ __all__ = [
     "all_reduce_sum",
     "any_process",
     "barrier",
+    "broadcast_object",
     "cleanup",
     "epoch_order",
     "init",
@@ -112,6 +113,15 @@ def all_gather_object(obj):
     out = [None] * world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def broadcast_object(obj):
+    """Rank 0's `obj` on every process (a collective: all processes must call it)."""
+    if world_size() == 1:
+        return obj
+    box = [obj if is_main() else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def barrier() -> None:

@@ -24,6 +24,8 @@ from .stream import eval_batches
 
 __all__ = ["TTA_MODES", "SplitMetrics", "classification_metrics", "confusion_matrix", "evaluate_split", "tta_view_count", "tta_views"]
 
+MOST_ERRORS = 40  # misclassified images a run's errors_test.png shows
+
 
 def confusion_matrix(targets: Tensor, preds: Tensor, num_classes: int) -> Tensor:
     """Counts: rows are true classes, columns predicted classes."""
@@ -198,7 +200,7 @@ def evaluate_split(
     tta: str = "none",
     progress=None,
     errors: list[tuple[int, int]] | None = None,
-    most_errors: int = 40,
+    most_errors: int = MOST_ERRORS,
 ) -> SplitMetrics:
     """Eval-mode pass over a split (or the given indices of it), in memory or read from disk (stream.eval_batches).
 

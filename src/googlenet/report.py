@@ -20,12 +20,14 @@ from typing import Any
 import torch
 import yaml
 
+from . import distributed as dist_utils
 from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from .data import Dataset, Preprocess, Split
 from .errors import UserError
-from .evaluate import evaluate_split
+from .evaluate import MOST_ERRORS, evaluate_split
 from .files import atomic_save, atomic_write_text, check_output_file
 from .kernels import accelerate
+from .runtime import log
 from .tables import format_table
 
 __all__ = ["build_report", "evaluate_all", "plot_curves", "write_final_outputs"]
@@ -128,7 +130,11 @@ def evaluate_all(
     test_errors: list[tuple[int, int]] | None = None,
 ) -> dict[str, Any]:
     """Eval-mode metrics of a checkpoint's (averaged) weights on whole splits (`tta`: see evaluate.tta_views);
-    `test_errors` collects the test split's first misclassified images (evaluate_split's `errors`)."""
+    `test_errors` collects the test split's first misclassified images (evaluate_split's `errors`).
+
+    Under torchrun every process evaluates its share of each split (as validation does, each image once)
+    and the sums are added up, so every process returns the same metrics.
+    """
     cfg = state.get("config") or {}  # a converted checkpoint has none
     model = accelerate(model_from_checkpoint(state)).to(device)
     if cfg.get("channels_last"):
@@ -138,25 +144,35 @@ def evaluate_all(
     pre = Preprocess.from_dict(state["preprocess"])
     batch = cfg.get("eval_batch_size", 500)
     sizes = {s: len(data.split(s)) if limit_batches is None else min(len(data.split(s)), limit_batches * batch) for s in splits}
+    shards = {s: dist_utils.shard(n) for s, n in sizes.items()}  # the same images whatever the process count: limit, then shard
+    mine = sum(n if shards[s] is None else len(shards[s]) for s, n in sizes.items())
     out: dict[str, Any] = {}
     # A bar on a terminal; one line per split in a log (the whole of MNIST takes minutes on 2 cores).
-    with tqdm(total=sum(sizes.values()), unit="img", desc="evaluating", leave=False, disable=not sys.stderr.isatty()) as bar:
+    quiet = not (sys.stderr.isatty() and dist_utils.is_main())
+    with tqdm(total=mine, unit="img", desc="evaluating", leave=False, disable=quiet) as bar:
         for split in splits:
             if not bar.disable:
                 bar.set_description(f"evaluating {split}")
             else:
-                print(f"evaluating {split} ({sizes[split]:,} images{'' if tta == 'none' else f', {tta}'})", flush=True)
+                log(f"evaluating {split} ({sizes[split]:,} images{'' if tta == 'none' else f', {tta}'})")
+            errors = [] if split == "test" and test_errors is not None else None
             m = evaluate_split(
-                model, data.split(split), pre, data.num_classes, batch, device, limit_batches, bool(cfg.get("channels_last")),
-                tta=tta, progress=bar.update, errors=test_errors if split == "test" else None,
+                model, data.split(split), pre, data.num_classes, batch, device, limit_batches if shards[split] is None else None,
+                bool(cfg.get("channels_last")), shards[split], dist_utils.all_reduce_sum, tta=tta, progress=bar.update, errors=errors,
             )
+            if errors is not None:  # each process's first misses in index order; together, the split's first
+                test_errors += sorted(e for part in dist_utils.all_gather_object(errors) for e in part)[:MOST_ERRORS]
             out[split] = m.to_dict()
     return out
 
 
 def write_final_outputs(run_dir: Path, data: Dataset, device: torch.device, cfg) -> dict[str, Any]:
-    """Evaluate the best checkpoint on every split, then write metrics, plots, the test errors' grid and REPORT.md; returns the metrics."""
-    state = load_checkpoint(run_dir / "weights" / "best.pt", map_location=device)
+    """Evaluate the best checkpoint on every split, then write metrics, plots, the test errors' grid and REPORT.md; returns the metrics.
+
+    Under torchrun rank 0 reads best.pt (the only process sure to see its own disk) and hands it to the
+    others; all evaluate their shares; rank 0 writes; then all leave together.
+    """
+    state = dist_utils.broadcast_object(load_checkpoint(run_dir / "weights" / "best.pt", map_location=device) if dist_utils.is_main() else None)
     errors: list[tuple[int, int]] = []
     metrics = {
         "checkpoint": "weights/best.pt",
@@ -164,9 +180,11 @@ def write_final_outputs(run_dir: Path, data: Dataset, device: torch.device, cfg)
         "classes": data.classes,
         "splits": evaluate_all(state, data, device, limit_batches=cfg.limit_eval_batches, test_errors=errors),
     }
-    plot_errors(errors, data, run_dir / "errors_test.png")
-    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1) + "\n")
-    build_report(run_dir)
+    if dist_utils.is_main():
+        plot_errors(errors, data, run_dir / "errors_test.png")
+        atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1) + "\n")
+        build_report(run_dir)
+    dist_utils.barrier()  # no process exits (and tears down the process group) while rank 0 still writes
     return metrics
 
 

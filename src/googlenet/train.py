@@ -393,11 +393,11 @@ def end_epoch(t: TrainingState, progress: Progress, epoch: int, started: float, 
             f"--time {t.cfg.time:g} min: {t.cfg.epochs} of {planned_before} epochs fit at {per_epoch:.0f} s per epoch"
             + (f"; the learning-rate schedule now ends after epoch {t.cfg.epochs}" if t.cfg.epochs > epoch + 1 else ": stopping")
         )
-    # The remaining epochs at the mean epoch time so far, then the final evaluation: every split, on the main
-    # process alone, at the speed validation just ran (all processes' share of the validation split).
+    # The remaining epochs at the mean epoch time so far, then the final evaluation: every split, each
+    # process its share, at the speed validation just ran.
     cap = math.inf if t.cfg.limit_eval_batches is None else t.cfg.limit_eval_batches * t.cfg.eval_batch_size
     n_train, n_val, n_test = (min(len(split), cap) for split in (t.data.train, t.data.val, t.data.test))
-    final_seconds = val_seconds * dist_utils.world_size() * (n_train + n_val + n_test) / max(n_val, 1)
+    final_seconds = val_seconds * (n_train + n_val + n_test) / max(n_val, 1)
     log(finish_estimate(progress.elapsed / len(progress.results) * (t.cfg.epochs - epoch - 1) + final_seconds))
     if epoch + 1 >= t.cfg.epochs:
         return True
@@ -474,12 +474,11 @@ def fit(cfg: TrainConfig | None = None, resume: str | Path | None = None, **sett
         if stop.requested():  # Ctrl-C while the last epoch was validated or saved: stop before the final evaluation
             stop_before_final_evaluation(run_dir)
 
-    if dist_utils.is_main():
-        try:
-            with StopFinalEvaluation(run_dir):  # Ctrl-C or SIGTERM here: stop, and --resume finishes the run
-                log(final_summary(write_final_outputs(run_dir, data, device, t.cfg), run_dir))
-        except DiskFullError as exc:
-            raise _disk_full(exc, run_dir) from None
+    try:
+        with StopFinalEvaluation(run_dir):  # Ctrl-C or SIGTERM here: stop, and --resume finishes the run
+            log(final_summary(write_final_outputs(run_dir, data, device, t.cfg), run_dir))
+    except DiskFullError as exc:
+        raise _disk_full(exc, run_dir) from None
     dist_utils.cleanup()
     return run_dir
 
