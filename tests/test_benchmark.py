@@ -74,6 +74,16 @@ def test_benchmark_rejects_small_images(capsys) -> None:
     assert "minimum of 31" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("flags", "names"),
+    [(["--data-loading", "stream", "--mode", "eval"], "--mode train"), (["--workers", "2"], "add --data-loading stream"), (["--data", "imgs"], "add --data-loading stream")],
+)
+def test_benchmark_refuses_stream_options_it_would_ignore(capsys, flags, names) -> None:
+    assert main(["benchmark", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert names in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
 def test_benchmark_under_autocast_uses_that_dtypes_peak(capsys) -> None:
     args = ["benchmark", "--image-size", "32", "--batch-size", "2", "--steps", "1", "--repeats", "1", "--warmup", "0", "--amp", "bf16"]
     assert main(args) == 0

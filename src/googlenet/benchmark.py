@@ -169,6 +169,11 @@ def run_benchmark(args) -> None:
     check_count("--batch-size", args.batch_size, MAX_BATCH_SIZE)  # the training bound (config.py): memory
     if min(args.batch_size, args.steps, args.repeats) < 1 or args.warmup < 0:
         raise ConfigError("--batch-size, --steps and --repeats must be positive and --warmup not negative")
+    streaming = getattr(args, "data_loading", "memory") == "stream"
+    if streaming and args.mode == "eval":
+        raise ConfigError("--data-loading stream times the training pipeline beside the training step: use --mode train or --mode both")
+    if not streaming and (getattr(args, "data", None) or getattr(args, "workers", None) is not None):
+        raise ConfigError("--data and --workers set what the streamed pipeline reads: add --data-loading stream")
     device = select_device(args.device)
     cfg = replace(TrainConfig(), image_size=args.image_size, batch_size=args.batch_size, amp=args.amp)
     # The peak that matters is that of the dtype the matrix multiplies run in (AMX's bf16 peak is 6x its fp32 one).
@@ -181,7 +186,7 @@ def run_benchmark(args) -> None:
     images = data.train.images[: args.batch_size].to(device)
     labels = data.train.labels[: args.batch_size].to(device)
     modes = ["train", "eval"] if args.mode == "both" else [args.mode]
-    streamed = streamed_pipeline(args) if getattr(args, "data_loading", "memory") == "stream" else None  # before the model: alone
+    streamed = streamed_pipeline(args) if streaming else None  # before the model: alone
 
     def ours(on: Collection[str] = tuple(SPEEDUPS)) -> nn.Module:
         torch.manual_seed(0)

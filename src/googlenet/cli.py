@@ -236,20 +236,20 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from .runtime import keep_freed_memory
-    from .train import fit
+    from .train import MACHINE_SETTINGS, fit
 
     keep_freed_memory()
 
     values = {k: v for k, v in vars(args).items() if k not in ("command", "preset", "config", "resume", "func")}
     if args.resume:
-        others = [f"--{k.replace('_', '-')}" for k, v in values.items() if v is not None and k != "device"]
+        others = [f"--{k.replace('_', '-')}" for k, v in values.items() if v is not None and k not in MACHINE_SETTINGS]
         others += ["--config"] * bool(args.config) + ["--preset"] * bool(args.preset)
         if others:  # never ignored silently: a resume replays the run as it was configured
             raise ConfigError(
                 f"--resume continues {args.resume} exactly as it was configured, so {', '.join(others)} cannot apply; "
                 f"to train on from its weights with other settings, start a new run: googlenet train --weights {args.resume} ..."
             )
-        fit(resolve_config("fast", device=args.device), resume=args.resume)
+        fit(resolve_config("fast", device=args.device, workers=args.workers), resume=args.resume)
         return
     file_values = load_yaml(args.config) if args.config else None
     fit(resolve_config(args.preset, file_values, **values))

@@ -207,8 +207,9 @@ def without_optimizer(state: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in state.items() if k != "optimizer"}
 
 
-def load_resume_state(target: Path, device: str) -> tuple[Path, dict[str, Any], TrainConfig]:
-    """(run directory, checkpoint, its config on `device`) for --resume RUN_DIR or RUN_DIR/weights/*.pt, or a one-line error."""
+def load_resume_state(target: Path, device: str, workers: int | None = None) -> tuple[Path, dict[str, Any], TrainConfig]:
+    """(run directory, checkpoint, its config on `device`, with `workers` if given) for --resume RUN_DIR or RUN_DIR/weights/*.pt,
+    or a one-line error. Device and workers are this machine's, not the run's: neither changes a batch."""
     if not target.exists():
         raise ConfigError(f"{target} does not exist: --resume takes a run directory, e.g. runs/train/exp")
     if target.is_dir():
@@ -225,6 +226,7 @@ def load_resume_state(target: Path, device: str) -> tuple[Path, dict[str, Any], 
         raise CheckpointError(f"{path} cannot resume training (it has no {missing[0]}): resume from a run's weights/last.pt")
     try:
         cfg = replace(TrainConfig.from_dict(state["config"]), device=device)
+        cfg = cfg if workers is None else replace(cfg, workers=workers)
         replace(cfg, name="exp", project="runs").validate()  # (its name and project are not used: the run is where last.pt is)
     except ConfigError as exc:
         raise CheckpointError(f"{target} holds an unusable training config ({exc}): resume a run written by googlenet train") from None

@@ -407,6 +407,8 @@ def end_epoch(t: TrainingState, progress: Progress, epoch: int, started: float, 
     return False
 
 
+MACHINE_SETTINGS = {"device", "workers"}  # what a resume may change: where it runs, not what it computes
+
 def fit(cfg: TrainConfig | None = None, resume: str | Path | None = None, **settings: Any) -> Path:
     """Train as `cfg` says (default: the fast preset) with `settings` on top, or resume a run directory; returns the run directory.
 
@@ -415,15 +417,15 @@ def fit(cfg: TrainConfig | None = None, resume: str | Path | None = None, **sett
     """
     from tqdm import tqdm
 
-    if resume is not None and set(settings) - {"device"}:  # as the CLI: a resume replays the run as it was configured
-        raise ConfigError(f"resume continues {resume} exactly as it was configured, so {', '.join(sorted(set(settings) - {'device'}))} cannot apply")
+    if resume is not None and set(settings) - MACHINE_SETTINGS:  # as the CLI: a resume replays the run as it was configured
+        raise ConfigError(f"resume continues {resume} exactly as it was configured, so {', '.join(sorted(set(settings) - MACHINE_SETTINGS))} cannot apply")
     cfg = resolve_config(**settings) if cfg is None else replace(cfg, **settings).validate() if settings else cfg
 
     device = select_device(cfg.device)
     dist_utils.init(device)
     run_dir, resume_state = None, None
     if resume is not None:
-        run_dir, resume_state, cfg = load_resume_state(Path(resume), cfg.device)
+        run_dir, resume_state, cfg = load_resume_state(Path(resume), cfg.device, cfg.workers)
     if dist_utils.world_size() > 1 and cfg.batch_size % dist_utils.world_size():
         raise ConfigError(f"batch size {cfg.batch_size} does not split across {dist_utils.world_size()} processes: use a multiple")
     if cfg.deterministic:
