@@ -172,7 +172,8 @@ def write_final_outputs(run_dir: Path, data: Dataset, device: torch.device, cfg)
     Under torchrun rank 0 reads best.pt (the only process sure to see its own disk) and hands it to the
     others; all evaluate their shares; rank 0 writes; then all leave together.
     """
-    state = dist_utils.broadcast_object(load_checkpoint(run_dir / "weights" / "best.pt", map_location=device) if dist_utils.is_main() else None)
+    # read on the CPU: CUDA tensors sent to the other processes would land on rank 0's GPU
+    state = dist_utils.broadcast_object(load_checkpoint(run_dir / "weights" / "best.pt") if dist_utils.is_main() else None)
     errors: list[tuple[int, int]] = []
     metrics = {
         "checkpoint": "weights/best.pt",
