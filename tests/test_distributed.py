@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_availa
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 BASE = [
     "--epochs", "2", "--limit-train-batches", "3", "--batch-size", "16",
-    "--limit-eval-batches", "2", "--eval-batch-size", "25",
+    "--limit-eval-batches", "3", "--eval-batch-size", "17",  # 51 images: unequal shards (26 and 25)
     "--deterministic", "--average", "ema", "--device", "cpu", "--project", "P",
 ]  # fmt: skip
 # The same mean gradient from 1 x 16 or 2 x 8 images needs the same images and no per-process randomness;
@@ -129,7 +129,7 @@ def test_two_processes_on_half_batches_match_one_process(workdir: Path, two_proc
         assert m1[split]["confusion_matrix"] == m2[split]["confusion_matrix"]
         assert m1[split]["loss"] == pytest.approx(m2[split]["loss"], abs=1e-5)
     # the final evaluation is sharded too: one log of it, and the same first misclassified test images
-    assert stdout.count("evaluating test") == 1 and sum(sum(row) for row in m2["test"]["confusion_matrix"]) == 50
+    assert stdout.count("evaluating test") == 1 and sum(sum(row) for row in m2["test"]["confusion_matrix"]) == 51
     assert (one / "errors_test.png").read_bytes() == (two / "errors_test.png").read_bytes()
 
 
@@ -156,6 +156,39 @@ def test_ctrl_c_on_one_worker_stops_all_and_resumes_exactly(workdir: Path):
         assert all(torch.equal(got[key][k], want[key][k]) for k in want[key]), key
     drop_time = [{k: v for k, v in r.items() if k != "epoch_time"} for r in rows(workdir / "P" / "ddp-stopped")]
     assert drop_time == [{k: v for k, v in r.items() if k != "epoch_time"} for r in rows(workdir / "P" / "ddp-reference")]
+
+
+FINAL_DRIVER = """
+import os, signal, sys
+import googlenet.report as report
+evaluate, sent = report.evaluate_split, []
+
+def ctrl_c_on_rank_1(*args, **kwargs):  # Ctrl-C reaching rank 1 alone as the final evaluation starts
+    if os.environ.get("RANK") == "1" and not sent:
+        sent.append(1)
+        os.kill(os.getpid(), signal.SIGINT)
+    return evaluate(*args, **kwargs)
+
+report.evaluate_split = ctrl_c_on_rank_1
+from googlenet.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_one_worker_in_the_final_evaluation_stops_all_after_the_split(workdir: Path):
+    (workdir / "final_driver.py").write_text(FINAL_DRIVER)
+    stopped = run(workdir, ["final_driver.py", "train", *BASE, "--epochs", "1", "--name", "final-stopped"], nproc=2)
+    assert stopped.returncode != 0
+    assert "Interrupted during the final evaluation" in stopped.stdout and "googlenet train --resume P/final-stopped" in stopped.stdout
+    assert "evaluating train" in stopped.stdout and "evaluating val" not in stopped.stdout  # both stopped after the split
+    assert "Connection closed" not in stopped.stderr  # no process was left waiting on one that had gone
+    run_dir = workdir / "P" / "final-stopped"
+    assert not (run_dir / "metrics.json").exists()
+
+    resumed = run(workdir, ["-m", "googlenet", "train", "--resume", "P/final-stopped"], nproc=2)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert sum(map(sum, json.loads((run_dir / "metrics.json").read_text())["splits"]["test"]["confusion_matrix"])) == 51
 
 
 def free_port() -> int:

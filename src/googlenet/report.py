@@ -14,6 +14,7 @@ import io
 import json
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -127,13 +128,15 @@ def write_confusion_csv(cm: list[list[int]], classes: list[str], path: Path) -> 
 
 def evaluate_all(
     state: dict[str, Any], data: Dataset, device: torch.device, splits=("train", "val", "test"), limit_batches=None, tta: str = "none",
-    test_errors: list[tuple[int, int]] | None = None,
+    test_errors: list[tuple[int, int]] | None = None, after_split: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Eval-mode metrics of a checkpoint's (averaged) weights on whole splits (`tta`: see evaluate.tta_views);
-    `test_errors` collects the test split's first misclassified images (evaluate_split's `errors`).
+    `test_errors` collects the test split's first misclassified images (evaluate_split's `errors`);
+    `after_split` is called after each split (e.g. to stop there).
 
     Under torchrun every process evaluates its share of each split (as validation does, each image once)
-    and the sums are added up, so every process returns the same metrics.
+    and the sums are added up, so every process returns the same metrics: a collective, which every
+    process must call.
     """
     cfg = state.get("config") or {}  # a converted checkpoint has none
     model = accelerate(model_from_checkpoint(state)).to(device)
@@ -163,29 +166,45 @@ def evaluate_all(
             if errors is not None:  # each process's first misses in index order; together, the split's first
                 test_errors += sorted(e for part in dist_utils.all_gather_object(errors) for e in part)[:MOST_ERRORS]
             out[split] = m.to_dict()
+            if after_split is not None:
+                after_split()
     return out
 
 
-def write_final_outputs(run_dir: Path, data: Dataset, device: torch.device, cfg) -> dict[str, Any]:
+def write_final_outputs(run_dir: Path, data: Dataset, device: torch.device, cfg, after_split: Callable[[], None] | None = None) -> dict[str, Any]:
     """Evaluate the best checkpoint on every split, then write metrics, plots, the test errors' grid and REPORT.md; returns the metrics.
 
     Under torchrun rank 0 reads best.pt (the only process sure to see its own disk) and hands it to the
-    others; all evaluate their shares; rank 0 writes; then all leave together.
+    others; all evaluate their shares; rank 0 writes; then all leave together, or all fail with rank 0.
     """
-    # read on the CPU: CUDA tensors sent to the other processes would land on rank 0's GPU
-    state = dist_utils.broadcast_object(load_checkpoint(run_dir / "weights" / "best.pt") if dist_utils.is_main() else None)
+    state, problem = None, None
+    if dist_utils.is_main():
+        try:  # on the CPU: CUDA tensors sent to the other processes would land on rank 0's GPU
+            state = load_checkpoint(run_dir / "weights" / "best.pt")
+        except CheckpointError as exc:
+            problem = str(exc)
+    state, problem = dist_utils.broadcast_object((state, problem))
+    if problem:
+        raise CheckpointError(problem)
     errors: list[tuple[int, int]] = []
     metrics = {
         "checkpoint": "weights/best.pt",
         "best_epoch": state["best_epoch"],
         "classes": data.classes,
-        "splits": evaluate_all(state, data, device, limit_batches=cfg.limit_eval_batches, test_errors=errors),
+        "splits": evaluate_all(state, data, device, limit_batches=cfg.limit_eval_batches, test_errors=errors, after_split=after_split),
     }
+    failed = None
     if dist_utils.is_main():
-        plot_errors(errors, data, run_dir / "errors_test.png")
-        atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1) + "\n")
-        build_report(run_dir)
-    dist_utils.barrier()  # no process exits (and tears down the process group) while rank 0 still writes
+        try:
+            plot_errors(errors, data, run_dir / "errors_test.png")
+            atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1) + "\n")
+            build_report(run_dir)
+        except Exception as exc:  # raised below, once the others know
+            failed = exc
+    if dist_utils.any_process(failed is not None):  # also the barrier: no process leaves while rank 0 writes
+        if failed is not None:
+            raise failed
+        raise SystemExit(1)  # rank 0 says why
     return metrics
 
 

@@ -383,14 +383,31 @@ def repair_run_dir(state: dict[str, Any], run_dir: Path, progress: Progress) -> 
 
 
 class StopFinalEvaluation(_SignalHandler):
-    """Ctrl-C or SIGTERM during the final evaluation: stop it at once and say how to finish the run.
+    """Ctrl-C or SIGTERM during the final evaluation: stop it and say how to finish the run.
 
     Training is over and saved (last.pt, best.pt); metrics.json and the report are written atomically, so an
     interrupted evaluation leaves none half-written, and `--resume` runs just the evaluation again. Exit 130.
+    One process stops at once. Under torchrun the processes evaluate together, and one stopping alone would
+    leave the others waiting on it, so the first signal sets a flag that `check()` (called by all between
+    splits) turns into a stop of all of them; a second signal stops at once.
     """
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
+        self.flag = False
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.flag or dist_utils.world_size() == 1:
+            raise KeyboardInterrupt
+        self.flag = True
+        if dist_utils.is_main():
+            name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+            os.write(2, f"\n{name}: stopping after the split being evaluated (press Ctrl-C again to stop at once)\n".encode())
+
+    def check(self) -> None:
+        """Stop every process if any got the signal (a collective under torchrun: every process calls it)."""
+        if dist_utils.any_process(self.flag):
+            raise KeyboardInterrupt
 
     def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
         super().__exit__()
@@ -403,7 +420,6 @@ def stop_before_final_evaluation(run_dir: Path) -> NoReturn:
         "\nInterrupted during the final evaluation; training is finished and saved in weights/. "
         f"Finish the run (metrics.json, REPORT.md) with: googlenet train --resume {run_dir}"
     )
-    dist_utils.cleanup()
     raise SystemExit(130) from None
 
 
@@ -424,5 +440,4 @@ def stop_interrupted(exc: KeyboardInterrupt, run_dir: Path, t: TrainingState, pr
         log(f"\nInterrupted mid-step; the previous checkpoint, weights/last.pt, is kept. Resume with: {command}")
     else:
         log("\nInterrupted before the first checkpoint; nothing to resume: start the run again")
-    dist_utils.cleanup()
     raise SystemExit(130) from None

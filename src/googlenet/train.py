@@ -409,20 +409,29 @@ def end_epoch(t: TrainingState, progress: Progress, epoch: int, started: float, 
 
 MACHINE_SETTINGS = {"device", "workers"}  # what a resume may change: where it runs, not what it computes
 
+
 def fit(cfg: TrainConfig | None = None, resume: str | Path | None = None, **settings: Any) -> Path:
     """Train as `cfg` says (default: the fast preset) with `settings` on top, or resume a run directory; returns the run directory.
 
         googlenet.fit(epochs=1, limit_train_batches=20)            # settings: the fields of TrainConfig
         googlenet.fit(googlenet.resolve_config("seed", seed=1))    # a preset, as `googlenet train --preset seed --seed 1`
     """
-    from tqdm import tqdm
-
     if resume is not None and set(settings) - MACHINE_SETTINGS:  # as the CLI: a resume replays the run as it was configured
         raise ConfigError(f"resume continues {resume} exactly as it was configured, so {', '.join(sorted(set(settings) - MACHINE_SETTINGS))} cannot apply")
     cfg = resolve_config(**settings) if cfg is None else replace(cfg, **settings).validate() if settings else cfg
 
     device = select_device(cfg.device)
     dist_utils.init(device)
+    try:
+        return _fit(cfg, resume, device)
+    finally:  # on every way out: a process that leaves with its process group alive can abort in gloo's teardown
+        dist_utils.cleanup()
+
+
+def _fit(cfg: TrainConfig, resume: str | Path | None, device: torch.device) -> Path:
+    """fit, inside the process group."""
+    from tqdm import tqdm
+
     run_dir, resume_state = None, None
     if resume is not None:
         run_dir, resume_state, cfg = load_resume_state(Path(resume), cfg.device, cfg.workers)
@@ -477,11 +486,10 @@ def fit(cfg: TrainConfig | None = None, resume: str | Path | None = None, **sett
             stop_before_final_evaluation(run_dir)
 
     try:
-        with StopFinalEvaluation(run_dir):  # Ctrl-C or SIGTERM here: stop, and --resume finishes the run
-            log(final_summary(write_final_outputs(run_dir, data, device, t.cfg), run_dir))
+        with StopFinalEvaluation(run_dir) as stop:  # Ctrl-C or SIGTERM here: stop, and --resume finishes the run
+            log(final_summary(write_final_outputs(run_dir, data, device, t.cfg, stop.check), run_dir))
     except DiskFullError as exc:
         raise _disk_full(exc, run_dir) from None
-    dist_utils.cleanup()
     return run_dir
 
 
