@@ -486,8 +486,8 @@ def _fit(cfg: TrainConfig, resume: str | Path | None, device: torch.device) -> P
             stop_before_final_evaluation(run_dir)
 
     try:
-        with StopFinalEvaluation(run_dir) as stop:  # Ctrl-C or SIGTERM here: stop, and --resume finishes the run
-            log(final_summary(write_final_outputs(run_dir, data, device, t.cfg, stop.check), run_dir))
+        with StopFinalEvaluation(run_dir) as final:  # Ctrl-C or SIGTERM here: stop, and --resume finishes the run
+            log(final_summary(write_final_outputs(run_dir, data, device, t.cfg, final.check), run_dir))
     except DiskFullError as exc:
         raise _disk_full(exc, run_dir) from None
     return run_dir
