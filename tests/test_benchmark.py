@@ -76,7 +76,13 @@ def test_benchmark_rejects_small_images(capsys) -> None:
 
 @pytest.mark.parametrize(
     ("flags", "names"),
-    [(["--data-loading", "stream", "--mode", "eval"], "--mode train"), (["--workers", "2"], "add --data-loading stream"), (["--data", "imgs"], "add --data-loading stream")],
+    [
+        (["--data-loading", "stream", "--mode", "eval"], "--mode train"),
+        (["--workers", "2"], "add --data-loading stream"),
+        (["--data", "imgs"], "add --data-loading stream"),
+        (["--images", "300"], "add --data-loading stream"),
+        (["--data-loading", "stream", "--data", "imgs", "--images", "300"], "leave one of them out"),
+    ],
 )
 def test_benchmark_refuses_stream_options_it_would_ignore(capsys, flags, names) -> None:
     assert main(["benchmark", *flags]) == 2

@@ -172,8 +172,11 @@ def run_benchmark(args) -> None:
     streaming = getattr(args, "data_loading", "memory") == "stream"
     if streaming and args.mode == "eval":
         raise ConfigError("--data-loading stream times the training pipeline beside the training step: use --mode train or --mode both")
-    if not streaming and (getattr(args, "data", None) or getattr(args, "workers", None) is not None):
-        raise ConfigError("--data and --workers set what the streamed pipeline reads: add --data-loading stream")
+    folder, workers, n_images = (getattr(args, name, None) for name in ("data", "workers", "images"))
+    if not streaming and (folder or workers is not None or n_images is not None):
+        raise ConfigError("--data, --workers and --images set what the streamed pipeline reads: add --data-loading stream")
+    if folder and n_images is not None:
+        raise ConfigError("--images sets how many synthetic JPEGs to make when there is no --data: leave one of them out")
     device = select_device(args.device)
     cfg = replace(TrainConfig(), image_size=args.image_size, batch_size=args.batch_size, amp=args.amp)
     # The peak that matters is that of the dtype the matrix multiplies run in (AMX's bf16 peak is 6x its fp32 one).
@@ -271,13 +274,14 @@ def streamed_pipeline(args) -> tuple[float, int, str]:
 
     workers = default_workers() if args.workers is None else args.workers
     check_count("--workers", workers, MAX_WORKERS, low=0)
-    check_count("--images", args.images, 10**6)
+    images = 2000 if args.images is None else args.images
+    check_count("--images", images, 10**6)
     with tempfile.TemporaryDirectory(prefix="googlenet-jpegs-") as tmp:
         if args.data:
             root, what = Path(args.data), f"the training split of {args.data}"
         else:
-            print(f"making {args.images:,} synthetic JPEGs of 256-500 px in a temporary folder ...", flush=True)
-            root, what = make_jpeg_folder(Path(tmp), args.images), f"{args.images:,} synthetic 256-500 px JPEGs"
+            print(f"making {images:,} synthetic JPEGs of 256-500 px in a temporary folder ...", flush=True)
+            root, what = make_jpeg_folder(Path(tmp), images), f"{images:,} synthetic 256-500 px JPEGs"
         splits, _, channels = folder_splits(root, 0.1, 0)
         split = FileSplit(*splits["train"], channels, eval_side(args.image_size), workers)
         rate = pipeline_images_per_second(split, args.image_size, args.batch_size, batches=args.steps * args.repeats)

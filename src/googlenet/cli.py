@@ -222,7 +222,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", action="store_true", help="also time the speed-ups one by one, each added to the previous ones")
     p.add_argument("--data-loading", default="memory", choices=["memory", "stream"], help="stream: also time the streamed data pipeline alone (DataLoader workers, JPEG decoding, the paper's crops at --image-size)")
     p.add_argument("--data", metavar="PATH", help="--data-loading stream: an image folder to read (unset: a temporary folder of --images synthetic JPEGs)")
-    p.add_argument("--images", type=int, default=2000, help="--data-loading stream without --data: synthetic JPEGs to make")
+    p.add_argument("--images", type=int, help="--data-loading stream without --data: synthetic JPEGs to make (unset: 2000)")
     p.add_argument("--workers", type=int, help="--data-loading stream: DataLoader processes (unset: as googlenet train's default)")
 
     for name, p in sub.choices.items():
