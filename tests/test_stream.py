@@ -121,6 +121,8 @@ def test_memory_loading_over_the_budget_refuses(folder: Path, capsys, monkeypatc
     assert "need about" in line and "more than the memory budget of 0.0 GB" in line and "--data-loading stream" in line
     line = one_line_error(capsys, ["train", "--data-loading", "stream"], folder.parent)  # MNIST is not a folder
     assert "--data-loading stream reads image folders (imagefolder:PATH), not mnist" in line
+    line = one_line_error(capsys, ["train", "--workers", "2", "--memory-budget", "1"], folder.parent)  # nor read by workers
+    assert "--workers, --memory-budget set how an image folder is read; mnist is held in memory" in line
 
 
 @pytest.mark.parametrize("kind", ["garbage-png", "truncated-jpeg", "garbage-jpeg"])

@@ -228,6 +228,10 @@ class TrainConfig:
             raise ConfigError(problem)
         if self.data_loading == "stream" and not self.dataset.startswith("imagefolder:"):
             raise ConfigError(f"--data-loading stream reads image folders (imagefolder:PATH), not {self.dataset}: use --data-loading auto or memory")
+        folder_only = [k for k in ("workers", "memory_budget") if getattr(self, k) is not None] + ["color_jitter"] * bool(self.color_jitter)
+        if folder_only and not self.dataset.startswith("imagefolder:"):  # never ignored silently
+            names = ", ".join(f"--{k.replace('_', '-')}" for k in folder_only)
+            raise ConfigError(f"{names} set how an image folder is read; {self.dataset} is held in memory: leave {names} out")
         if self.optimizer == "sgd" and self.nesterov and self.momentum == 0:
             raise ConfigError("nesterov needs a momentum: set --momentum (e.g. 0.9) or --no-nesterov")
         return self

@@ -226,10 +226,12 @@ def load_resume_state(target: Path, device: str, workers: int | None = None) -> 
         raise CheckpointError(f"{path} cannot resume training (it has no {missing[0]}): resume from a run's weights/last.pt")
     try:
         cfg = replace(TrainConfig.from_dict(state["config"]), device=device)
-        cfg = cfg if workers is None else replace(cfg, workers=workers)
         replace(cfg, name="exp", project="runs").validate()  # (its name and project are not used: the run is where last.pt is)
     except ConfigError as exc:
         raise CheckpointError(f"{target} holds an unusable training config ({exc}): resume a run written by googlenet train") from None
+    if workers is not None:  # this machine's choice, checked as such
+        cfg = replace(cfg, workers=workers)
+        replace(cfg, name="exp", project="runs").validate()
     problem = resume_state_problem(state, cfg)
     if problem:  # all of it checked now: nothing is written to the run directory before this passes
         raise CheckpointError(f"{path} cannot resume training: {problem}; resume from the run's own weights/last.pt written by googlenet train")

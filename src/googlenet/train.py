@@ -416,25 +416,28 @@ def fit(cfg: TrainConfig | None = None, resume: str | Path | None = None, **sett
         googlenet.fit(epochs=1, limit_train_batches=20)            # settings: the fields of TrainConfig
         googlenet.fit(googlenet.resolve_config("seed", seed=1))    # a preset, as `googlenet train --preset seed --seed 1`
     """
-    if resume is not None and set(settings) - MACHINE_SETTINGS:  # as the CLI: a resume replays the run as it was configured
-        raise ConfigError(f"resume continues {resume} exactly as it was configured, so {', '.join(sorted(set(settings) - MACHINE_SETTINGS))} cannot apply")
+    workers = None
+    if resume is not None:  # as the CLI: a resume replays the run as it was configured, on this machine's device and workers
+        if set(settings) - MACHINE_SETTINGS:
+            raise ConfigError(f"resume continues {resume} exactly as it was configured, so {', '.join(sorted(set(settings) - MACHINE_SETTINGS))} cannot apply")
+        workers = settings.pop("workers", None)  # checked against the run's dataset (load_resume_state)
     cfg = resolve_config(**settings) if cfg is None else replace(cfg, **settings).validate() if settings else cfg
 
     device = select_device(cfg.device)
     dist_utils.init(device)
     try:
-        return _fit(cfg, resume, device)
+        return _fit(cfg, resume, device, workers)
     finally:  # on every way out: a process that leaves with its process group alive can abort in gloo's teardown
         dist_utils.cleanup()
 
 
-def _fit(cfg: TrainConfig, resume: str | Path | None, device: torch.device) -> Path:
-    """fit, inside the process group."""
+def _fit(cfg: TrainConfig, resume: str | Path | None, device: torch.device, workers: int | None) -> Path:
+    """fit, inside the process group (`workers`: a resume's --workers)."""
     from tqdm import tqdm
 
     run_dir, resume_state = None, None
     if resume is not None:
-        run_dir, resume_state, cfg = load_resume_state(Path(resume), cfg.device, cfg.workers)
+        run_dir, resume_state, cfg = load_resume_state(Path(resume), cfg.device, workers)
     if dist_utils.world_size() > 1 and cfg.batch_size % dist_utils.world_size():
         raise ConfigError(f"batch size {cfg.batch_size} does not split across {dist_utils.world_size()} processes: use a multiple")
     if cfg.deterministic:
