@@ -129,6 +129,8 @@ class StopOnInterrupt(_SignalHandler):
     Ctrl-C interrupts at once, without saving a mid-epoch checkpoint.
     """
 
+    until = "the current step"  # where the first signal takes effect, as the message says
+
     def __init__(self) -> None:
         self.flag = False
 
@@ -138,7 +140,7 @@ class StopOnInterrupt(_SignalHandler):
         self.flag = True
         if dist_utils.is_main():
             name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-            os.write(2, f"\n{name}: stopping after the current step (press Ctrl-C again to stop at once)\n".encode())
+            os.write(2, f"\n{name}: stopping after {self.until} (press Ctrl-C again to stop at once)\n".encode())
 
     def requested(self) -> bool:
         """Whether any process got Ctrl-C (a collective under torchrun: every process calls it)."""
@@ -384,7 +386,7 @@ def repair_run_dir(state: dict[str, Any], run_dir: Path, progress: Progress) -> 
         log(f"Removed {len(stale)} temporary file(s) an interrupted save left: {', '.join(p.name for p in stale)}")
 
 
-class StopFinalEvaluation(_SignalHandler):
+class StopFinalEvaluation(StopOnInterrupt):
     """Ctrl-C or SIGTERM during the final evaluation: stop it and say how to finish the run.
 
     Training is over and saved (last.pt, best.pt); metrics.json and the report are written atomically, so an
@@ -394,21 +396,20 @@ class StopFinalEvaluation(_SignalHandler):
     splits) turns into a stop of all of them; a second signal stops at once.
     """
 
+    until = "the split being evaluated"
+
     def __init__(self, run_dir: Path) -> None:
+        super().__init__()
         self.run_dir = run_dir
-        self.flag = False
 
     def _handle(self, signum: int, frame: object) -> None:
-        if self.flag or dist_utils.world_size() == 1:
+        if dist_utils.world_size() == 1:
             raise KeyboardInterrupt
-        self.flag = True
-        if dist_utils.is_main():
-            name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-            os.write(2, f"\n{name}: stopping after the split being evaluated (press Ctrl-C again to stop at once)\n".encode())
+        super()._handle(signum, frame)
 
     def check(self) -> None:
         """Stop every process if any got the signal (a collective under torchrun: every process calls it)."""
-        if dist_utils.any_process(self.flag):
+        if self.requested():
             raise KeyboardInterrupt
 
     def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
