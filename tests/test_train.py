@@ -21,6 +21,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from PIL import Image
 from torch import nn
 
 import googlenet.data
@@ -483,6 +484,20 @@ def test_report_leads_with_results_flags_a_partial_run_and_shows_the_errors(tiny
     assert "**Partial run** (--limit-train-batches 3, --limit-eval-batches 1)" in text
     assert (tiny_run / "errors_test.png").is_file() and "![Test errors](errors_test.png)" in text  # 3 batches: plenty of errors
     assert "Top-5 accuracy (%)" in text  # 10 classes; a 2-class run says top-2 (test_evaluate)
+
+
+def test_errors_grid_draws_colour_tiles_of_any_shape_and_removes_a_stale_one(tmp_path):
+    red, blue = torch.zeros(2, 3, 20, 40, dtype=torch.uint8)
+    red[0], blue[2] = 255, 255  # wide images, one red, one blue
+    data = dataclasses.replace(load_dataset("mnist", val_fraction=0.1, seed=0), classes=["plane", "bird"])
+    data = dataclasses.replace(data, test=Split(torch.stack([red, blue]), torch.tensor([0, 1])))
+    path = tmp_path / "errors_test.png"
+    assert googlenet.report.plot_errors([(0, 1), (1, 0)], data, path) == 2
+    pixels = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    for channel in (0, 2):  # both tiles drawn in their own colour
+        others = [c for c in range(3) if c != channel]
+        assert ((pixels[..., channel] > 200) & (pixels[..., others] < 60).all(-1)).sum() > 100, channel
+    assert googlenet.report.plot_errors([], data, path) == 0 and not path.exists()  # no errors: no stale picture
 
 
 def test_env_json_and_report_state_the_precision(tiny_run, tmp_path):
