@@ -486,11 +486,11 @@ def test_report_leads_with_results_flags_a_partial_run_and_shows_the_errors(tiny
     assert "Top-5 accuracy (%)" in text  # 10 classes; a 2-class run says top-2 (test_evaluate)
 
 
-def test_errors_grid_draws_colour_tiles_of_any_shape_and_removes_a_stale_one(tmp_path):
-    red, blue = torch.zeros(2, 3, 20, 40, dtype=torch.uint8)
-    red[0], blue[2] = 255, 255  # wide images, one red, one blue
-    data = dataclasses.replace(load_dataset("mnist", val_fraction=0.1, seed=0), classes=["plane", "bird"])
-    data = dataclasses.replace(data, test=Split(torch.stack([red, blue]), torch.tensor([0, 1])))
+def test_errors_grid_draws_the_colour_tiles_of_a_wide_split_and_removes_a_stale_one(tmp_path):
+    images = torch.zeros(2, 3, 20, 40, dtype=torch.uint8)
+    images[0, 0], images[1, 2] = 255, 255  # wide images, one red, one blue
+    mnist = load_dataset("mnist", val_fraction=0.1, seed=0)
+    data = dataclasses.replace(mnist, classes=["plane", "bird"], test=Split(images, torch.tensor([0, 1])))
     path = tmp_path / "errors_test.png"
     assert googlenet.report.plot_errors([(0, 1), (1, 0)], data, path) == 2
     pixels = np.asarray(Image.open(path).convert("RGB")).astype(int)

@@ -249,7 +249,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                 f"--resume continues {args.resume} exactly as it was configured, so {', '.join(others)} cannot apply; "
                 f"to train on from its weights with other settings, start a new run: googlenet train --weights {args.resume} ..."
             )
-        fit(resolve_config("fast", device=args.device), resume=args.resume, **({"workers": args.workers} if args.workers is not None else {}))
+        fit(resolve_config("fast", device=args.device), resume=args.resume, workers=args.workers)  # workers None: the run's own
         return
     file_values = load_yaml(args.config) if args.config else None
     fit(resolve_config(args.preset, file_values, **values))
