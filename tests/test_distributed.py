@@ -30,6 +30,7 @@ BASE = [
     "--epochs", "2", "--limit-train-batches", "3", "--batch-size", "16",
     "--limit-eval-batches", "3", "--eval-batch-size", "17",  # 51 images: unequal shards (26 and 25)
     "--deterministic", "--average", "ema", "--device", "cpu", "--project", "P",
+    "--amp", "off",  # fp32 on every processor: the comparisons below are at float32's rounding, bf16's is 1e-2
 ]  # fmt: skip
 # The same mean gradient from 1 x 16 or 2 x 8 images needs the same images and no per-process randomness;
 # SGD keeps float-rounding differences as small as they start (Adam divides them by tiny second moments).

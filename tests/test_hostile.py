@@ -1,4 +1,4 @@
-"""Hostile input (issue 20): every crafted file, flag and config fails cleanly, nothing escapes the run directory,
+"""Hostile input: every crafted file, flag and config fails cleanly, nothing escapes the run directory,
 nothing hangs or exhausts memory.
 
 `CASES` is the table: (what is set up in a fresh working directory, the command line, the expected error text),
@@ -251,7 +251,7 @@ def a_file(name: str) -> Setup:
 
 
 class Case(NamedTuple):
-    id: str  # issue 20's item (or 19.N) and what is tried
+    id: str  # the class of input and what is tried
     setup: Setup
     argv: list[str]
     expected: str

@@ -66,14 +66,37 @@ def test_native_bf16_falls_back_to_the_linux_flags(monkeypatch, tmp_path, flags,
         ("AMX", "cpu", torch.bfloat16, "bf16 autocast (auto: the processor has AMX)"),
         ("AVX512-BF16", "cpu", torch.bfloat16, "bf16 autocast (auto: the processor has AVX512-BF16)"),
         (None, "cpu", None, "fp32 (auto: no native bf16 on this processor)"),  # AVX2 only, or not known
-        (None, "cuda", torch.bfloat16, "bf16 autocast (auto: CUDA)"),  # whatever the host processor
-        ("AMX", "mps", None, "fp32 (auto: bf16 autocast on CUDA and native-bf16 CPUs only, not mps)"),
+        ("compute capability 9.0", "cuda", torch.bfloat16, "bf16 autocast (auto: the GPU has compute capability 9.0)"),
+        (None, "cuda", torch.float16, "fp16 autocast with gradient scaling (auto: the GPU has no native bf16)"),  # T4, V100
+        ("AMX", "mps", None, "fp32 (auto: autocast on CUDA and native-bf16 CPUs only, not mps)"),
     ],
 )
-def test_amp_auto_resolves_by_processor(monkeypatch, unit, device, dtype, said):
+def test_amp_auto_resolves_by_the_devices_bf16_unit(unit, device, dtype, said):
+    assert runtime.resolve_amp("auto", torch.device(device), bf16_unit=unit) == (dtype, said)
+    assert runtime.needs_grad_scaler(dtype) == (dtype == torch.float16)
+
+
+@pytest.mark.parametrize("unit", ["AMX", None])
+def test_amp_auto_asks_the_processor_by_default(monkeypatch, unit):
     monkeypatch.setattr(runtime, "native_bf16", lambda: unit)
-    assert runtime.resolve_amp("auto", torch.device(device)) == (dtype, said)
-    assert runtime.amp_dtype_for(resolve_config(amp="auto"), torch.device(device)) == dtype
+    assert runtime.native_bf16_unit(torch.device("cpu")) == unit
+    expected = torch.bfloat16 if unit else None
+    assert runtime.resolve_amp("auto", torch.device("cpu"))[0] == expected
+    assert runtime.amp_dtype_for(resolve_config(amp="auto"), torch.device("cpu")) == expected
+
+
+@pytest.mark.parametrize("native, unit", [(True, "compute capability 8.0"), (False, None)])
+def test_a_gpu_has_native_bf16_only_where_pytorch_says_so_without_emulation(monkeypatch, native, unit):
+    asked = {}
+
+    def is_bf16_supported(including_emulation=True):
+        asked["emulation"] = including_emulation
+        return native
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    assert runtime.native_bf16_unit(torch.device("cuda", 0)) == unit
+    assert asked == {"emulation": False}  # a T4 emulates bf16: not native
 
 
 def test_explicit_amp_ignores_the_processor(monkeypatch):

@@ -11,9 +11,28 @@ import torch
 from . import distributed as dist_utils
 from .config import ConfigError, TrainConfig
 
-__all__ = ["amp_dtype_for", "cpu_name", "keep_freed_memory", "log", "native_bf16", "resolve_amp", "select_device"]
+__all__ = [
+    "amp_dtype_for",
+    "cpu_name",
+    "keep_freed_memory",
+    "log",
+    "native_bf16",
+    "native_bf16_unit",
+    "needs_grad_scaler",
+    "resolve_amp",
+    "select_device",
+]
 
 CPUINFO = Path("/proc/cpuinfo")  # Linux's processor description: the model name and the instruction-set flags
+AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # --amp; "auto" picks one (resolve_amp)
+AMP_CHOICES = ("auto", *AMP_DTYPES)
+
+
+class Detect:
+    """The default of an injectable capability: ask the hardware."""
+
+
+DETECT = Detect()
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -42,23 +61,41 @@ def amp_dtype_for(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     return resolve_amp(cfg.amp, device)[0]
 
 
-def resolve_amp(amp: str, device: torch.device) -> tuple[torch.dtype | None, str]:
+def resolve_amp(amp: str, device: torch.device, bf16_unit: str | None | Detect = DETECT) -> tuple[torch.dtype | None, str]:
     """The autocast dtype of `--amp amp` on `device` (None: float32) and what runs, and why, in words.
 
-    auto: bf16 on CUDA, and on CPUs that multiply bf16 natively (AMX or AVX512-BF16);
-    elsewhere bf16 is emulated and autocast many times slower (docs/experiments.md), so fp32.
+    auto: bf16 where the device multiplies bf16 natively (a CPU with AMX or AVX512-BF16, a GPU of
+    compute capability 8.0 or later); fp16 with a gradient scaler on older GPUs (T4, V100), which
+    have fp16 units but emulate bf16; fp32 on other CPUs, where bf16 is emulated and autocast many
+    times slower (docs/experiments.md). `bf16_unit` is the device's native bf16 unit as
+    `native_bf16_unit` reports it; tests pass it to run every branch on any machine.
     """
     if amp != "auto":
-        dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+        dtype = AMP_DTYPES[amp]
         return dtype, f"{amp} autocast (--amp {amp})" if dtype else "fp32 (--amp off)"
-    if device.type == "cuda":
-        return torch.bfloat16, "bf16 autocast (auto: CUDA)"
-    if device.type != "cpu":
-        return None, f"fp32 (auto: bf16 autocast on CUDA and native-bf16 CPUs only, not {device.type})"
-    unit = native_bf16()
+    if device.type not in ("cpu", "cuda"):
+        return None, f"fp32 (auto: autocast on CUDA and native-bf16 CPUs only, not {device.type})"
+    unit = native_bf16_unit(device) if bf16_unit is DETECT else bf16_unit
     if unit:
-        return torch.bfloat16, f"bf16 autocast (auto: the processor has {unit})"
+        return torch.bfloat16, f"bf16 autocast (auto: the {'GPU' if device.type == 'cuda' else 'processor'} has {unit})"
+    if device.type == "cuda":
+        return torch.float16, "fp16 autocast with gradient scaling (auto: the GPU has no native bf16)"
     return None, "fp32 (auto: no native bf16 on this processor)"
+
+
+def native_bf16_unit(device: torch.device) -> str | None:
+    """What multiplies bf16 natively on `device`, in words, or None: the CPU's unit, or the GPU's capability."""
+    if device.type == "cuda":
+        if not torch.cuda.is_bf16_supported(including_emulation=False):
+            return None
+        major, minor = torch.cuda.get_device_capability(device)
+        return f"compute capability {major}.{minor}"
+    return native_bf16() if device.type == "cpu" else None
+
+
+def needs_grad_scaler(dtype: torch.dtype | None) -> bool:
+    """fp16 gradients underflow without loss scaling (torch.amp.GradScaler); bf16 has float32's range."""
+    return dtype == torch.float16
 
 
 def native_bf16() -> str | None:
