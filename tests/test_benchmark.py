@@ -106,3 +106,18 @@ def test_benchmark_says_what_amp_auto_resolved_to_and_the_winning_shape(capsys) 
     assert shapes and int(shapes.group(1)) == 7
     m, k, k2, n = (int(shapes.group(i)) for i in range(2, 6))
     assert k == k2 and (m, k, n) in [*benchmark.SQUARES, *benchmark.conv1x1_shapes(32, 2)]  # one of the shapes tried
+
+
+def test_compile_times_compiled_models_without_the_cpu_speed_ups(capsys, monkeypatch) -> None:
+    """--compile hands torch.compile the plain network (custom autograd kernels would break its graphs);
+    torch.compile itself is replaced here: compiling on a 2-core CPU takes minutes (scripts/gpu_check.sh runs it)."""
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda model: compiled.append(model) or model)
+    args = ["benchmark", "--image-size", "32", "--batch-size", "2", "--steps", "1", "--repeats", "1", "--warmup", "0"]
+    assert main([*args, "--compile", "--compare", "torchvision"]) == 0
+    assert "torch.compile" in capsys.readouterr().out
+    ours, theirs = compiled
+    speedups = ("fast", "fuse_1x1", "crop_kernels", "matmul_1x1", "matmul_small_maps")
+    assert not any(getattr(m, flag, False) for m in ours.modules() for flag in speedups)
+    assert isinstance(ours.conv1[1], torch.nn.ReLU)  # nor relu_after_pool1
+    assert isinstance(theirs, benchmark.TorchvisionAdapter)

@@ -21,9 +21,10 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Collection
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
+import torchvision
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -120,24 +121,36 @@ class TorchvisionAdapter(nn.Module):
         return GoogLeNetOutput(out.logits, out.aux_logits1, out.aux_logits2)  # torchvision's order is (logits, aux2, aux1)
 
 
-def make_step(model: nn.Module, cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, pre: Preprocess, train: bool, device: torch.device, channels_last: bool, fused_optimizer: bool = True) -> Callable[[], None]:
-    """One training step exactly as `googlenet train` runs it (`train.train_step` after the batch transform), or one inference step."""
+def make_step(
+    model: nn.Module,
+    cfg: TrainConfig,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    pre: Preprocess,
+    train: bool,
+    device: torch.device,
+    channels_last: bool,
+    fused_optimizer: bool = True,
+) -> Callable[[], None]:
+    """One training step exactly as `googlenet train` runs it (`train.train_step` after the batch transform),
+    or one inference step; under torch.compile with `cfg.compile`."""
+    images, labels = batch
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg, model, device, fused=fused_optimizer)
     gen = torch.Generator().manual_seed(0)
     amp = amp_dtype_for(cfg, device)
+    step_model = torch.compile(model) if cfg.compile else model
 
     def step() -> None:
         x = batch_transform(images, pre, DIGITS if train else None, gen)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if train:
-            train_step(model, x, labels, optimizer, cfg, amp)
+            train_step(step_model, x, labels, optimizer, cfg, amp)
         else:
             with torch.no_grad(), torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                model(x)
+                step_model(x)
 
     model.train(train)
     return step
@@ -163,103 +176,135 @@ def count_step_flops(step: Callable[[], None]) -> int:
     return counter.get_total_flops()
 
 
-def run_benchmark(args) -> None:
-    """Time the variants interleaved and print img/s, GFLOP/s and the fraction of the matmul peak."""
+def check_arguments(args) -> None:
+    """Refuse settings out of bounds, and stream options the run would ignore, before anything is loaded."""
     check_image_size(args.image_size)
     check_count("--batch-size", args.batch_size, MAX_BATCH_SIZE)  # the training bound (config.py): memory
     if min(args.batch_size, args.steps, args.repeats) < 1 or args.warmup < 0:
         raise ConfigError("--batch-size, --steps and --repeats must be positive and --warmup not negative")
-    streaming = getattr(args, "data_loading", "memory") == "stream"
+    streaming = args.data_loading == "stream"
     if streaming and args.mode == "eval":
-        raise ConfigError("--data-loading stream times the training pipeline beside the training step: use --mode train or --mode both")
-    folder, workers, n_images = (getattr(args, name, None) for name in ("data", "workers", "images"))
-    if not streaming and (folder or workers is not None or n_images is not None):
+        raise ConfigError(
+            "--data-loading stream times the training pipeline beside the training step: use --mode train or --mode both"
+        )
+    if not streaming and (args.data or args.workers is not None or args.images is not None):
         raise ConfigError("--data, --workers and --images set what the streamed pipeline reads: add --data-loading stream")
-    if folder and n_images is not None:
+    if args.data and args.images is not None:
         raise ConfigError("--images sets how many synthetic JPEGs to make when there is no --data: leave one of them out")
+
+
+def run_benchmark(args) -> None:
+    """Time the variants interleaved and print img/s, GFLOP/s and the fraction of the matmul peak."""
+    check_arguments(args)
     device = select_device(args.device)
-    cfg = replace(TrainConfig(), image_size=args.image_size, batch_size=args.batch_size, amp=args.amp)
+    cfg = replace(TrainConfig(), image_size=args.image_size, batch_size=args.batch_size, amp=args.amp, compile=args.compile)
     # The peak that matters is that of the dtype the matrix multiplies run in (AMX's bf16 peak is 6x its fp32 one).
     amp, described = resolve_amp(cfg.amp, device)  # auto: what googlenet train runs on this machine
-    peak_dtype = amp or torch.float32
-    peak_shapes = [*SQUARES, *conv1x1_shapes(args.image_size, args.batch_size)]
-    precision = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[peak_dtype]
     data = load_dataset("mnist", val_fraction=cfg.val_fraction, seed=cfg.seed)
     pre = Preprocess.for_dataset(data, args.image_size)
-    images = data.train.images[: args.batch_size].to(device)
-    labels = data.train.labels[: args.batch_size].to(device)
-    modes = ["train", "eval"] if args.mode == "both" else [args.mode]
-    streamed = streamed_pipeline(args) if streaming else None  # before the model: alone
+    batch = data.train.images[: args.batch_size].to(device), data.train.labels[: args.batch_size].to(device)
+    streamed = streamed_pipeline(args) if args.data_loading == "stream" else None  # before the model: alone
+    for mode in ["train", "eval"] if args.mode == "both" else [args.mode]:
+        train = mode == "train"
+        variants = step_variants(args, cfg, data, batch, pre, train, device)
+        timing = time_variants(variants, args, device, amp or torch.float32)
+        print(f"{mode} step, {args.image_size} px, batch {args.batch_size}, {timing.heading(device, args, described)}")
+        print(format_table(["model", "img/s", "range", "MFLOP/img", "GFLOP/s", "of peak", "vs ours"], timing.rows(), "text"))
+        step_ms = 1000 * args.batch_size / statistics.median(timing.rates[OURS])
+        data_ms = data_pipeline_ms(batch[0], pre, train, device, args.repeats * args.steps)
+        what = f"index, {'augment, ' if train else ''}resize, normalise"
+        print(f"data pipeline ({what}): {data_ms:.1f} ms per batch = {100 * data_ms / step_ms:.1f}% of the step")
+        if streamed is not None and train:
+            print(streamed_pipeline_line(*streamed, statistics.median(timing.rates[OURS])))
+        if args.compare == "torchvision":
+            ratio = statistics.median(a / b for a, b in zip(timing.rates[OURS], timing.rates[TORCHVISION]))
+            print(f"this project / torchvision: {ratio:.2f}x (median of the {args.repeats} repetitions' ratios)")
+        print()
+
+
+OURS, TORCHVISION = "googlenet (this project)", "torchvision googlenet"
+
+
+def step_variants(args, cfg: TrainConfig, data, batch, pre: Preprocess, train: bool, device: torch.device) -> dict[str, Callable[[], None]]:
+    """The steps to time, by name: this project's; with --variants its speed-ups one by one; torchvision's."""
 
     def ours(on: Collection[str] = tuple(SPEEDUPS)) -> nn.Module:
         torch.manual_seed(0)
-        return accelerate(GoogLeNet(data.num_classes, data.channels), on)
+        return accelerate(GoogLeNet(data.num_classes, data.channels), () if cfg.compile else on)  # compiled: plain ops
 
-    for mode in modes:
-        train = mode == "train"
-        variants: dict[str, Callable[[], None]] = {
-            "googlenet (this project)": make_step(ours(), cfg, images, labels, pre, train, device, cfg.channels_last)
-        }
-        if args.variants:  # the speed-ups one by one, each added to the previous ones
-            plain = {"fused_optimizer": False}
-            variants["  plain: no speed-ups, NCHW"] = make_step(ours(()), cfg, images, labels, pre, train, device, False, **plain)
-            variants["  + channels_last"] = make_step(ours(()), cfg, images, labels, pre, train, device, True, **plain)
-            for i, label in enumerate(SPEEDUPS.values(), start=1):
-                variants[f"  + {label}"] = make_step(ours(list(SPEEDUPS)[:i]), cfg, images, labels, pre, train, device, True, **plain)
-            variants["  + fused Adam (= this project)"] = make_step(ours(), cfg, images, labels, pre, train, device, True)
-        if args.compare == "torchvision":
-            import torchvision
+    def step(model: nn.Module, channels_last: bool, **kwargs) -> Callable[[], None]:
+        return make_step(model, cfg, batch, pre, train, device, channels_last, **kwargs)
 
-            torch.manual_seed(0)
-            tv = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=True, num_classes=data.num_classes)
-            variants["torchvision googlenet"] = make_step(TorchvisionAdapter(tv), cfg, images, labels, pre, train, device, False)
+    variants = {OURS: step(ours(), cfg.channels_last)}
+    if args.variants:  # the speed-ups one by one, each added to the previous ones
+        variants["  plain: no speed-ups, NCHW"] = step(ours(()), False, fused_optimizer=False)
+        variants["  + channels_last"] = step(ours(()), True, fused_optimizer=False)
+        for i, label in enumerate(SPEEDUPS.values(), start=1):
+            variants[f"  + {label}"] = step(ours(list(SPEEDUPS)[:i]), True, fused_optimizer=False)
+        variants["  + fused Adam (= this project)"] = step(ours(), True)
+    if args.compare == "torchvision":
+        torch.manual_seed(0)
+        tv = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=True, num_classes=data.num_classes)
+        variants[TORCHVISION] = step(TorchvisionAdapter(tv), False)
+    return variants
 
-        flops = {name: count_step_flops(step) / args.batch_size for name, step in variants.items()}
-        for step in variants.values():
-            for _ in range(args.warmup):
-                step()
-        _sync(device)
-        rates: dict[str, list[float]] = {name: [] for name in variants}
-        peaks: list[float] = []
-        winners: list[tuple[int, int, int]] = []
-        for _ in range(args.repeats):
-            # The peak is measured in every repetition, next to the steps it is compared with:
-            # the fraction of peak is a ratio within one moment of a machine whose speed moves.
-            gflops, shape = matmul_peak_gflops(device, peak_shapes, repeats=3, dtype=peak_dtype)
-            peaks.append(gflops)
-            winners.append(shape)
-            for name, step in variants.items():
-                t = time.perf_counter()
-                for _ in range(args.steps):
-                    step()
-                _sync(device)
-                rates[name].append(args.steps * args.batch_size / (time.perf_counter() - t))
-        data_ms = data_pipeline_ms(images, pre, train, device, args.repeats * args.steps)
 
-        ours_rates = rates["googlenet (this project)"]
-        base = statistics.median(ours_rates)
-        peak = statistics.median(peaks)
-        rows = []
-        for name, r in rates.items():
-            ips = statistics.median(r)
-            of_peak = statistics.median(rate * flops[name] / 1e9 / p for rate, p in zip(r, peaks))
-            vs_ours = statistics.median(a / b for a, b in zip(r, ours_rates))
-            rows.append((name, f"{ips:,.1f}", f"{min(r):,.1f}-{max(r):,.1f}", f"{flops[name] / 1e6:,.1f}", f"{ips * flops[name] / 1e9:,.1f}", f"{100 * of_peak:.0f}%", f"{vs_ours:.2f}"))
+@dataclass
+class Timing:
+    """Per-variant img/s and FLOPs per image, and the matmul peak measured beside them, per repetition."""
+
+    flops: dict[str, float]
+    rates: dict[str, list[float]]
+    peaks: list[float]
+    winners: list[tuple[int, int, int]]
+    shapes: int  # GEMM shapes tried for the peak
+    dtype: torch.dtype
+
+    def heading(self, device: torch.device, args, described: str) -> str:
         threads = torch.get_num_threads() if device.type == "cpu" else "-"
-        print(
-            f"{mode} step, {args.image_size} px, batch {args.batch_size}, {device} ({threads} threads), "
-            f"median of {args.repeats} x {args.steps} steps, {described}; {precision} matmul peak {peak:,.1f} GFLOP/s "
-            f"(median; {min(peaks):,.1f}-{max(peaks):,.1f}), best of up to {len(set(peak_shapes))} GEMM shapes at {gemm_name(statistics.mode(winners))}"
+        precision = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+        peak = statistics.median(self.peaks)
+        return (
+            f"{device} ({threads} threads), median of {args.repeats} x {args.steps} steps"
+            f"{', torch.compile' if args.compile else ''}, {described}; {precision} matmul peak {peak:,.1f} GFLOP/s "
+            f"(median; {min(self.peaks):,.1f}-{max(self.peaks):,.1f}), best of up to {self.shapes} GEMM shapes at "
+            f"{gemm_name(statistics.mode(self.winners))}"
         )
-        print(format_table(["model", "img/s", "range", "MFLOP/img", "GFLOP/s", "of peak", "vs ours"], rows, "text"))
-        step_ms = 1000 * args.batch_size / base
-        print(f"data pipeline (index, {'augment, ' if train else ''}resize, normalise): {data_ms:.1f} ms per batch = {100 * data_ms / step_ms:.1f}% of the step")
-        if streamed is not None and train:
-            print(streamed_pipeline_line(*streamed, base))
-        if args.compare == "torchvision":
-            ratio = statistics.median(a / b for a, b in zip(ours_rates, rates["torchvision googlenet"]))
-            print(f"this project / torchvision: {ratio:.2f}x (median of the {args.repeats} repetitions' ratios)")
-        print()
+
+    def rows(self) -> list[tuple[str, ...]]:
+        """A table row per variant; the fraction of peak and the ratio to ours are medians of per-repetition ratios."""
+        rows = []
+        for name, r in self.rates.items():
+            ips, flops = statistics.median(r), self.flops[name]
+            of_peak = statistics.median(rate * flops / 1e9 / p for rate, p in zip(r, self.peaks))
+            vs_ours = statistics.median(a / b for a, b in zip(r, self.rates[OURS]))
+            rows.append((name, f"{ips:,.1f}", f"{min(r):,.1f}-{max(r):,.1f}", f"{flops / 1e6:,.1f}"))
+            rows[-1] += (f"{ips * flops / 1e9:,.1f}", f"{100 * of_peak:.0f}%", f"{vs_ours:.2f}")
+        return rows
+
+
+def time_variants(variants: dict[str, Callable[[], None]], args, device: torch.device, dtype: torch.dtype) -> Timing:
+    """Warm up, then time every variant in each repetition, beside a fresh measurement of the matmul peak."""
+    shapes = [*SQUARES, *conv1x1_shapes(args.image_size, args.batch_size)]
+    flops = {name: count_step_flops(step) / args.batch_size for name, step in variants.items()}
+    for step in variants.values():
+        for _ in range(args.warmup):
+            step()
+    _sync(device)
+    timing = Timing(flops, {name: [] for name in variants}, [], [], len(set(shapes)), dtype)
+    for _ in range(args.repeats):
+        # The peak is measured in every repetition, next to the steps it is compared with:
+        # the fraction of peak is a ratio within one moment of a machine whose speed moves.
+        gflops, shape = matmul_peak_gflops(device, shapes, repeats=3, dtype=dtype)
+        timing.peaks.append(gflops)
+        timing.winners.append(shape)
+        for name, step in variants.items():
+            t = time.perf_counter()
+            for _ in range(args.steps):
+                step()
+            _sync(device)
+            timing.rates[name].append(args.steps * args.batch_size / (time.perf_counter() - t))
+    return timing
 
 
 def streamed_pipeline(args) -> tuple[float, int, str]:

@@ -219,6 +219,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--amp", default="auto", choices=["auto", "off", "bf16", "fp16"], help="autocast, as googlenet train's --amp (applies to every model timed; auto: what googlenet train runs on this machine)")
+    p.add_argument("--compile", action="store_true", help="torch.compile every model timed, as googlenet train --compile (this project's without its CPU speed-ups)")
     p.add_argument("--variants", action="store_true", help="also time the speed-ups one by one, each added to the previous ones")
     p.add_argument("--data-loading", default="memory", choices=["memory", "stream"], help="stream: also time the streamed data pipeline alone (DataLoader workers, JPEG decoding, the paper's crops at --image-size)")
     p.add_argument("--data", metavar="PATH", help="--data-loading stream: an image folder to read (unset: a temporary folder of --images synthetic JPEGs)")
