@@ -18,6 +18,7 @@ import torch
 from googlenet import data
 from googlenet.cli import main
 from googlenet.config import TrainConfig
+from googlenet.data import datasets
 from googlenet.model import GoogLeNet
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -32,7 +33,7 @@ def test_data_dir() -> Path:
 @pytest.fixture(scope="session")
 def mnist_raw() -> tuple[data.Split, data.Split]:
     """The package's MNIST as (train 60k, test 10k), MD5-checked."""
-    return data._load_mnist()
+    return datasets._load_mnist()
 
 
 @pytest.fixture(scope="session")

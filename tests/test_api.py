@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 import googlenet
-from googlenet.data import _load_mnist, batch_transform
+from googlenet.data import batch_transform
+from googlenet.data.datasets import _load_mnist
 
 
 def test_fit_load_classify(tmp_path: Path, trained_run: Path):

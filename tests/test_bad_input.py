@@ -23,7 +23,8 @@ from conftest import checkpoint_state, one_line_error, run_cli
 
 from googlenet.checkpoint import save_checkpoint
 from googlenet.config import ConfigError, TrainConfig
-from googlenet.data import MAX_IDX_BYTES, MNIST_FILES, DataError, _load_mnist, load_dataset, mnist_dir, read_idx
+from googlenet.data import MAX_IDX_BYTES, MNIST_FILES, DataError, load_dataset, mnist_dir, read_idx
+from googlenet.data.datasets import _load_mnist
 from googlenet.rundir import next_run_dir
 
 

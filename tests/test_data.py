@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from googlenet import data
-from googlenet.data import Augment, DataError, Preprocess, batch_transform, load_dataset, read_idx, stratified_split
+from googlenet.data import Augment, DataError, Preprocess, batch_transform, datasets, load_dataset, mnist, read_idx, stratified_split
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -67,7 +67,7 @@ def mnist_copy(tmp_path) -> Path:
 
 
 def test_copy_of_mnist_loads(mnist_copy):
-    train, test = data._load_mnist(mnist_copy)
+    train, test = datasets._load_mnist(mnist_copy)
     assert (len(train), len(test)) == (60_000, 10_000)
 
 
@@ -77,9 +77,9 @@ def test_corrupted_mnist_file_fails_its_md5(mnist_copy):
     raw[-1] = (raw[-1] + 1) % 10  # still a valid IDX file, one label changed
     path.write_bytes(gzip.compress(bytes(raw)))
     with pytest.raises(DataError, match="t10k-labels-idx1-ubyte fails its MD5 check"):
-        data._load_mnist(mnist_copy)
+        datasets._load_mnist(mnist_copy)
     # Without verification the same file loads (so it is the MD5 check that caught it).
-    _, test = data._load_mnist(mnist_copy, verify=False)
+    _, test = datasets._load_mnist(mnist_copy, verify=False)
     assert test.labels[-1].item() == raw[-1]
 
 
@@ -87,20 +87,20 @@ def test_uncompressed_mnist_file_is_accepted(mnist_copy):
     gz = mnist_copy / "train-labels-idx1-ubyte.gz"
     (mnist_copy / "train-labels-idx1-ubyte").write_bytes(gzip.decompress(gz.read_bytes()))
     gz.unlink()
-    train, _ = data._load_mnist(mnist_copy)
+    train, _ = datasets._load_mnist(mnist_copy)
     assert len(train) == 60_000
 
 
 def test_missing_mnist_file(mnist_copy):
     (mnist_copy / "train-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(DataError, match=r"train-labels-idx1-ubyte\(\.gz\) is missing"):
-        data._load_mnist(mnist_copy)
+        datasets._load_mnist(mnist_copy)
 
 
 def test_mnist_file_that_is_not_gzip(mnist_copy):
     (mnist_copy / "train-images-idx3-ubyte.gz").write_bytes(b"not a gzip stream at all")
     with pytest.raises(DataError, match="train-images-idx3-ubyte.gz cannot be decompressed"):
-        data._load_mnist(mnist_copy)
+        datasets._load_mnist(mnist_copy)
 
 
 def test_mnist_images_and_labels_must_match(tmp_path):
@@ -113,7 +113,7 @@ def test_mnist_images_and_labels_must_match(tmp_path):
     for stem, array in files.items():
         (tmp_path / stem).write_bytes(idx_bytes(array))
     with pytest.raises(DataError, match="train images and labels do not match"):
-        data._load_mnist(tmp_path, verify=False)
+        datasets._load_mnist(tmp_path, verify=False)
 
 
 # ---------------------------------------------------------------- read_idx
@@ -162,7 +162,7 @@ def test_read_idx_rejects_huge_dimensions_without_allocating():
 
 def test_read_idx_size_limit(monkeypatch):
     # Even a consistent file is refused above the limit (a 2 GiB file cannot be built in a test: lower the limit).
-    monkeypatch.setattr(data, "MAX_IDX_BYTES", 100)
+    monkeypatch.setattr(mnist, "MAX_IDX_BYTES", 100)
     assert read_idx(idx_bytes(np.zeros((10, 10)))).shape == (10, 10)
     with pytest.raises(DataError, match="header says"):
         read_idx(idx_bytes(np.zeros((10, 11))))

@@ -13,7 +13,7 @@ from PIL import Image
 from googlenet.caffe import CAFFE_PREPROCESS
 from googlenet.checkpoint import save_checkpoint
 from googlenet.cli import main
-from googlenet.data import _load_mnist
+from googlenet.data.datasets import _load_mnist
 from googlenet.model import GoogLeNet
 
 

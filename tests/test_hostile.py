@@ -354,7 +354,7 @@ CASES = [
     Case("8-fashion-magic", fashion_mnist(b"\x12\x34"), ["train", "--dataset", "fashion-mnist", "--data-dir", "data"], "fashion-mnist in data has a corrupted or foreign file"),
     Case("8-fashion-type", fashion_mnist(b"\0\0\x99"), ["train", "--dataset", "fashion-mnist", "--data-dir", "data"], "has a corrupted or foreign file"),
     Case("9-bomb", image_folder(bomb), ["train", "--dataset", "imagefolder:imgs", "--batch-size", "2"], "imgs/a/bomb.png has too many pixels to decode safely"),
-    Case("10-non-utf8-class", image_folder(non_utf8_class), ["train", "--dataset", "imagefolder:imgs", "--batch-size", "2"], "class folder b'caf\\xe9' in imgs has a name that is not valid UTF-8: rename it"),
+    Case("10-non-utf8-class", image_folder(non_utf8_class), ["train", "--dataset", "imagefolder:imgs", "--batch-size", "2"], "class folder b'caf\\xe9' in imgs: its name is not valid UTF-8: rename it"),
     Case("10-newline-class", image_folder(newline_class), ["train", "--dataset", "imagefolder:imgs", "--batch-size", "2"], "has a control character"),
     Case("11-class-link", image_folder(class_link_outside), ["train", "--dataset", "imagefolder:imgs", "--batch-size", "2"], "class folder imgs/c is a link to"),
     Case("11-split-link", image_folder(split_link_to_root), ["train", "--dataset", "imagefolder:imgs", "--batch-size", "2"], "split folder imgs/train is a link to /, outside the image folder imgs"),
@@ -386,7 +386,7 @@ def test_fifo_config_does_not_hang(cwd: Path):
 
 def test_fifo_in_an_image_folder_is_skipped(tmp_path: Path):
     image_folder(lambda imgs: os.mkfifo(imgs / "a" / "x.png"))(tmp_path, None)
-    from googlenet.data import _image_files
+    from googlenet.data.folders import _image_files
 
     assert sorted(p.name for p in _image_files(tmp_path / "imgs")["a"]) == ["0.png", "1.png", "2.png"]
 

@@ -13,7 +13,8 @@ from PIL import Image
 
 from googlenet.checkpoint import load_model, preprocess_of
 from googlenet.cli import main
-from googlenet.data import _load_mnist, batch_transform
+from googlenet.data import batch_transform
+from googlenet.data.datasets import _load_mnist
 from googlenet.predict import expand_images
 
 DIGITS = 6

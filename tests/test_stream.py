@@ -24,10 +24,20 @@ from PIL import Image
 import googlenet.train as train
 from googlenet import data
 from googlenet.cli import main
-from googlenet.data import DataError, FileSplit, Preprocess, eval_side, load_dataset, load_image
+from googlenet.data import (
+    DataError,
+    FileSplit,
+    Preprocess,
+    TrainLoader,
+    crop_seed,
+    eval_batches,
+    eval_side,
+    load_dataset,
+    load_image,
+    make_jpeg_folder,
+)
 from googlenet.evaluate import evaluate_split
 from googlenet.model import GoogLeNet
-from googlenet.stream import TrainLoader, crop_seed, eval_batches, make_jpeg_folder
 
 SIZE = 32
 

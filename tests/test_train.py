@@ -384,7 +384,7 @@ def test_evaluate_command_all_splits(tiny_run, tmp_path, monkeypatch, capsys):
             setattr(ds, name, Split(s.images[:50], s.labels[:50]))
         return ds
 
-    monkeypatch.setattr(googlenet.data, "load_dataset", small_dataset)
+    monkeypatch.setattr(googlenet.data.datasets, "load_dataset", small_dataset)
     out_path = tmp_path / "metrics.json"
     checkpoint = tiny_run / "weights" / "best.pt"
     assert cli.main(["evaluate", str(checkpoint), "--split", "all", "--output", str(out_path)]) == 0
@@ -411,7 +411,7 @@ def test_evaluate_command_default_output_is_in_the_run(tiny_run, tmp_path, monke
         ds.test = Split(ds.test.images[:20], ds.test.labels[:20])
         return ds
 
-    monkeypatch.setattr(googlenet.data, "load_dataset", tiny_dataset)
+    monkeypatch.setattr(googlenet.data.datasets, "load_dataset", tiny_dataset)
     assert cli.main(["evaluate", str(copy / "weights" / "last.pt")]) == 0  # --split test by default
     saved = json.loads((copy / "evaluate_test.json").read_text())
     assert list(saved["splits"]) == ["test"] and sum(saved["splits"]["test"]["support"]) == 20

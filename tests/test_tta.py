@@ -263,7 +263,7 @@ def small_mnist(monkeypatch):
         small_dataset.last = ds
         return ds
 
-    monkeypatch.setattr(googlenet.data, "load_dataset", small_dataset)
+    monkeypatch.setattr(googlenet.data.datasets, "load_dataset", small_dataset)
     return small_dataset
 
 

@@ -29,7 +29,18 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .config import MAX_BATCH_SIZE, ConfigError, TrainConfig, check_count, check_image_size
-from .data import DIGITS, Preprocess, batch_transform, load_dataset
+from .data import (
+    DIGITS,
+    FileSplit,
+    Preprocess,
+    batch_transform,
+    default_workers,
+    eval_side,
+    folder_splits,
+    load_dataset,
+    make_jpeg_folder,
+    pipeline_images_per_second,
+)
 from .kernels import SPEEDUPS, accelerate
 from .model import GoogLeNet, GoogLeNetOutput
 from .runtime import amp_dtype_for, resolve_amp, select_device
@@ -314,8 +325,6 @@ def streamed_pipeline(args) -> tuple[float, int, str]:
     from pathlib import Path
 
     from .config import MAX_WORKERS
-    from .data import FileSplit, eval_side, folder_splits
-    from .stream import default_workers, make_jpeg_folder, pipeline_images_per_second
 
     workers = default_workers() if args.workers is None else args.workers
     check_count("--workers", workers, MAX_WORKERS, low=0)

@@ -24,6 +24,7 @@ from torch import nn
 
 from .config import MAX_CHANNELS, MAX_CLASSES, MAX_IMAGE_SIZE, ConfigError, TrainConfig, image_size_problem, show_value
 from .data import Preprocess
+from .data.folders import class_name_problem
 from .errors import UserError
 from .files import atomic_save
 from .model import GoogLeNet
@@ -102,7 +103,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 MODEL_ARG_TYPES = {"num_classes": int, "in_channels": int, "aux_logits": bool, "dropout": float, "dropout_aux": float, "init": str}
 PREPROCESS_KEYS = {"image_size", "in_channels", "data_channels", "native_size", "mean", "std", "channel_order", "resize"}
-MAX_CLASS_NAME = 1000  # characters
 
 
 def _integer(value: Any, low: int, high: int) -> bool:
@@ -175,12 +175,9 @@ def _classes_problem(classes: Any, num_classes: int) -> str | None:
     if not isinstance(classes, (list, tuple)) or len(classes) != num_classes:
         return f"{num_classes} class names expected, got {show_value(classes) if not isinstance(classes, (list, tuple)) else len(classes)}"
     for name in classes:
-        if not isinstance(name, str) or not 0 < len(name) <= MAX_CLASS_NAME or not name.isprintable():
-            return f"class name {show_value(name)} is not printable text of 1 to {MAX_CLASS_NAME} characters"
-        try:
-            name.encode("utf-8")
-        except UnicodeEncodeError:
-            return f"class name {show_value(name)} is not valid UTF-8"
+        problem = class_name_problem(name)
+        if problem:
+            return f"class name {show_value(name)} {problem}"
     return None
 
 

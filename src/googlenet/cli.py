@@ -280,9 +280,9 @@ def cmd_summary(args: argparse.Namespace) -> None:
 
 
 def cmd_datasets(args: argparse.Namespace) -> None:
-    from .data import list_datasets
+    from .data.datasets import run_datasets
 
-    list_datasets(args)
+    run_datasets(args)
 
 
 def cmd_predict(args: argparse.Namespace) -> None:

@@ -3,3 +3,7 @@
 
 class UserError(Exception):
     """Bad input or settings; the message names the problem and the fix."""
+
+
+class DataError(UserError):
+    """A dataset or image problem the user can fix; the message says how."""

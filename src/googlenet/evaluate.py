@@ -19,8 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .data import FileSplit, Preprocess, Split, batch_transform, evaluation_view, resize_shorter
-from .stream import eval_batches
+from .data import FileSplit, Preprocess, Split, batch_transform, eval_batches, evaluation_view, resize_shorter
 
 __all__ = ["TTA_MODES", "SplitMetrics", "classification_metrics", "confusion_matrix", "evaluate_split", "tta_view_count", "tta_views"]
 

@@ -23,7 +23,7 @@ import yaml
 
 from . import distributed as dist_utils
 from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
-from .data import Dataset, Preprocess, Split
+from .data import Dataset, Preprocess, Split, default_workers, load_evaluation_data
 from .errors import UserError
 from .evaluate import MOST_ERRORS, evaluate_split
 from .files import atomic_save, atomic_write_text, check_output_file
@@ -402,7 +402,6 @@ def match_classes(data: Dataset, classes: list[str], source: str) -> Dataset:
 def run_evaluate(args) -> None:
     """`googlenet evaluate CHECKPOINT --split ... [--tta MODE]`: print and save the same metrics as training."""
     from .checkpoint import preprocess_of
-    from .data import load_evaluation_data
     from .evaluate import tta_view_count
     from .runtime import select_device
 
@@ -415,7 +414,6 @@ def run_evaluate(args) -> None:
     dataset = getattr(args, "dataset", None) or cfg.get("dataset")
     if not dataset or not isinstance(state.get("classes"), list):
         raise CheckpointError(f"{path} does not record the data it was trained on: pass --dataset NAME or imagefolder:PATH")
-    from .stream import default_workers
 
     # auto, whatever the run used: both paths evaluate the same images identically (tests/test_stream.py), and the
     # data may be another, bigger folder (--dataset) or have no run at all (a converted checkpoint)

@@ -29,7 +29,7 @@ from torch.optim.swa_utils import AveragedModel
 from . import distributed as dist_utils
 from .checkpoint import load_weights, preprocess_of, read_weights, save_checkpoint
 from .config import ConfigError, TrainConfig, resolve_config
-from .data import Augment, Dataset, Preprocess, batch_transform, load_dataset
+from .data import Augment, Dataset, Preprocess, TrainLoader, batch_transform, default_workers, load_dataset
 from .errors import UserError
 from .evaluate import SplitMetrics, evaluate_split
 from .files import DiskFullError
@@ -54,7 +54,6 @@ from .resume import (
 )
 from .rundir import log_tensorboard, next_run_dir, open_tensorboard, start_run_dir, write_config, write_results
 from .runtime import amp_dtype_for, log, resolve_amp, select_device
-from .stream import TrainLoader, default_workers
 from .summary import summarize
 
 __all__ = ["TrainingDiverged", "build_optimizer", "build_scheduler", "fit", "googlenet_loss", "train_one_epoch", "train_step"]

@@ -1,21 +1,21 @@
 """Image folders streamed from disk: DataLoader workers, torchvision's decoding and the paper's crops.
 
 ImageNet does not fit in memory (1.28 million images, about 190 GB decoded at
-224 px), so a big image folder stays on disk as `data.FileSplit`s (same files,
+224 px), so a big image folder stays on disk as `FileSplit`s (same files,
 labels and seeded splits as the in-memory path) and DataLoader workers read it
 while the model trains:
 
-- training: each file decoded whole (`data.read_image`: torchvision.io.decode_image
+- training: each file decoded whole (`images.read_image`: torchvision.io.decode_image
   for JPEGs), then the paper's crops with transforms v2: a random crop of 8-100%
   of the area with an aspect ratio from 3/4 to 4/3, resized to the input side,
   and a horizontal flip (Szegedy et al. 2015, section 6; torchvision's
   RandomResizedCrop), plus optional brightness, contrast and saturation jitter
   (`--color-jitter`, in place of the photometric distortions of Howard 2013);
 - evaluation: each file read exactly as `googlenet predict` reads it
-  (`data.load_image`: the shorter side resized to Preprocess.resize, the centre
+  (`images.load_image`: the shorter side resized to Preprocess.resize, the centre
   square kept), then Preprocess's centre crop.
 
-The batches leave the workers as uint8 and end in the same `data.batch_transform`
+The batches leave the workers as uint8 and end in the same `transforms.batch_transform`
 (Preprocess: scale, normalise, channels) as the in-memory path, on the device.
 
 Reproducible and resumable: an epoch's batches are DistributedSampler's order
@@ -40,8 +40,11 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from . import distributed as dist_utils
-from .data import DataError, FileSplit, Split, read_image
+from .. import distributed as dist_utils
+from ..errors import DataError
+from .datasets import FileSplit, Split
+from .images import read_image
+from .transforms import crop_seed, train_transform
 
 __all__ = [
     "ImageFiles",
@@ -61,23 +64,6 @@ def default_workers() -> int:
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
     return max(1, min(8, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))))
-
-
-def train_transform(image_size: int, hflip: bool = True, color_jitter: float = 0.0):
-    """The paper's training crops on a uint8 C x H x W tensor: 8-100% of the area, aspect 3/4-4/3, resized (antialiased) to image_size."""
-    from torchvision.transforms import v2
-
-    steps = [v2.RandomResizedCrop(image_size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), antialias=True)]
-    if hflip:
-        steps.append(v2.RandomHorizontalFlip())
-    if color_jitter:  # deviation: torchvision's jitter, not Howard 2013's relighting (the README's deviations)
-        steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
-    return v2.Compose(steps)
-
-
-def crop_seed(seed: int, epoch: int, index: int) -> int:
-    """The seed of image `index`'s random crop in `epoch`: the same whichever worker, process or resume reads it."""
-    return ((seed * 1_000_003 + epoch) * 2_147_483_647 + index) % (2**63)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,305 @@
+"""The datasets by name: the registry (`DATASETS`), the types every path shares (`Split` in memory,
+`FileSplit` on disk, `Dataset`), and `load_dataset`, which gives every dataset its three seeded splits
+(train, val, test) and the training split's per-channel statistics. Also `googlenet datasets`.
+
+Every dataset becomes three `Split`s of uint8 images N x C x H x W and int64 labels, held in memory;
+an image folder too big for memory (`--data-loading stream`, or auto over `--memory-budget`) becomes
+`FileSplit`s instead: the same files, labels and seeded splits, read while training by stream.py's
+DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.datasets
+from torch import Tensor
+
+from ..errors import DataError
+from ..tables import format_table
+from .folders import Files, _check_fits_memory, _image_files, folder_splits, memory_budget_bytes, stratified_split
+from .images import load_image
+from .mnist import read_mnist
+from .transforms import DIGITS, PHOTOS, Augment, Preprocess, eval_side
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    channels: int
+    native_size: int  # side of the stored images
+    augment: Augment  # the default augmentation for this kind of data
+    torchvision_class: str | None = None
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "mnist": DatasetInfo("mnist", 1, 28, DIGITS),
+    "fashion-mnist": DatasetInfo("fashion-mnist", 1, 28, Augment(translate=0.1, hflip=True), "FashionMNIST"),
+    "kmnist": DatasetInfo("kmnist", 1, 28, DIGITS, "KMNIST"),
+    "cifar10": DatasetInfo("cifar10", 3, 32, PHOTOS, "CIFAR10"),
+    "cifar100": DatasetInfo("cifar100", 3, 32, PHOTOS, "CIFAR100"),
+}
+
+
+@dataclass
+class Split:
+    images: Tensor  # N x C x H x W, uint8
+    labels: Tensor  # N, int64
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to(self, device: torch.device | str) -> Split:
+        return Split(self.images.to(device), self.labels.to(device))
+
+
+@dataclass
+class FileSplit:
+    """A split left on disk (`--data-loading stream`): its image files and labels, read as they are used (stream.py).
+
+    Evaluation reads each file as `load_image(path, channels, size, crop=True)` does, the shorter side
+    resized to `size` and the centre square kept, exactly as `googlenet predict` reads it; training reads
+    the whole image for its random crops (`read_image`).
+    """
+
+    files: list[Path]
+    labels: Tensor  # N, int64
+    channels: int  # the folder's: 1 grey, 3 colour
+    size: int  # evaluation's shorter side (`eval_side`; Preprocess.resize)
+    workers: int = 0  # DataLoader processes that read it (0: the main process)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to(self, device: torch.device | str) -> FileSplit:
+        """The files stay on disk; each batch goes to the device as it is read."""
+        return self
+
+    def image(self, i: int) -> Tensor:
+        """Image `i` as evaluation reads it, uint8 C x size x size."""
+        return load_image(self.files[i], self.channels, self.size, crop=True)
+
+
+@dataclass
+class Dataset:
+    name: str
+    classes: list[str]
+    train: Split | FileSplit
+    val: Split | FileSplit
+    test: Split | FileSplit
+    channels: int
+    native_size: int
+    default_augment: Augment
+    mean: tuple[float, ...] = field(default=())
+    std: tuple[float, ...] = field(default=())
+    resize: int | None = None  # evaluation's shorter side and centre crop (Preprocess.resize); None: the whole image squeezed
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the splits stay on disk (FileSplit) rather than in memory."""
+        return isinstance(self.train, FileSplit)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def split(self, name: str) -> Split:
+        if name not in ("train", "val", "test"):
+            raise DataError(f"unknown split {name!r}: use train, val or test")
+        return getattr(self, name)
+
+
+def _load_mnist(directory: str | Path | None = None, verify: bool = True) -> tuple[Split, Split]:
+    """MNIST's train (60,000) and test (10,000) splits: the package's copy, or the IDX files in `directory`."""
+    train, test = read_mnist(Path(directory) if directory else None, verify)
+    return Split(*train), Split(*test)
+
+
+def channel_stats(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of uint8 N x C x H x W images, on the 0-1 scale."""
+    pixels = images.float().div_(255)
+    return tuple(pixels.mean(dim=(0, 2, 3)).tolist()), tuple(pixels.std(dim=(0, 2, 3)).tolist())
+
+
+def _load_torchvision(info: DatasetInfo, data_dir: Path, download: bool) -> tuple[Split, Split, list[str]]:
+    cls = getattr(torchvision.datasets, info.torchvision_class)
+    out = []
+    corrupted = (
+        f"{info.name} in {data_dir} has a corrupted or foreign file: delete {data_dir / info.torchvision_class} "
+        "and pass --download, or put torchvision's original files there"
+    )
+    try:
+        for train in (True, False):
+            ds = cls(str(data_dir), train=train, download=download)
+            images = torch.as_tensor(np.asarray(ds.data))
+            images = images.permute(0, 3, 1, 2) if images.dim() == 4 else images.unsqueeze(1)
+            labels = torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
+            if images.dim() != 4 or images.dtype != torch.uint8 or labels.dim() != 1 or len(labels) != len(images):
+                raise DataError(f"{corrupted} (images and labels do not match)")
+            if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < len(ds.classes):
+                raise DataError(f"{corrupted} (a label outside the {len(ds.classes)} classes)")
+            out.append(Split(images.contiguous(), labels))
+    except RuntimeError as exc:
+        if "not found" in str(exc).lower() or "corrupted" in str(exc).lower():
+            raise DataError(
+                f"{info.name} is not in {data_dir}: put torchvision's {info.torchvision_class} files there "
+                "(--data-dir DIR) or pass --download"
+            ) from None
+        raise DataError(f"{info.name} could not be loaded from {data_dir}: {str(exc)[:200]}") from None
+    except OSError as exc:  # network errors during --download
+        raise DataError(f"{info.name} could not be downloaded ({exc}): check the network or use --data-dir") from None
+    except (AssertionError, ValueError, IndexError, TypeError, EOFError) as exc:  # torchvision's readers assert on a bad header
+        raise DataError(f"{corrupted} ({type(exc).__name__}{': ' + str(exc)[:120] if str(exc) else ''})") from None
+    return out[0], out[1], list(ds.classes)
+
+
+def _decode_split(files: Files, channels: int, size: int, crop: bool) -> Split:
+    images = [load_image(path, channels, size, crop) for path in files[0]]
+    stacked = torch.stack(images) if images else torch.zeros(0, channels, size, size, dtype=torch.uint8)
+    return Split(stacked, files[1])
+
+
+def _sample_stats(split: FileSplit, seed: int, count: int = 256) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of a seeded sample of `count` training images, as evaluation reads them (the
+    in-memory path uses every training image; a streamed folder may hold a million)."""
+    idx = np.random.default_rng(seed).permutation(len(split))[:count]
+    return channel_stats(torch.stack([split.image(int(i)) for i in np.sort(idx)]))
+
+
+def _load_imagefolder(
+    root: Path, image_size: int, val_fraction: float, seed: int, loading: str = "memory", memory_budget: float | None = None,
+    workers: int = 0, resize: int | None = None,
+) -> Dataset:
+    """An image folder in memory (each image squeezed to image_size, or with `resize` its centre square at that side)
+    or, with `loading` stream (or auto over the budget), left on disk as FileSplits read at `resize` or `eval_side`."""
+    splits, classes, channels = folder_splits(root, val_fraction, seed)
+    count = sum(len(f[0]) for f in splits.values())
+    side = resize or image_size
+    need, budget = count * channels * side * side, memory_budget_bytes(memory_budget)
+    if loading == "stream" or (loading == "auto" and need > budget):
+        side = resize or eval_side(image_size)
+        train, val, test = (FileSplit(*splits[s], channels, side, workers) for s in ("train", "val", "test"))
+        mean, std = _sample_stats(train, seed)
+        return Dataset(f"imagefolder:{root}", classes, train, val, test, channels, side, Augment(hflip=True), mean, std, side)
+    if need > budget:
+        raise DataError(
+            f"{count:,} images of {root} at {side} px need about {need / 1e9:.1f} GB of memory decoded, more than the memory budget "
+            f"of {budget / 1e9:.1f} GB: stream them from disk with --data-loading stream (or auto), or raise --memory-budget"
+        )
+    _check_fits_memory(count, channels, side, root)
+    train, val, test = (_decode_split(splits[s], channels, side, resize is not None) for s in ("train", "val", "test"))
+    return Dataset(f"imagefolder:{root}", classes, train, val, test, channels, side, PHOTOS, resize=resize)
+
+
+def _take(split: Split, idx: Tensor) -> Split:
+    return Split(split.images[idx], split.labels[idx])
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    if name.startswith("imagefolder:"):
+        return DatasetInfo(name, 3, 0, PHOTOS)
+    if name not in DATASETS:
+        close = difflib.get_close_matches(name, list(DATASETS), n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise DataError(f"unknown dataset {name!r}: {hint}use one of {', '.join(DATASETS)} or imagefolder:PATH")
+    return DATASETS[name]
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | Path | None = None,
+    download: bool = False,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    image_size: int = 224,
+    loading: str = "memory",
+    memory_budget: float | None = None,
+    workers: int = 0,
+    resize: int | None = None,
+) -> Dataset:
+    """Load a dataset by name into memory with its seeded validation split.
+
+    The validation split is carved from the training set (stratified); the
+    test split is the dataset's own and is never used for training or model
+    selection. Normalisation statistics come from the training split alone.
+    An image folder may instead stay on disk (`loading` stream, or auto when
+    its decoded images would exceed `memory_budget` GB): see `_load_imagefolder`.
+    """
+    info = dataset_info(name)
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"--val-fraction {val_fraction} must be between 0 and 1 (exclusive), e.g. 0.1")
+    if name.startswith("imagefolder:"):
+        root = Path(name.split(":", 1)[1]).expanduser()
+        data = _load_imagefolder(root, image_size, val_fraction, seed, loading, memory_budget, workers, resize)
+        if data.streamed:
+            return data
+        mean, std = channel_stats(data.train.images)
+        return replace(data, name=name, mean=mean, std=std)
+    if loading == "stream":
+        raise DataError(f"--data-loading stream reads image folders (imagefolder:PATH); {name} is held in memory: use --data-loading auto")
+    if name == "mnist":
+        train, test = _load_mnist(data_dir)
+        classes, channels, native = [str(i) for i in range(10)], 1, 28
+    else:
+        root = Path(data_dir or Path.home() / ".cache" / "googlenet" / "data").expanduser()
+        train, test, classes = _load_torchvision(info, root, download)
+        channels, native = info.channels, info.native_size
+    keep, held = stratified_split(train.labels, val_fraction, seed)
+    train, val = _take(train, keep), _take(train, held)
+    mean, std = channel_stats(train.images)  # the training split's alone
+    return Dataset(name, classes, train, val, test, channels, native, info.augment, mean, std)
+
+
+def load_evaluation_data(
+    name: str, pre: Preprocess, data_dir: str | Path | None = None, val_fraction: float = 0.1, seed: int = 0,
+    loading: str = "memory", memory_budget: float | None = None, workers: int = 0,
+) -> Dataset:
+    """What `googlenet evaluate --dataset` evaluates a checkpoint on.
+
+    A named dataset is loaded as for training. An image folder with train/,
+    val/ or test/ subfolders is too; one with only class subfolders is all
+    test split (nothing carved off), read as the checkpoint's preprocessing
+    says: at `pre.resize` with the centre square kept when it has one (the
+    shorter side 256 of ImageNet's evaluation), else squeezed to image_size.
+    `loading`, `memory_budget`, `workers`: the training run's, for an image folder.
+    """
+    root = Path(name.split(":", 1)[1]).expanduser() if name.startswith("imagefolder:") else None
+    if root is None or not root.is_dir() or any((root / s).is_dir() for s in ("train", "val", "test")):
+        loading = loading if root is not None else "memory"
+        return load_dataset(name, data_dir, False, val_fraction, seed, pre.image_size, loading, memory_budget, workers, pre.resize)
+    files = _image_files(root, root)
+    classes = list(files)  # empty class folders too: they keep the classes' count and order (e.g. ILSVRC's 1000 synsets)
+    if not any(files.values()):
+        raise DataError(f"{root} has no class subfolders with images: put the images in one subfolder per class")
+    size, crop = (pre.resize, True) if pre.resize else (pre.image_size, False)
+    count = sum(len(files[c]) for c in classes)
+    if crop and (loading == "stream" or loading == "auto" and count * pre.data_channels * size * size > memory_budget_bytes(memory_budget)):
+        paths = [path for c in classes for path in files[c]]
+        labels = torch.tensor([label for label, c in enumerate(classes) for _ in files[c]], dtype=torch.int64)
+        empty = FileSplit([], torch.zeros(0, dtype=torch.int64), pre.data_channels, size, workers)
+        test = FileSplit(paths, labels, pre.data_channels, size, workers)
+        return Dataset(name, classes, empty, empty, test, pre.data_channels, size, Augment(), resize=size)
+    _check_fits_memory(sum(len(files[c]) for c in classes), pre.data_channels, size, root)
+    images = [load_image(path, pre.data_channels, size, crop) for c in classes for path in files[c]]
+    labels = [label for label, c in enumerate(classes) for _ in files[c]]
+    empty = Split(torch.zeros(0, pre.data_channels, size, size, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64))
+    return Dataset(name, classes, empty, empty, Split(torch.stack(images), torch.tensor(labels)), pre.data_channels, size, Augment())
+
+
+def run_datasets(args) -> None:
+    """`googlenet datasets`: each dataset, whether it is here, and its split sizes."""
+    rows = []
+    for name, info in DATASETS.items():
+        try:
+            ds = load_dataset(name, args.data_dir, False, args.val_fraction, 0)
+            status = "built in" if name == "mnist" else "local"
+            sizes = (f"{len(ds.train) + len(ds.val):,}", f"{len(ds.train):,}", f"{len(ds.val):,}", f"{len(ds.test):,}")
+        except DataError:
+            status, sizes = "missing (use --download or --data-dir)", ("-", "-", "-", "-")
+        rows.append((name, status, f"{info.channels} x {info.native_size} x {info.native_size}", *sizes))
+    rows.append(("imagefolder:PATH", "your folder", "any (resized)", "-", "-", "-", "-"))
+    print(format_table(["dataset", "available", "image", "train (all)", "train", f"val ({args.val_fraction:g})", "test"], rows, "text"))
