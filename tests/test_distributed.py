@@ -161,8 +161,8 @@ def test_ctrl_c_on_one_worker_stops_all_and_resumes_exactly(workdir: Path):
 
 FINAL_DRIVER = """
 import os, signal, sys
-import googlenet.report as report
-evaluate, sent = report.evaluate_split, []
+import googlenet.evaluate as evaluate_module
+evaluate, sent = evaluate_module.evaluate_split, []
 
 def ctrl_c_on_rank_1(*args, **kwargs):  # Ctrl-C reaching rank 1 alone as the final evaluation starts
     if os.environ.get("RANK") == "1" and not sent:
@@ -170,7 +170,7 @@ def ctrl_c_on_rank_1(*args, **kwargs):  # Ctrl-C reaching rank 1 alone as the fi
         os.kill(os.getpid(), signal.SIGINT)
     return evaluate(*args, **kwargs)
 
-report.evaluate_split = ctrl_c_on_rank_1
+evaluate_module.evaluate_split = ctrl_c_on_rank_1
 from googlenet.cli import main
 sys.exit(main(sys.argv[1:]))
 """

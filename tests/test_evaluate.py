@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from googlenet.data import Preprocess, Split, batch_transform
-from googlenet.evaluate import SplitMetrics, classification_metrics, confusion_matrix, evaluate_split
+from googlenet.evaluate import SplitMetrics, classification_metrics, confusion_matrix, eval_indices, evaluate_split
 from googlenet.model import GoogLeNet, GoogLeNetOutput
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
@@ -144,7 +144,7 @@ def test_evaluate_split_top5():
 def test_evaluate_split_limits_and_indices():
     split, pre = grey_split([0, 1, 2, 3, 0, 1, 2, 3, 3, 3], [0, 1, 2, 3, 1, 1, 2, 0, 3, 2], step=60)
     model = BrightnessModel(4, step=60)
-    assert evaluate_split(model, split, pre, 4, batch_size=3, limit_batches=2).confusion.sum() == 6
+    assert evaluate_split(model, split, pre, 4, batch_size=3, indices=eval_indices(len(split), 3, limit_batches=2)).confusion.sum() == 6
     sub = evaluate_split(model, split, pre, 4, batch_size=2, indices=torch.tensor([1, 5, 9]))
     # images 1, 5, 9: levels 1, 1, 3 with labels 1, 1, 2
     assert sub.confusion.tolist() == [[0, 0, 0, 0], [0, 2, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]]

@@ -16,9 +16,8 @@ import googlenet.data
 from googlenet import cli
 from googlenet.checkpoint import load_checkpoint, save_checkpoint
 from googlenet.data import Preprocess, Split, batch_transform, load_dataset
-from googlenet.evaluate import TTA_MODES, confusion_matrix, evaluate_split, tta_view_count, tta_views
+from googlenet.evaluate import TTA_MODES, confusion_matrix, evaluate_all, evaluate_split, tta_view_count, tta_views
 from googlenet.model import GoogLeNetOutput
-from googlenet.report import evaluate_all
 
 
 def resize(x: torch.Tensor, h: int, w: int) -> torch.Tensor:

@@ -257,15 +257,15 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from .report import run_evaluate
+    from .evaluate import run_evaluate
 
     run_evaluate(args)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from .report import build_report
+    from .report import run_report
 
-    print(build_report(args.run_dir))
+    run_report(args)
 
 
 def cmd_summary(args: argparse.Namespace) -> None:

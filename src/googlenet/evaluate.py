@@ -1,4 +1,4 @@
-"""Metrics from a confusion matrix, and evaluation of a model on a split.
+"""Metrics from a confusion matrix, a model's evaluation on a split, and a checkpoint's on whole splits.
 
 The metric functions are pure: tensors in, numbers out. Every figure of a
 report (accuracy, per-class precision/recall/F1, macro and weighted averages)
@@ -7,19 +7,48 @@ comes from one confusion matrix, so the tables always agree with each other.
 Test-time augmentation (`tta_views`, `evaluate_split(..., tta=...)`) is the
 paper's multi-crop evaluation (section 7): the softmax is averaged over
 several views of each image.
+
+`evaluate_all` evaluates a checkpoint on whole splits, sharded under torchrun: `write_final_outputs` (the
+end of every training run, which then has report.py write the figures and REPORT.md) and `run_evaluate`
+(`googlenet evaluate`) both use it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
-from collections.abc import Iterator
+import re
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm import tqdm
 
-from .data import FileSplit, Preprocess, Split, batch_transform, eval_batches, evaluation_view, resize_shorter
+from . import distributed as dist_utils
+from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, preprocess_of
+from .data import (
+    Dataset,
+    FileSplit,
+    Preprocess,
+    Split,
+    batch_transform,
+    default_workers,
+    eval_batches,
+    evaluation_view,
+    load_evaluation_data,
+    resize_shorter,
+)
+from .files import atomic_write_text, check_output_file
+from .kernels import accelerate
+from .report import SPLIT_TITLES, build_report, plot_errors, write_metrics
+from .runtime import log, select_device
+from .tables import format_table
 
 __all__ = ["TTA_MODES", "SplitMetrics", "classification_metrics", "confusion_matrix", "evaluate_split", "tta_view_count", "tta_views"]
 
@@ -168,6 +197,15 @@ def tta_views(images: Tensor, image_size: int, mode: str, resize: int | None = N
     return torch.stack([v for v, _ in _weighted_views(images, image_size, mode, resize, merge=False)])
 
 
+def eval_indices(size: int, batch_size: int, limit_batches: int | None = None) -> Tensor:
+    """The images of a split of `size` this process evaluates: the first `limit_batches` x `batch_size`
+    (--limit-eval-batches; all without it), then, under torchrun, this process's share of those. Limit
+    first, then shard: the same images are evaluated whatever the process count."""
+    n = size if limit_batches is None else min(size, limit_batches * batch_size)
+    share = dist_utils.shard(n)
+    return torch.arange(n) if share is None else share
+
+
 @dataclass
 class SplitMetrics:
     loss: float  # mean cross-entropy of the main classifier
@@ -190,24 +228,24 @@ def evaluate_split(
     split: Split | FileSplit,
     pre: Preprocess,
     num_classes: int,
+    *,
     batch_size: int = 500,
     device: torch.device | str = "cpu",
-    limit_batches: int | None = None,
     channels_last: bool = False,
-    indices: Tensor | None = None,
-    reduce=None,
     tta: str = "none",
-    progress=None,
+    indices: Tensor | None = None,
+    reduce: Callable[[Tensor], Tensor] | None = None,
+    progress: Callable[[int], object] | None = None,
     errors: list[tuple[int, int]] | None = None,
-    most_errors: int = MOST_ERRORS,
 ) -> SplitMetrics:
     """Eval-mode pass over a split (or the given indices of it), in memory or read from disk (stream.eval_batches).
 
-    `reduce`, when given, sums tensors across processes (distributed runs),
+    `indices`: the images to evaluate (all of them by default; `eval_indices` makes a run's, limited and
+    sharded); `reduce`, when given, sums tensors across processes (distributed runs),
     so that the metrics cover every sample exactly once; `progress`, when
     given, is told each batch's image count (a tqdm bar's `update`); `errors`,
     when given, collects (split index, predicted class) of the first
-    `most_errors` images the model gets wrong.
+    MOST_ERRORS images the model gets wrong.
     `tta` other than "none" averages the softmax over the views of `tta_views`
     (made one at a time, so memory stays that of one view); loss, top-5 and the
     predictions then come from the log of the averaged probabilities, so the
@@ -218,8 +256,6 @@ def evaluate_split(
     was_training = model.training
     model.eval()
     idx = torch.arange(len(split)) if indices is None else indices
-    if limit_batches is not None:
-        idx = idx[: limit_batches * batch_size]
     loss_sum = torch.zeros((), dtype=torch.float64)
     top5 = torch.zeros((), dtype=torch.float64)
     cm = torch.zeros(num_classes, num_classes, dtype=torch.long)
@@ -237,8 +273,8 @@ def evaluate_split(
         top5 += (logits.topk(k, 1).indices == labels[:, None]).any(1).sum().double().cpu()
         predicted = logits.argmax(1)
         cm += confusion_matrix(labels, predicted, num_classes)
-        if errors is not None and len(errors) < most_errors:
-            miss = (predicted != labels).nonzero().flatten()[: most_errors - len(errors)].cpu()
+        if errors is not None and len(errors) < MOST_ERRORS:
+            miss = (predicted != labels).nonzero().flatten()[: MOST_ERRORS - len(errors)].cpu()
             errors += [(int(batch[i]), int(predicted[i])) for i in miss]
         if progress is not None:
             progress(len(batch))
@@ -262,3 +298,162 @@ def _tta_log_probs(model: nn.Module, images: Tensor, pre: Preprocess, view_pre: 
             log_p = log_p + math.log(repeat)
         acc = log_p if acc is None else torch.logaddexp(acc, log_p)
     return acc - math.log(tta_view_count(mode))
+
+
+# ------------------------------------------------ a checkpoint on whole splits: the final evaluation, googlenet evaluate
+
+
+def evaluate_all(
+    state: dict[str, Any], data: Dataset, device: torch.device, splits=("train", "val", "test"), limit_batches=None, tta: str = "none",
+    test_errors: list[tuple[int, int]] | None = None, after_split: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Eval-mode metrics of a checkpoint's (averaged) weights on whole splits (`tta`: see evaluate.tta_views);
+    `test_errors` collects the test split's first misclassified images (evaluate_split's `errors`);
+    `after_split` is called after each split (e.g. to stop there).
+
+    Under torchrun every process evaluates its share of each split (as validation does, each image once)
+    and the sums are added up, so every process returns the same metrics: a collective, which every
+    process must call.
+    """
+    cfg = state.get("config") or {}  # a converted checkpoint has none
+    model = accelerate(model_from_checkpoint(state)).to(device)
+    channels_last = bool(cfg.get("channels_last"))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    pre = Preprocess.from_dict(state["preprocess"])
+    batch = cfg.get("eval_batch_size", 500)
+    mine = {s: eval_indices(len(data.split(s)), batch, limit_batches) for s in splits}
+    sizes = {s: len(data.split(s)) if limit_batches is None else min(len(data.split(s)), limit_batches * batch) for s in splits}
+    out: dict[str, Any] = {}
+    # A bar on a terminal; one line per split in a log (the whole of MNIST takes minutes on 2 cores).
+    quiet = not (sys.stderr.isatty() and dist_utils.is_main())
+    with tqdm(total=sum(len(i) for i in mine.values()), unit="img", desc="evaluating", leave=False, disable=quiet) as bar:
+        for split in splits:
+            if not bar.disable:
+                bar.set_description(f"evaluating {split}")
+            else:
+                log(f"evaluating {split} ({sizes[split]:,} images{'' if tta == 'none' else f', {tta}'})")
+            errors = [] if split == "test" and test_errors is not None else None
+            m = evaluate_split(
+                model, data.split(split), pre, data.num_classes, batch_size=batch, device=device, channels_last=channels_last,
+                indices=mine[split], reduce=dist_utils.all_reduce_sum, tta=tta, progress=bar.update, errors=errors,
+            )
+            if errors is not None:  # each process's first misses in index order; together, the split's first
+                test_errors += sorted(e for part in dist_utils.all_gather_object(errors) for e in part)[:MOST_ERRORS]
+            out[split] = m.to_dict()
+            if after_split is not None:
+                after_split()
+    return out
+
+
+def write_final_outputs(run_dir: Path, data: Dataset, device: torch.device, cfg, after_split: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Evaluate the best checkpoint on every split, then write metrics, plots, the test errors' grid and REPORT.md; returns the metrics.
+
+    Under torchrun rank 0 reads best.pt (the only process sure to see its own disk) and hands it to the
+    others; all evaluate their shares; rank 0 writes; then all leave together, or all fail with rank 0.
+    """
+    state, problem = None, None
+    if dist_utils.is_main():
+        try:  # on the CPU: CUDA tensors sent to the other processes would land on rank 0's GPU
+            state = load_checkpoint(run_dir / "weights" / "best.pt")
+        except CheckpointError as exc:
+            problem = str(exc)
+    state, problem = dist_utils.broadcast_object((state, problem))
+    if problem:
+        raise CheckpointError(problem)
+    errors: list[tuple[int, int]] = []
+    metrics = {
+        "checkpoint": "weights/best.pt",
+        "best_epoch": state["best_epoch"],
+        "classes": data.classes,
+        "splits": evaluate_all(state, data, device, limit_batches=cfg.limit_eval_batches, test_errors=errors, after_split=after_split),
+    }
+    failed = None
+    if dist_utils.is_main():
+        try:
+            plot_errors(errors, data, run_dir / "errors_test.png")
+            write_metrics(run_dir, metrics)
+            build_report(run_dir)
+        except Exception as exc:  # raised below, once the others know
+            failed = exc
+    if dist_utils.any_process(failed is not None):  # also the barrier: no process leaves while rank 0 writes
+        if failed is not None:
+            raise failed
+        raise SystemExit(1)  # rank 0 says why
+    return metrics
+
+
+def match_classes(data: Dataset, classes: list[str], source: str) -> Dataset:
+    """`data` with its labels numbered as the checkpoint's `classes`, matched by name; a one-line error where they differ.
+
+    Folders of ILSVRC 2012 synset ids (n01440764, ...) match the 1000 ImageNet class names by their sorted order.
+    """
+    theirs = list(data.classes)
+    if theirs == classes:
+        return data
+    if set(theirs) <= set(classes):
+        order = [classes.index(c) for c in theirs]
+    elif len(theirs) == len(classes) == 1000 and theirs == sorted(theirs) and all(re.fullmatch(r"n\d{8}", c) for c in theirs):
+        order = list(range(1000))
+        print("note: the class folders are ILSVRC 2012 synset ids; matched to the checkpoint's class names in sorted order")
+    else:
+        unknown = next(c for c in theirs if c not in classes)
+        shown = ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
+        raise CheckpointError(f"{source} has a class {unknown!r} that the checkpoint does not know (its classes: {shown}): evaluate on data with the checkpoint's class names")
+    remap = torch.tensor(order)
+    train, val, test = (dataclasses.replace(s, labels=remap[s.labels]) for s in (data.train, data.val, data.test))
+    return dataclasses.replace(data, classes=list(classes), train=train, val=val, test=test)
+
+
+def run_evaluate(args) -> None:
+    """`googlenet evaluate CHECKPOINT --split ... [--tta MODE]`: print and save the same metrics as training."""
+    path = Path(args.checkpoint)
+    if args.output:
+        check_output_file(args.output)  # before the work, not after minutes of evaluation
+    device = select_device(args.device)
+    state = load_checkpoint(path, map_location=device)
+    cfg = state.get("config") if isinstance(state.get("config"), dict) else {}
+    dataset = getattr(args, "dataset", None) or cfg.get("dataset")
+    if not dataset or not isinstance(state.get("classes"), list):
+        raise CheckpointError(f"{path} does not record the data it was trained on: pass --dataset NAME or imagefolder:PATH")
+
+    # auto, whatever the run used: both paths evaluate the same images identically (tests/test_stream.py), and the
+    # data may be another, bigger folder (--dataset) or have no run at all (a converted checkpoint)
+    workers = cfg.get("workers")
+    data = load_evaluation_data(
+        dataset, preprocess_of(state), args.data_dir or cfg.get("data_dir"), cfg.get("val_fraction", 0.1), cfg.get("seed", 0),
+        "auto", cfg.get("memory_budget"), default_workers() if workers is None else workers,
+    )
+    data = match_classes(data, [str(c) for c in state["classes"]], dataset)
+    splits = tuple(s for s in (("train", "val", "test") if args.split == "all" else (args.split,)) if len(data.split(s)))
+    if not splits:
+        raise CheckpointError(f"{dataset} has no {args.split} split (a folder of class subfolders is all test split): use --split test")
+    tta = getattr(args, "tta", None) or "none"
+    results = evaluate_all(state, data, device, splits, tta=tta)
+    names = list(results)
+    if tta == "none":
+        print("Test-time augmentation: none (one view per image)\n")
+    else:
+        print(f"Test-time augmentation: {tta} ({tta_view_count(tta)} views per image, softmax averaged)\n")
+    print(format_table(
+        ["", *(SPLIT_TITLES[s] for s in names)],
+        [
+            ("Loss", *(f"{results[s]['loss']:.4f}" for s in names)),
+            ("Accuracy (%)", *(f"{100 * results[s]['accuracy']:.2f}" for s in names)),
+            (f"Top-{min(5, len(data.classes))} accuracy (%)", *(f"{100 * results[s]['top5']:.2f}" for s in names)),
+        ],
+        "text",
+    ))
+    print()
+    headers = ["class"] + [f"{SPLIT_TITLES[s]} {k}" for s in names for k in ("P", "R", "F1")]
+    rows = [[c] + [f"{results[s][k][i]:.4f}" for s in names for k in ("precision", "recall", "f1")] for i, c in enumerate(data.classes)]
+    print(format_table(headers, rows, "text"))
+    run_dir = path if path.is_dir() else path.parent.parent
+    # Other data or TTA never overwrite the plain figures of the run's own data.
+    asked = getattr(args, "dataset", None)
+    label = Path(asked.split(":", 1)[1]).name if asked and asked.startswith("imagefolder:") else asked
+    other = "_" + re.sub(r"[^A-Za-z0-9.-]+", "-", label).strip("-")[:40] if label else ""
+    name = f"evaluate_{args.split}{other}{'' if tta == 'none' else '_' + tta}.json"
+    out = Path(args.output) if args.output else (run_dir if (run_dir / "config.yaml").is_file() else Path(".")) / name
+    atomic_write_text(out, json.dumps({"checkpoint": str(path), "tta": tta, "classes": data.classes, "splits": results}, indent=1) + "\n")
+    print(f"\nSaved {out}")

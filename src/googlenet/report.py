@@ -2,36 +2,32 @@
 
 Everything here reads the run's files (results.csv, metrics.json,
 config.yaml, env.json, summary.md), so `googlenet report RUN_DIR` rebuilds
-the same report without the model. `write_final_outputs` is the one step that
-runs the model: it evaluates the best weights on every split.
+the same report without the model; nothing here runs one (the final
+evaluation, evaluate.write_final_outputs, hands its metrics to `write_metrics`).
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
-import re
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import torch
 import yaml
 
-from . import distributed as dist_utils
-from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
-from .data import Dataset, Preprocess, Split, default_workers, load_evaluation_data
+matplotlib.use("Agg")  # files only, no window: before pyplot is imported
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from .data import Dataset, Split
 from .errors import UserError
-from .evaluate import MOST_ERRORS, evaluate_split
-from .files import atomic_save, atomic_write_text, check_output_file
-from .kernels import accelerate
-from .runtime import log
+from .files import atomic_save, atomic_write_text
 from .tables import format_table
 
-__all__ = ["build_report", "evaluate_all", "plot_curves", "write_final_outputs"]
+__all__ = ["build_report", "plot_curves", "plot_errors", "run_report", "write_metrics"]
 
 
 class ReportError(UserError):
@@ -47,26 +43,12 @@ def read_results(run_dir: Path) -> list[dict[str, float]]:
 
 
 def _save_figure(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
     atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png"))
     plt.close(fig)
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_curves(run_dir: Path, cfg: dict[str, Any] | None = None) -> None:
     """loss.png and accuracy.png: training vs validation per epoch, like the seed's graphs, plus the validation error on a log scale."""
-    from matplotlib.ticker import MaxNLocator
-
-    plt = _pyplot()
     rows = read_results(run_dir)
     epochs = [r["epoch"] for r in rows]
     cfg = cfg or {}
@@ -96,7 +78,6 @@ def plot_curves(run_dir: Path, cfg: dict[str, Any] | None = None) -> None:
 
 
 def plot_confusion(cm: list[list[int]], classes: list[str], title: str, path: Path) -> None:
-    plt = _pyplot()
     n = len(classes)
     side = min(0.5 * n, 30)  # inches: 0.5 a class, at most 30 (1000 ImageNet classes would need a 12 GB canvas)
     fig, ax = plt.subplots(figsize=(max(4, side + 2), max(4, side + 1.5)))
@@ -126,86 +107,9 @@ def write_confusion_csv(cm: list[list[int]], classes: list[str], path: Path) -> 
     atomic_write_text(path, buf.getvalue())
 
 
-def evaluate_all(
-    state: dict[str, Any], data: Dataset, device: torch.device, splits=("train", "val", "test"), limit_batches=None, tta: str = "none",
-    test_errors: list[tuple[int, int]] | None = None, after_split: Callable[[], None] | None = None,
-) -> dict[str, Any]:
-    """Eval-mode metrics of a checkpoint's (averaged) weights on whole splits (`tta`: see evaluate.tta_views);
-    `test_errors` collects the test split's first misclassified images (evaluate_split's `errors`);
-    `after_split` is called after each split (e.g. to stop there).
-
-    Under torchrun every process evaluates its share of each split (as validation does, each image once)
-    and the sums are added up, so every process returns the same metrics: a collective, which every
-    process must call.
-    """
-    cfg = state.get("config") or {}  # a converted checkpoint has none
-    model = accelerate(model_from_checkpoint(state)).to(device)
-    if cfg.get("channels_last"):
-        model = model.to(memory_format=torch.channels_last)
-    from tqdm import tqdm
-
-    pre = Preprocess.from_dict(state["preprocess"])
-    batch = cfg.get("eval_batch_size", 500)
-    sizes = {s: len(data.split(s)) if limit_batches is None else min(len(data.split(s)), limit_batches * batch) for s in splits}
-    shards = {s: dist_utils.shard(n) for s, n in sizes.items()}  # the same images whatever the process count: limit, then shard
-    mine = sum(n if shards[s] is None else len(shards[s]) for s, n in sizes.items())
-    out: dict[str, Any] = {}
-    # A bar on a terminal; one line per split in a log (the whole of MNIST takes minutes on 2 cores).
-    quiet = not (sys.stderr.isatty() and dist_utils.is_main())
-    with tqdm(total=mine, unit="img", desc="evaluating", leave=False, disable=quiet) as bar:
-        for split in splits:
-            if not bar.disable:
-                bar.set_description(f"evaluating {split}")
-            else:
-                log(f"evaluating {split} ({sizes[split]:,} images{'' if tta == 'none' else f', {tta}'})")
-            errors = [] if split == "test" and test_errors is not None else None
-            m = evaluate_split(
-                model, data.split(split), pre, data.num_classes, batch, device, limit_batches if shards[split] is None else None,
-                bool(cfg.get("channels_last")), shards[split], dist_utils.all_reduce_sum, tta=tta, progress=bar.update, errors=errors,
-            )
-            if errors is not None:  # each process's first misses in index order; together, the split's first
-                test_errors += sorted(e for part in dist_utils.all_gather_object(errors) for e in part)[:MOST_ERRORS]
-            out[split] = m.to_dict()
-            if after_split is not None:
-                after_split()
-    return out
-
-
-def write_final_outputs(run_dir: Path, data: Dataset, device: torch.device, cfg, after_split: Callable[[], None] | None = None) -> dict[str, Any]:
-    """Evaluate the best checkpoint on every split, then write metrics, plots, the test errors' grid and REPORT.md; returns the metrics.
-
-    Under torchrun rank 0 reads best.pt (the only process sure to see its own disk) and hands it to the
-    others; all evaluate their shares; rank 0 writes; then all leave together, or all fail with rank 0.
-    """
-    state, problem = None, None
-    if dist_utils.is_main():
-        try:  # on the CPU: CUDA tensors sent to the other processes would land on rank 0's GPU
-            state = load_checkpoint(run_dir / "weights" / "best.pt")
-        except CheckpointError as exc:
-            problem = str(exc)
-    state, problem = dist_utils.broadcast_object((state, problem))
-    if problem:
-        raise CheckpointError(problem)
-    errors: list[tuple[int, int]] = []
-    metrics = {
-        "checkpoint": "weights/best.pt",
-        "best_epoch": state["best_epoch"],
-        "classes": data.classes,
-        "splits": evaluate_all(state, data, device, limit_batches=cfg.limit_eval_batches, test_errors=errors, after_split=after_split),
-    }
-    failed = None
-    if dist_utils.is_main():
-        try:
-            plot_errors(errors, data, run_dir / "errors_test.png")
-            atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1) + "\n")
-            build_report(run_dir)
-        except Exception as exc:  # raised below, once the others know
-            failed = exc
-    if dist_utils.any_process(failed is not None):  # also the barrier: no process leaves while rank 0 writes
-        if failed is not None:
-            raise failed
-        raise SystemExit(1)  # rank 0 says why
-    return metrics
+def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
+    """metrics.json: the final evaluation's figures, per split."""
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1) + "\n")
 
 
 def plot_errors(wrong: list[tuple[int, int]], data: Dataset, path: Path) -> int:
@@ -217,7 +121,6 @@ def plot_errors(wrong: list[tuple[int, int]], data: Dataset, path: Path) -> int:
     if not wrong:
         path.unlink(missing_ok=True)
         return 0
-    plt = _pyplot()
     cols = min(8, len(wrong))
     rows = (len(wrong) + cols - 1) // cols
     cell_w, cell_h, label_h, title_h = 1.25, 1.5, 0.45, 0.35  # in image sides: a tile with its gaps, its two label lines, the title
@@ -377,81 +280,8 @@ Confusion matrices (rows = true class): {', '.join(f'[{SPLIT_TITLES[s].lower()}]
     return run_dir / "REPORT.md"
 
 
-def match_classes(data: Dataset, classes: list[str], source: str) -> Dataset:
-    """`data` with its labels numbered as the checkpoint's `classes`, matched by name; a one-line error where they differ.
-
-    Folders of ILSVRC 2012 synset ids (n01440764, ...) match the 1000 ImageNet class names by their sorted order.
-    """
-    theirs = list(data.classes)
-    if theirs == classes:
-        return data
-    if set(theirs) <= set(classes):
-        order = [classes.index(c) for c in theirs]
-    elif len(theirs) == len(classes) == 1000 and theirs == sorted(theirs) and all(re.fullmatch(r"n\d{8}", c) for c in theirs):
-        order = list(range(1000))
-        print("note: the class folders are ILSVRC 2012 synset ids; matched to the checkpoint's class names in sorted order")
-    else:
-        unknown = next(c for c in theirs if c not in classes)
-        shown = ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
-        raise CheckpointError(f"{source} has a class {unknown!r} that the checkpoint does not know (its classes: {shown}): evaluate on data with the checkpoint's class names")
-    remap = torch.tensor(order)
-    train, val, test = (dataclasses.replace(s, labels=remap[s.labels]) for s in (data.train, data.val, data.test))
-    return dataclasses.replace(data, classes=list(classes), train=train, val=val, test=test)
 
 
-def run_evaluate(args) -> None:
-    """`googlenet evaluate CHECKPOINT --split ... [--tta MODE]`: print and save the same metrics as training."""
-    from .checkpoint import preprocess_of
-    from .evaluate import tta_view_count
-    from .runtime import select_device
-
-    path = Path(args.checkpoint)
-    if args.output:
-        check_output_file(args.output)  # before the work, not after minutes of evaluation
-    device = select_device(args.device)
-    state = load_checkpoint(path, map_location=device)
-    cfg = state.get("config") if isinstance(state.get("config"), dict) else {}
-    dataset = getattr(args, "dataset", None) or cfg.get("dataset")
-    if not dataset or not isinstance(state.get("classes"), list):
-        raise CheckpointError(f"{path} does not record the data it was trained on: pass --dataset NAME or imagefolder:PATH")
-
-    # auto, whatever the run used: both paths evaluate the same images identically (tests/test_stream.py), and the
-    # data may be another, bigger folder (--dataset) or have no run at all (a converted checkpoint)
-    workers = cfg.get("workers")
-    data = load_evaluation_data(
-        dataset, preprocess_of(state), args.data_dir or cfg.get("data_dir"), cfg.get("val_fraction", 0.1), cfg.get("seed", 0),
-        "auto", cfg.get("memory_budget"), default_workers() if workers is None else workers,
-    )
-    data = match_classes(data, [str(c) for c in state["classes"]], dataset)
-    splits = tuple(s for s in (("train", "val", "test") if args.split == "all" else (args.split,)) if len(data.split(s)))
-    if not splits:
-        raise CheckpointError(f"{dataset} has no {args.split} split (a folder of class subfolders is all test split): use --split test")
-    tta = getattr(args, "tta", None) or "none"
-    results = evaluate_all(state, data, device, splits, tta=tta)
-    names = list(results)
-    if tta == "none":
-        print("Test-time augmentation: none (one view per image)\n")
-    else:
-        print(f"Test-time augmentation: {tta} ({tta_view_count(tta)} views per image, softmax averaged)\n")
-    print(format_table(
-        ["", *(SPLIT_TITLES[s] for s in names)],
-        [
-            ("Loss", *(f"{results[s]['loss']:.4f}" for s in names)),
-            ("Accuracy (%)", *(f"{100 * results[s]['accuracy']:.2f}" for s in names)),
-            (f"Top-{min(5, len(data.classes))} accuracy (%)", *(f"{100 * results[s]['top5']:.2f}" for s in names)),
-        ],
-        "text",
-    ))
-    print()
-    headers = ["class"] + [f"{SPLIT_TITLES[s]} {k}" for s in names for k in ("P", "R", "F1")]
-    rows = [[c] + [f"{results[s][k][i]:.4f}" for s in names for k in ("precision", "recall", "f1")] for i, c in enumerate(data.classes)]
-    print(format_table(headers, rows, "text"))
-    run_dir = path if path.is_dir() else path.parent.parent
-    # Other data or TTA never overwrite the plain figures of the run's own data.
-    asked = getattr(args, "dataset", None)
-    label = Path(asked.split(":", 1)[1]).name if asked and asked.startswith("imagefolder:") else asked
-    other = "_" + re.sub(r"[^A-Za-z0-9.-]+", "-", label).strip("-")[:40] if label else ""
-    name = f"evaluate_{args.split}{other}{'' if tta == 'none' else '_' + tta}.json"
-    out = Path(args.output) if args.output else (run_dir if (run_dir / "config.yaml").is_file() else Path(".")) / name
-    atomic_write_text(out, json.dumps({"checkpoint": str(path), "tta": tta, "classes": data.classes, "splits": results}, indent=1) + "\n")
-    print(f"\nSaved {out}")
+def run_report(args) -> None:
+    """`googlenet report RUN_DIR`: rebuild the figures and REPORT.md of a finished run."""
+    print(build_report(args.run_dir))

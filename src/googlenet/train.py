@@ -31,11 +31,11 @@ from .checkpoint import load_weights, preprocess_of, read_weights, save_checkpoi
 from .config import ConfigError, TrainConfig, resolve_config
 from .data import Augment, Dataset, Preprocess, TrainLoader, batch_transform, default_workers, load_dataset
 from .errors import UserError
-from .evaluate import SplitMetrics, evaluate_split
+from .evaluate import SplitMetrics, eval_indices, evaluate_split, write_final_outputs
 from .files import DiskFullError
 from .kernels import accelerate
 from .model import GoogLeNet, GoogLeNetOutput
-from .report import final_summary, write_final_outputs
+from .report import final_summary
 from .resume import (
     EpochState,
     Progress,
@@ -330,12 +330,11 @@ def train_one_epoch(t: TrainingState, epoch: int, state: EpochState, progress=No
 def validate(t: TrainingState) -> SplitMetrics:
     """Eval-mode metrics of the (averaged) weights on the validation split, every sample counted once under torchrun."""
     cfg = t.cfg
-    # The same samples whatever the process count: limit first, then shard.
-    n_val = len(t.data.val) if cfg.limit_eval_batches is None else min(len(t.data.val), cfg.limit_eval_batches * cfg.eval_batch_size)
-    shard = dist_utils.shard(n_val)
+    model = t.averaged.module if t.averaged is not None else t.model
     return evaluate_split(
-        t.averaged.module if t.averaged is not None else t.model, t.data.val, t.pre, t.data.num_classes, cfg.eval_batch_size, t.device,
-        cfg.limit_eval_batches if shard is None else None, cfg.channels_last, shard, dist_utils.all_reduce_sum,
+        model, t.data.val, t.pre, t.data.num_classes, batch_size=cfg.eval_batch_size, device=t.device,
+        channels_last=cfg.channels_last, indices=eval_indices(len(t.data.val), cfg.eval_batch_size, cfg.limit_eval_batches),
+        reduce=dist_utils.all_reduce_sum,
     )
 
 
