@@ -66,6 +66,20 @@ def mnist_copy(tmp_path) -> Path:
     return tmp_path
 
 
+def test_builtin_mnist_is_read_once_per_process_and_never_handed_out_to_change(mnist_copy):
+    (train_images, _), (test_images, test_labels) = mnist.read_mnist()
+    assert mnist.read_mnist()[1][0] is test_images  # cached: not decompressed and MD5-checked again
+    # A folder, or the package's copy unverified, is read every time.
+    assert mnist.read_mnist(mnist_copy)[1][0] is not mnist.read_mnist(mnist_copy)[1][0]
+    assert mnist.read_mnist(None, verify=False)[1][0] is not test_images
+    # What load_dataset hands out shares no memory with the cache: a caller may change it in place.
+    ds = load_dataset("mnist")
+    cached = {t.untyped_storage().data_ptr() for t in (train_images, test_images, test_labels)}
+    handed_out = [ds.train.images, ds.train.labels, ds.val.images, ds.val.labels, ds.test.images, ds.test.labels]
+    assert not cached & {t.untyped_storage().data_ptr() for t in handed_out}
+    assert torch.equal(ds.test.images, test_images) and torch.equal(ds.test.labels, test_labels)
+
+
 def test_copy_of_mnist_loads(mnist_copy):
     train, test = datasets._load_mnist(mnist_copy)
     assert (len(train), len(test)) == (60_000, 10_000)

@@ -626,7 +626,7 @@ def test_checkpoint_metadata_fuzzed(edits):
 
 # a real, still-running signal check: the handler is restored after the final evaluation
 def test_final_evaluation_handler_restores_the_previous_ones(tmp_path: Path):
-    from googlenet.resume import StopFinalEvaluation
+    from googlenet.interrupts import StopFinalEvaluation
 
     before = signal.getsignal(signal.SIGTERM)
     with StopFinalEvaluation(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from googlenet.checkpoint import load_model, preprocess_of
+from googlenet.checkpoint import load_model, preprocess_from_checkpoint
 from googlenet.cli import main
 from googlenet.data import batch_transform
 from googlenet.data.datasets import _load_mnist
@@ -48,7 +48,7 @@ def expected(checkpoint: Path, digits) -> torch.Tensor:
     """Probabilities from the evaluation pipeline on the in-memory dataset tensors."""
     model, state = load_model(checkpoint)
     with torch.inference_mode():
-        return model(batch_transform(digits[1], preprocess_of(state))).logits.softmax(1)
+        return model(batch_transform(digits[1], preprocess_from_checkpoint(state))).logits.softmax(1)
 
 
 def predict(capsys, *argv: str, notes: int = 0) -> str:

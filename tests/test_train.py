@@ -31,9 +31,9 @@ from googlenet.checkpoint import load_checkpoint
 from googlenet.config import resolve_config
 from googlenet.data import Split, load_dataset
 from googlenet.model import GoogLeNet, GoogLeNetOutput
-from googlenet.resume import Progress, seed_epoch
 from googlenet.rundir import RESULTS_COLUMNS
 from googlenet.runtime import resolve_amp
+from googlenet.state import Progress, reseed_for_epoch
 
 # ------------------------------------------------------------------- loss
 
@@ -237,12 +237,12 @@ def test_ema_average_warms_up():
     assert T.ema_decay(0.998, 1) == pytest.approx(2 / 11) and T.ema_decay(0.998, 4_000) < 0.998 == T.ema_decay(0.998, 5_000)
 
 
-def test_resolve_augment():
+def test_augmentation_for():
     digits = googlenet.data.DIGITS
     cfg = resolve_config()
-    assert T.resolve_augment(cfg, digits) == digits
-    assert T.resolve_augment(resolve_config(augment=False), digits) == googlenet.data.Augment()
-    assert T.resolve_augment(resolve_config(rotate=0.0, hflip=True), digits) == dataclasses.replace(digits, rotate=0.0, hflip=True)
+    assert googlenet.data.augmentation_for(cfg, digits) == digits
+    assert googlenet.data.augmentation_for(resolve_config(augment=False), digits) == googlenet.data.Augment()
+    assert googlenet.data.augmentation_for(resolve_config(rotate=0.0, hflip=True), digits) == dataclasses.replace(digits, rotate=0.0, hflip=True)
 
 
 # ----------------------------------------------------- the CLI, end to end
@@ -447,7 +447,7 @@ def per_batch_losses(cfg, seed: int = 0) -> list[float]:
 
     progress = Progress()
     recorder = Recorder(progress.epoch_state)
-    seed_epoch(t, progress, 0)
+    reseed_for_epoch(t, progress, 0)
     T.train_one_epoch(t, 0, progress.epoch_state, recorder)
     assert len(recorder.sums) == cfg.limit_train_batches
     return (np.diff([0.0, *recorder.sums]) / cfg.batch_size).tolist()

@@ -43,7 +43,7 @@ from .data import (
 )
 from .kernels import SPEEDUPS, accelerate
 from .model import GoogLeNet, GoogLeNetOutput
-from .runtime import amp_dtype_for, resolve_amp, select_device
+from .runtime import amp_dtype_for, needs_grad_scaler, resolve_amp, select_device
 from .tables import format_table
 from .train import build_optimizer, train_step
 
@@ -151,6 +151,7 @@ def make_step(
     optimizer = build_optimizer(cfg, model, device, fused=fused_optimizer)
     gen = torch.Generator().manual_seed(0)
     amp = amp_dtype_for(cfg, device)
+    scaler = torch.amp.GradScaler(device.type) if needs_grad_scaler(amp) else None  # fp16, as googlenet train
     step_model = torch.compile(model) if cfg.compile else model
 
     def step() -> None:
@@ -158,7 +159,7 @@ def make_step(
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if train:
-            train_step(step_model, x, labels, optimizer, cfg, amp)
+            train_step(step_model, x, labels, optimizer, cfg, amp, scaler)
         else:
             with torch.no_grad(), torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 step_model(x)

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import MAX_CHANNELS, MAX_CLASSES, MAX_IMAGE_SIZE, ConfigError, TrainConfig, image_size_problem, show_value
+from .config import MAX_CHANNELS, MAX_CLASSES, MAX_IMAGE_SIZE, ConfigError, TrainConfig, image_size_problem, quote_value
 from .data import Preprocess
 from .data.folders import class_name_problem
 from .errors import UserError
@@ -38,7 +38,7 @@ __all__ = [
     "load_weights",
     "metadata",
     "model_from_checkpoint",
-    "preprocess_of",
+    "preprocess_from_checkpoint",
     "read_weights",
     "save_checkpoint",
     "validate_metadata",
@@ -118,18 +118,18 @@ def _model_args_problem(args: Any) -> str | None:
         return "not a mapping"
     unknown = [k for k in args if k not in MODEL_ARG_TYPES]
     if unknown:
-        return f"unknown argument {show_value(unknown[0])}"
+        return f"unknown argument {quote_value(unknown[0])}"
     if not _integer(args.get("num_classes"), 1, MAX_CLASSES):
-        return f"num_classes must be an integer from 1 to {MAX_CLASSES}, got {show_value(args.get('num_classes'))}"
+        return f"num_classes must be an integer from 1 to {MAX_CLASSES}, got {quote_value(args.get('num_classes'))}"
     if not _integer(args.get("in_channels", 3), 1, MAX_CHANNELS):
-        return f"in_channels must be an integer from 1 to {MAX_CHANNELS}, got {show_value(args.get('in_channels'))}"
+        return f"in_channels must be an integer from 1 to {MAX_CHANNELS}, got {quote_value(args.get('in_channels'))}"
     if not isinstance(args.get("aux_logits", True), bool):
-        return f"aux_logits must be true or false, got {show_value(args.get('aux_logits'))}"
+        return f"aux_logits must be true or false, got {quote_value(args.get('aux_logits'))}"
     for key in ("dropout", "dropout_aux"):
         if key in args and not (_number(args[key]) and 0 <= args[key] < 1):
-            return f"{key} must be in [0, 1), got {show_value(args[key])}"
+            return f"{key} must be in [0, 1), got {quote_value(args[key])}"
     if args.get("init", "caffe") not in ("caffe", "pytorch", "kaiming"):
-        return f"init must be caffe, pytorch or kaiming, got {show_value(args.get('init'))}"
+        return f"init must be caffe, pytorch or kaiming, got {quote_value(args.get('init'))}"
     return None
 
 
@@ -140,30 +140,30 @@ def _preprocess_problem(pre: Any, in_channels: int) -> str | None:
     unknown = [k for k in pre if k not in PREPROCESS_KEYS]
     missing = sorted(PREPROCESS_KEYS - {"channel_order", "resize"} - set(pre))
     if unknown or missing:
-        return f"unknown field {show_value(unknown[0])}" if unknown else f"no {missing[0]}"
+        return f"unknown field {quote_value(unknown[0])}" if unknown else f"no {missing[0]}"
     size = pre["image_size"]
     if not isinstance(size, int) or isinstance(size, bool):
-        return f"image_size must be an integer, got {show_value(size)}"
+        return f"image_size must be an integer, got {quote_value(size)}"
     if image_size_problem(size):
         return image_size_problem(size)
     if pre["in_channels"] != in_channels or not _integer(pre["in_channels"], 1, MAX_CHANNELS):
-        return f"in_channels {show_value(pre['in_channels'])} is not the model's {in_channels}"
+        return f"in_channels {quote_value(pre['in_channels'])} is not the model's {in_channels}"
     data_channels = pre["data_channels"]
     if not _integer(data_channels, 1, MAX_CHANNELS):
-        return f"data_channels must be an integer from 1 to {MAX_CHANNELS}, got {show_value(data_channels)}"
+        return f"data_channels must be an integer from 1 to {MAX_CHANNELS}, got {quote_value(data_channels)}"
     if not _integer(pre["native_size"], 1, MAX_IMAGE_SIZE):
-        return f"native_size must be an integer from 1 to {MAX_IMAGE_SIZE}, got {show_value(pre['native_size'])}"
+        return f"native_size must be an integer from 1 to {MAX_IMAGE_SIZE}, got {quote_value(pre['native_size'])}"
     resize = pre.get("resize")
     if resize is not None and not _integer(resize, size, MAX_IMAGE_SIZE):
-        return f"resize must be unset or an integer from image_size ({size}) to {MAX_IMAGE_SIZE}, got {show_value(resize)}"
+        return f"resize must be unset or an integer from image_size ({size}) to {MAX_IMAGE_SIZE}, got {quote_value(resize)}"
     if pre.get("channel_order", "RGB") not in ("RGB", "BGR"):
-        return f"channel_order must be RGB or BGR, got {show_value(pre.get('channel_order'))}"
+        return f"channel_order must be RGB or BGR, got {quote_value(pre.get('channel_order'))}"
     mean, std = pre["mean"], pre["std"]
     for name, values in (("mean", mean), ("std", std)):
         if not isinstance(values, (list, tuple)) or not 1 <= len(values) <= MAX_CHANNELS or not all(_number(v) for v in values):
-            return f"{name} must be a list of 1 to {MAX_CHANNELS} finite numbers, got {show_value(values)}"
+            return f"{name} must be a list of 1 to {MAX_CHANNELS} finite numbers, got {quote_value(values)}"
     if len(mean) != len(std) or not all(v > 0 for v in std):
-        return f"mean and std must have one value per channel and std must be positive, got {show_value(mean)} and {show_value(std)}"
+        return f"mean and std must have one value per channel and std must be positive, got {quote_value(mean)} and {quote_value(std)}"
     # data.batch_transform: the stored channels, normalised (mean and std broadcast), then mapped to the model's
     channels = data_channels if len(mean) in (1, data_channels) else len(mean) if data_channels == 1 and len(mean) == in_channels else None
     if channels is None or (channels != in_channels and 1 not in (channels, in_channels)):
@@ -173,11 +173,11 @@ def _preprocess_problem(pre: Any, in_channels: int) -> str | None:
 
 def _classes_problem(classes: Any, num_classes: int) -> str | None:
     if not isinstance(classes, (list, tuple)) or len(classes) != num_classes:
-        return f"{num_classes} class names expected, got {show_value(classes) if not isinstance(classes, (list, tuple)) else len(classes)}"
+        return f"{num_classes} class names expected, got {quote_value(classes) if not isinstance(classes, (list, tuple)) else len(classes)}"
     for name in classes:
         problem = class_name_problem(name)
         if problem:
-            return f"class name {show_value(name)} {problem}"
+            return f"class name {quote_value(name)} {problem}"
     return None
 
 
@@ -218,7 +218,7 @@ def validate_metadata(state: dict[str, Any], source: str) -> None:
             raise CheckpointError(f"{source} has unusable class names ({problem}): use a checkpoint written by googlenet")
     if state.get("config") is not None:
         try:  # the run's name and project are not read back (a resume writes where the checkpoint is)
-            TrainConfig.from_dict({**state["config"], "name": "exp", "project": "runs"} if isinstance(state["config"], dict) else state["config"]).validate()
+            TrainConfig.from_dict(state["config"]).validate(run_location=False)  # where it ran does not matter here
         except ConfigError as exc:
             raise CheckpointError(f"{source} holds an unusable training config ({exc}): use a checkpoint written by googlenet") from None
 
@@ -312,7 +312,7 @@ def evaluation_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     return averaged if isinstance(averaged, dict) and averaged else state["model"]
 
 
-def preprocess_of(state: dict[str, Any]) -> Preprocess:
+def preprocess_from_checkpoint(state: dict[str, Any]) -> Preprocess:
     try:
         return Preprocess.from_dict(state["preprocess"])
     except (KeyError, TypeError) as exc:

@@ -25,15 +25,8 @@ from collections.abc import Callable, Sequence
 from . import __version__
 from .config import (
     DATASET_NAMES,
-    MAX_CHANNELS,
-    MAX_CLASSES,
     PRESETS,
-    ConfigError,
     TrainConfig,
-    check_count,
-    check_image_size,
-    load_yaml,
-    resolve_config,
 )
 from .errors import UserError
 
@@ -237,23 +230,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from .runtime import keep_freed_memory
-    from .train import MACHINE_SETTINGS, fit
+    from .train import run_train
 
     keep_freed_memory()
-
-    values = {k: v for k, v in vars(args).items() if k not in ("command", "preset", "config", "resume", "func")}
-    if args.resume:
-        others = [f"--{k.replace('_', '-')}" for k, v in values.items() if v is not None and k not in MACHINE_SETTINGS]
-        others += ["--config"] * bool(args.config) + ["--preset"] * bool(args.preset)
-        if others:  # never ignored silently: a resume replays the run as it was configured
-            raise ConfigError(
-                f"--resume continues {args.resume} exactly as it was configured, so {', '.join(others)} cannot apply; "
-                f"to train on from its weights with other settings, start a new run: googlenet train --weights {args.resume} ..."
-            )
-        fit(resolve_config("fast", device=args.device), resume=args.resume, workers=args.workers)  # workers None: the run's own
-        return
-    file_values = load_yaml(args.config) if args.config else None
-    fit(resolve_config(args.preset, file_values, **values))
+    run_train(args)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -269,14 +249,9 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
-    from .model import GoogLeNet
-    from .summary import summarize
+    from .summary import run_summary
 
-    check_image_size(args.image_size)
-    check_count("--num-classes", args.num_classes, MAX_CLASSES)  # bounds: config.py (memory)
-    check_count("--in-channels", args.in_channels, MAX_CHANNELS)
-    model = GoogLeNet(args.num_classes, args.in_channels, aux_logits=not args.no_aux)
-    print(summarize(model, args.image_size, args.format), end="")
+    run_summary(args)
 
 
 def cmd_datasets(args: argparse.Namespace) -> None:

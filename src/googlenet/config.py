@@ -35,7 +35,7 @@ __all__ = [
     "load_yaml",
     "resolve_config",
     "run_name_problem",
-    "show_value",
+    "quote_value",
 ]
 
 # Upper bounds of the settings (and of the checkpoint fields, checkpoint.validate_metadata) where memory
@@ -66,7 +66,7 @@ _short = reprlib.Repr()
 _short.maxstring, _short.maxother, _short.maxlevel, _short.maxlist, _short.maxdict = 40, 40, 2, 4, 4
 
 
-def show_value(value: Any) -> str:
+def quote_value(value: Any) -> str:
     """A value for an error message, cut short (a hostile file's value may be huge or deeply nested)."""
     return _short.repr(value)
 
@@ -95,14 +95,14 @@ def check_image_size(size: int) -> None:
 def check_count(name: str, value: int, high: int, low: int = 1) -> None:
     """An integer option within [low, high], e.g. `googlenet summary --num-classes`."""
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(f"{name} must be an integer from {low} to {high}, got {show_value(value)}")
+        raise ConfigError(f"{name} must be an integer from {low} to {high}, got {quote_value(value)}")
 
 
 def run_name_problem(name: str) -> str | None:
     """Why `name` cannot name a run directory (it must be one path component, inside --project), or None."""
     seps = [c for c in ("/", os.sep, os.altsep) if c]
     if not name or name in (".", "..") or any(c in name for c in seps) or "\0" in name:
-        return f"run name {show_value(name)} is not one folder name (no '/', no '..', not empty): use e.g. --name exp"
+        return f"run name {quote_value(name)} is not one folder name (no '/', no '..', not empty): use e.g. --name exp"
     return None
 
 
@@ -184,15 +184,19 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """The config of a mapping (a YAML file, a checkpoint's copy), each value checked against its setting's type."""
         if not isinstance(d, dict):
-            raise ConfigError(f"a configuration must be a mapping of setting: value, got {show_value(d)}")
+            raise ConfigError(f"a configuration must be a mapping of setting: value, got {quote_value(d)}")
         known = {f.name: f.type for f in fields(cls)}
-        unknown = [show_value(k) if not isinstance(k, str) else k for k in d if k not in known]
+        unknown = [quote_value(k) if not isinstance(k, str) else k for k in d if k not in known]
         if unknown:
             raise ConfigError(f"unknown setting(s) {', '.join(sorted(unknown))}: see googlenet train --help")
         return cls(**{k: _typed(k, known[k], v) for k, v in d.items()})
 
-    def validate(self) -> TrainConfig:
-        """Check every setting's value and range (one place for all of them); raise a one-line ConfigError."""
+    def validate(self, run_location: bool = True) -> TrainConfig:
+        """Check every setting's value and range (one place for all of them); raise a one-line ConfigError.
+
+        `run_location` False leaves out `name` and `project`, where a run directory already exists (a resume,
+        a checkpoint's config): the run is where its files are.
+        """
         choices = {
             "optimizer": ("adam", "adamw", "sgd"),
             "schedule": ("constant", "cosine", "onecycle", "step"),
@@ -204,7 +208,7 @@ class TrainConfig:
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
-                raise ConfigError(f"{key} {show_value(getattr(self, key))} is not one of {', '.join(allowed)}")
+                raise ConfigError(f"{key} {quote_value(getattr(self, key))} is not one of {', '.join(allowed)}")
         for f in fields(self):  # the types first (a TrainConfig built or replaced in Python skips from_dict)
             _typed(f.name, f.type, getattr(self, f.name), convert=False)
         for f in fields(self):
@@ -220,10 +224,10 @@ class TrainConfig:
             value = getattr(self, key)
             if value is not None and not _within(value, *bounds):
                 raise ConfigError(_out_of_range(key, value, *bounds))
-        for key in ("dataset", "project"):
+        for key in ("dataset", "project") if run_location else ("dataset",):
             if not getattr(self, key).strip():
                 raise ConfigError(f"{key} must not be empty")
-        problem = run_name_problem(self.name)
+        problem = run_name_problem(self.name) if run_location else None
         if problem:
             raise ConfigError(problem)
         if self.data_loading == "stream" and not self.dataset.startswith("imagefolder:"):
@@ -259,7 +263,7 @@ def _typed(key: str, kind: str, value: Any, convert: bool = True) -> Any:
     elif base == "bool" and isinstance(value, bool) or base == "str" and isinstance(value, str):
         return value
     what = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "text (quote it in YAML)"}[base]
-    raise ConfigError(f"{key} must be {what}{' or unset (null)' if optional else ''}, got {show_value(value)}")
+    raise ConfigError(f"{key} must be {what}{' or unset (null)' if optional else ''}, got {quote_value(value)}")
 
 
 # Ranges of the numeric settings: (low, high, low excluded, high excluded). An unset (None) setting passes.
@@ -395,7 +399,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} must hold a mapping of setting: value")
     bad = [k for k in data if not isinstance(k, str)]
     if bad:
-        raise ConfigError(f"config file {path}: {show_value(bad[0])} is not a setting name: use names such as epochs or lr")
+        raise ConfigError(f"config file {path}: {quote_value(bad[0])} is not a setting name: use names such as epochs or lr")
     return {k.replace("-", "_"): v for k, v in data.items()}
 
 
@@ -408,7 +412,7 @@ def resolve_config(preset: str | None = None, file_values: dict[str, Any] | None
     if "preset" in file_values:
         named = file_values.pop("preset")
         if not isinstance(named, str) or named not in PRESETS:
-            raise ConfigError(f"preset {show_value(named)} in the config file is not one of {', '.join(PRESETS)}")
+            raise ConfigError(f"preset {quote_value(named)} in the config file is not one of {', '.join(PRESETS)}")
         preset = preset or named
     preset = preset or "fast"
     if preset not in PRESETS:

@@ -20,7 +20,7 @@ import json
 import math
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -31,8 +31,9 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from . import distributed as dist_utils
-from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, preprocess_of
+from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, preprocess_from_checkpoint
 from .data import (
+    TTA_MODES,
     Dataset,
     FileSplit,
     Preprocess,
@@ -40,9 +41,10 @@ from .data import (
     batch_transform,
     default_workers,
     eval_batches,
-    evaluation_view,
     load_evaluation_data,
-    resize_shorter,
+    tta_view_count,
+    tta_views,
+    weighted_views,
 )
 from .files import atomic_write_text, check_output_file
 from .kernels import accelerate
@@ -90,111 +92,6 @@ def classification_metrics(cm: Tensor) -> dict:
             "f1": (f1 * weights).sum().item(),
         },
     }
-
-
-# ---------------------------------------------------------------- test-time augmentation
-
-TTA_MODES = ("none", "flip", "crops10", "crops144")
-_VIEW_COUNTS = {"none": 1, "flip": 2, "crops10": 10, "crops144": 144}
-# The paper's sides of the resized image at 224 px input (section 7); scaled in proportion for other sizes.
-CROPS144_SIDES = (256, 288, 320, 352)
-CROPS10_SIDE = 256
-
-
-def tta_view_count(mode: str) -> int:
-    """Views per image of a TTA mode: none 1, flip 2, crops10 10, crops144 144."""
-    if mode not in _VIEW_COUNTS:
-        raise ValueError(f"unknown TTA mode {mode!r}: use one of {', '.join(TTA_MODES)}")
-    return _VIEW_COUNTS[mode]
-
-
-def _resize(x: Tensor, h: int, w: int) -> Tensor:
-    if x.shape[-2:] == (h, w):
-        return x
-    return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=h < x.shape[-2] or w < x.shape[-1])
-
-
-def _five_crops(x: Tensor, size: int) -> list[Tensor]:
-    """The 4 corners (top-left, top-right, bottom-left, bottom-right) and the centre size x size crop."""
-    h, w = x.shape[-2:]
-    top, left = (h - size) // 2, (w - size) // 2
-    return [
-        x[..., :size, :size],
-        x[..., :size, w - size :],
-        x[..., h - size :, :size],
-        x[..., h - size :, w - size :],
-        x[..., top : top + size, left : left + size],
-    ]
-
-
-def _weighted_views(
-    images: Tensor, image_size: int, mode: str, resize: int | None = None, merge: bool = True
-) -> Iterator[tuple[Tensor, int]]:
-    """(view, multiplicity) pairs in the order of `tta_views`, made lazily; the multiplicities sum to `tta_view_count(mode)`.
-
-    Each view is a new float 0-255 tensor N x C x image_size x image_size that
-    the caller may modify. With `merge`, views that coincide (the three squares
-    of a square image) are made once, with multiplicity 3, so that a weighted
-    average over these pairs equals the average over all the views; without
-    it every multiplicity is 1.
-    """
-    count = tta_view_count(mode)
-    x = images.float()
-    size = image_size
-    if mode in ("none", "flip"):  # the geometry of batch_transform without augmentation
-        view = evaluation_view(x, size, resize).clone(memory_format=torch.contiguous_format)
-        mirror = view.flip(-1) if mode == "flip" else None  # made before the caller may modify `view`
-        yield view, 1
-        if mirror is not None:
-            yield mirror, 1
-        return
-    if mode == "crops10":
-        for crop in _five_crops(resize_shorter(x, round(size * CROPS10_SIDE / 224)), size):
-            crop = crop.clone(memory_format=torch.contiguous_format)
-            mirror = crop.flip(-1)
-            yield crop, 1
-            yield mirror, 1
-        return
-    made = 0
-    for side in CROPS144_SIDES:
-        scaled = resize_shorter(x, round(size * side / 224))
-        h, w = scaled.shape[-2:]
-        short, long = min(h, w), max(h, w)
-        offsets = (0, (long - short) // 2, long - short)  # left, centre, right (top, centre, bottom if portrait)
-        squares = [(offsets[0], 3)] if merge and long == short else [(o, 1) for o in offsets]
-        for offset, repeat in squares:
-            square = scaled[..., :, offset : offset + short] if w > h else scaled[..., offset : offset + short, :]
-            for crop in [*_five_crops(square, size), _resize(square, size, size)]:
-                crop = crop.clone(memory_format=torch.contiguous_format)
-                mirror = crop.flip(-1)
-                yield crop, repeat
-                yield mirror, repeat
-                made += 2 * repeat
-    assert made == count
-
-
-def tta_views(images: Tensor, image_size: int, mode: str, resize: int | None = None) -> Tensor:
-    """The test-time views of a batch: V x N x C x image_size x image_size, float 0-255.
-
-    `images` are stored images N x C x h x w (uint8 or float 0-255, any h and w).
-    Every view is followed by its mirror (left-right flip):
-
-    - none (V = 1): the image as evaluation sees it (`data.evaluation_view`: resized to
-      image_size, or with `resize` its shorter side resized and centre-cropped, as `Preprocess.resize`);
-    - flip (2): that view and its mirror;
-    - crops10 (10): the shorter side resized to image_size * 256/224, then the
-      4 corner and the centre image_size crops, each with its mirror;
-    - crops144 (144, the paper's section 7): the shorter side resized to
-      image_size * s/224 for s = 256, 288, 320, 352; of each, the left, centre
-      and right squares (top, centre, bottom for portrait images); of each
-      square, the 4 corner and the centre crops and the whole square resized to
-      image_size; each with its mirror. View index
-      ((scale * 3 + square) * 6 + crop) * 2 + mirrored.
-
-    Resizing is bilinear (align_corners=False), antialiased when it shrinks.
-    `evaluate_split` makes the same views lazily; this function stacks them all.
-    """
-    return torch.stack([v for v, _ in _weighted_views(images, image_size, mode, resize, merge=False)])
 
 
 def eval_indices(size: int, batch_size: int, limit_batches: int | None = None) -> Tensor:
@@ -289,7 +186,7 @@ def evaluate_split(
 def _tta_log_probs(model: nn.Module, images: Tensor, pre: Preprocess, view_pre: Preprocess, mode: str, channels_last: bool) -> Tensor:
     """log(mean over the views of softmax(logits)), N x classes, accumulated one view at a time in log space."""
     acc = None
-    for view, repeat in _weighted_views(images, pre.image_size, mode, pre.resize):
+    for view, repeat in weighted_views(images, pre.image_size, mode, pre.resize):
         x = batch_transform(view, view_pre)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -421,7 +318,7 @@ def run_evaluate(args) -> None:
     # data may be another, bigger folder (--dataset) or have no run at all (a converted checkpoint)
     workers = cfg.get("workers")
     data = load_evaluation_data(
-        dataset, preprocess_of(state), args.data_dir or cfg.get("data_dir"), cfg.get("val_fraction", 0.1), cfg.get("seed", 0),
+        dataset, preprocess_from_checkpoint(state), args.data_dir or cfg.get("data_dir"), cfg.get("val_fraction", 0.1), cfg.get("seed", 0),
         "auto", cfg.get("memory_budget"), default_workers() if workers is None else workers,
     )
     data = match_classes(data, [str(c) for c in state["classes"]], dataset)

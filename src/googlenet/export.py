@@ -32,7 +32,7 @@ from .checkpoint import (
     load_safetensors,
     load_weights,
     model_from_checkpoint,
-    preprocess_of,
+    preprocess_from_checkpoint,
 )
 from .data import Preprocess
 from .errors import UserError
@@ -84,7 +84,7 @@ def export_metadata(state: dict[str, Any]) -> dict[str, Any]:
         raise CheckpointError(f"{state.get('source', 'the checkpoint')} lacks its class names: export a checkpoint written by googlenet")
     return {
         "classes": list(state["classes"]),
-        "preprocess": preprocess_of(state).to_dict(),
+        "preprocess": preprocess_from_checkpoint(state).to_dict(),
         "model_args": {**state["model_args"], "aux_logits": False},
         "dataset": state.get("dataset"),
         "config": state.get("config"),

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import CheckpointError, preprocess_of, validate_metadata
+from .checkpoint import CheckpointError, preprocess_from_checkpoint, validate_metadata
 from .config import ConfigError
 from .data import IMAGE_EXTENSIONS, DataError, Preprocess, batch_transform, load_image
 from .model import GoogLeNetOutput
@@ -156,7 +156,7 @@ def classify(model, meta: dict, inputs: Tensor | Sequence[str | Path], topk: int
     A batch is a uint8 (or 0-255 float) N x C x h x w tensor of stored images, preprocessed by the
     checkpoint's `Preprocess` as evaluation does. `model, meta = googlenet.load_model(...)` gives both.
     """
-    pre, classes = preprocess_of(meta), [str(c) for c in meta["classes"]]
+    pre, classes = preprocess_from_checkpoint(meta), [str(c) for c in meta["classes"]]
     device = next(model.parameters()).device if isinstance(model, nn.Module) else torch.device("cpu")
     if isinstance(inputs, Tensor):
         probs, idx = class_probabilities(model, inputs.to(device), pre).topk(min(topk, len(classes)), dim=1)
@@ -213,7 +213,7 @@ def run_predict(args: argparse.Namespace) -> None:
         device = select_device(args.device)
         model, meta = load_model(args.checkpoint, map_location=device)
         accelerate(model).to(device)
-    pre = preprocess_of(meta)
+    pre = preprocess_from_checkpoint(meta)
     classes = [str(c) for c in meta.get("classes") or []]
     if len(classes) != model.num_classes:
         raise CheckpointError(f"{args.checkpoint} names {len(classes)} classes for a {model.num_classes}-class model: use a checkpoint written by googlenet")

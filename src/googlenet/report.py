@@ -22,9 +22,10 @@ matplotlib.use("Agg")  # files only, no window: before pyplot is imported
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from .data import Dataset, Split
+from .data import AUGMENT_SETTINGS, Dataset, Split
 from .errors import UserError
 from .files import atomic_save, atomic_write_text
+from .rundir import read_results
 from .tables import format_table
 
 __all__ = ["build_report", "plot_curves", "plot_errors", "run_report", "write_metrics"]
@@ -35,11 +36,6 @@ class ReportError(UserError):
 
 
 SPLIT_TITLES = {"train": "Training", "val": "Validation", "test": "Testing"}
-
-
-def read_results(run_dir: Path) -> list[dict[str, float]]:
-    with open(run_dir / "results.csv", newline="") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def _save_figure(fig, path: Path) -> None:
@@ -213,11 +209,11 @@ def build_report(run_dir: str | Path) -> Path:
     per_class = format_table(per_class_headers, per_class_rows)
 
     total_time = sum(r["epoch_time"] for r in rows)
-    aug_keys = ("rotate", "translate", "scale", "hflip", "crop_padding", "elastic") + (("elastic_sigma",) if cfg.get("elastic") else ())
+    aug_keys = AUGMENT_SETTINGS + (("elastic_sigma",) if cfg.get("elastic") else ())
     aug = "off" if not cfg.get("augment") else "on (dataset defaults unless set: " + ", ".join(
         f"{k} {cfg[k]}" for k in aug_keys if cfg.get(k) is not None
     ) + ")"
-    if cfg.get("augment") and cfg.get("data_loading") == "stream":  # streamed from disk: the paper's crops (stream.train_transform)
+    if cfg.get("augment") and cfg.get("data_loading") == "stream":  # streamed from disk: the paper's crops (data.transforms.train_transform)
         aug = f"on (streamed from disk: random-resized crops of 8-100% of the area, hflip {cfg.get('hflip')}, color_jitter {cfg.get('color_jitter', 0)})"
     budget = f", time budget {cfg['time']:g} min" if cfg.get("time") else ""
     recipe = (

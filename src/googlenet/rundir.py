@@ -31,9 +31,42 @@ from .config import ConfigError, TrainConfig, run_name_problem
 from .files import atomic_write_text
 from .runtime import cpu_name, resolve_amp
 
-__all__ = ["RESULTS_COLUMNS", "command_line", "log_tensorboard", "next_run_dir", "open_tensorboard", "start_run_dir", "write_config", "write_results"]
+__all__ = [
+    "RESULTS_COLUMNS",
+    "command_line",
+    "log_tensorboard",
+    "next_run_dir",
+    "open_tensorboard",
+    "read_results",
+    "results_row",
+    "start_run_dir",
+    "write_config",
+    "write_results",
+]
 
 RESULTS_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_top5", "lr", "epoch_time"]
+
+
+def results_row(epoch: int, train_loss: float, train_acc: float, val: Any, lr: float, seconds: float) -> dict[str, Any]:
+    """One epoch's row of results.csv (RESULTS_COLUMNS): the training running means, `val`'s SplitMetrics,
+    the learning rate at the epoch's end and its wall time. Rounded as written, so a resume's rows read
+    back from last.pt are the file's."""
+    return {
+        "epoch": epoch,
+        "train_loss": round(train_loss, 6),
+        "train_acc": round(train_acc, 6),
+        "val_loss": round(val.loss, 6),
+        "val_acc": round(val.accuracy, 6),
+        "val_top5": round(val.top5, 6),
+        "lr": f"{lr:.6g}",
+        "epoch_time": round(seconds, 2),
+    }
+
+
+def read_results(run_dir: Path) -> list[dict[str, float]]:
+    """results.csv's rows, every value a number."""
+    with open(run_dir / "results.csv", newline="") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def next_run_dir(cfg: TrainConfig) -> Path:

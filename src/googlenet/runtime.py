@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 from pathlib import Path
@@ -13,6 +14,7 @@ from .config import ConfigError, TrainConfig
 
 __all__ = [
     "amp_dtype_for",
+    "configure_backends",
     "cpu_name",
     "keep_freed_memory",
     "log",
@@ -109,6 +111,16 @@ def native_bf16() -> str | None:
             return None
         flags = set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
     return "AMX" if "amx_bf16" in flags else "AVX512-BF16" if "avx512_bf16" in flags else None
+
+
+def configure_backends(device: torch.device, deterministic: bool) -> None:
+    """--deterministic: deterministic algorithms (and cuBLAS's fixed workspace). Otherwise, on CUDA, cuDNN
+    times its convolution algorithms once per input shape and keeps the fastest (a training run's shapes
+    never change), which may pick differently from run to run: so only without --deterministic."""
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = device.type == "cuda" and not deterministic
 
 
 def keep_freed_memory() -> bool:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .config import MAX_CHANNELS, MAX_CLASSES, check_count, check_image_size
 from .model import AuxPool, GoogLeNet, Inception, InceptionAux, count_parameters
 from .tables import format_table
 
@@ -131,3 +132,12 @@ def summarize(model: GoogLeNet, image_size: int, fmt: str = "markdown") -> str:
         fmt,
     )
     return f"{table}\n\n{totals}\n\n{cost}\n"
+
+
+def run_summary(args) -> None:
+    """`googlenet summary`: the layer-by-layer table of a GoogLeNet of the given classes, channels and input size."""
+    check_image_size(args.image_size)
+    check_count("--num-classes", args.num_classes, MAX_CLASSES)  # bounds: config.py (memory)
+    check_count("--in-channels", args.in_channels, MAX_CHANNELS)
+    model = GoogLeNet(args.num_classes, args.in_channels, aux_logits=not args.no_aux)
+    print(summarize(model, args.image_size, args.format), end="")

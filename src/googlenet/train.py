@@ -12,7 +12,6 @@ every global batch, and only rank 0 writes files.
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -25,38 +24,35 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
+from tqdm import tqdm
 
 from . import distributed as dist_utils
-from .checkpoint import load_weights, preprocess_of, read_weights, save_checkpoint
-from .config import ConfigError, TrainConfig, resolve_config
-from .data import Augment, Dataset, Preprocess, TrainLoader, batch_transform, default_workers, load_dataset
+from .checkpoint import load_weights, preprocess_from_checkpoint, read_weights, save_checkpoint
+from .config import ConfigError, TrainConfig, load_yaml, resolve_config
+from .data import AUGMENT_SETTINGS, Dataset, Preprocess, TrainLoader, augmentation_for, batch_transform, default_workers, load_dataset
 from .errors import UserError
 from .evaluate import SplitMetrics, eval_indices, evaluate_split, write_final_outputs
 from .files import DiskFullError
-from .kernels import accelerate
+from .interrupts import StopFinalEvaluation, StopOnInterrupt, TrainingInterrupted, stop_before_final_evaluation, stop_interrupted
+from .kernels import ALL, accelerate
 from .model import GoogLeNet, GoogLeNetOutput
 from .report import final_summary
-from .resume import (
-    EpochState,
-    Progress,
-    StopFinalEvaluation,
-    StopOnInterrupt,
-    TrainingInterrupted,
-    TrainingState,
-    checkpoint_state,
-    load_resume_state,
-    repair_run_dir,
-    restore,
-    seed_epoch,
-    stop_before_final_evaluation,
-    stop_interrupted,
-    without_optimizer,
-)
-from .rundir import log_tensorboard, next_run_dir, open_tensorboard, start_run_dir, write_config, write_results
-from .runtime import amp_dtype_for, log, resolve_amp, select_device
+from .resume import load_resume_state, repair_run_dir, restore
+from .rundir import log_tensorboard, next_run_dir, open_tensorboard, results_row, start_run_dir, write_config, write_results
+from .runtime import amp_dtype_for, configure_backends, log, needs_grad_scaler, resolve_amp, select_device
+from .state import EpochState, Progress, TrainingState, checkpoint_state, reseed_for_epoch, without_optimizer
 from .summary import summarize
 
-__all__ = ["TrainingDiverged", "build_optimizer", "build_scheduler", "fit", "googlenet_loss", "train_one_epoch", "train_step"]
+__all__ = [
+    "TrainingDiverged",
+    "build_optimizer",
+    "build_scheduler",
+    "fit",
+    "googlenet_loss",
+    "run_train",
+    "train_one_epoch",
+    "train_step",
+]
 
 
 class TrainingDiverged(UserError):
@@ -156,21 +152,6 @@ def build_averaged(cfg: TrainConfig, model: nn.Module) -> AveragedModel | None:
     return None
 
 
-def resolve_augment(cfg: TrainConfig, default: Augment) -> Augment:
-    """The augmentation of `cfg`, the dataset's default for every setting left unset."""
-    if not cfg.augment:
-        return Augment()
-    return Augment(
-        rotate=default.rotate if cfg.rotate is None else cfg.rotate,
-        translate=default.translate if cfg.translate is None else cfg.translate,
-        scale=default.scale if cfg.scale is None else cfg.scale,
-        hflip=default.hflip if cfg.hflip is None else cfg.hflip,
-        crop_padding=default.crop_padding if cfg.crop_padding is None else cfg.crop_padding,
-        elastic=default.elastic if cfg.elastic is None else cfg.elastic,
-        elastic_sigma=cfg.elastic_sigma,
-    )
-
-
 def model_args(cfg: TrainConfig, num_classes: int, in_channels: int) -> dict[str, Any]:
     """The GoogLeNet arguments a checkpoint stores, so any tool can rebuild the network."""
     return {
@@ -192,11 +173,11 @@ def build_training(cfg: TrainConfig, data: Dataset, device: torch.device, resume
     in_channels = cfg.in_channels or meta.get("model_args", {}).get("in_channels") or data.channels
     pre = resumed or Preprocess.for_dataset(data, cfg.image_size, in_channels)
     if weights is not None and cfg.weights_preprocess and isinstance(meta.get("preprocess"), dict):
-        trained = preprocess_of(meta)  # the input the weights expect, in the dataset's geometry
+        trained = preprocess_from_checkpoint(meta)  # the input the weights expect, in the dataset's geometry
         pre = replace(pre, mean=trained.mean, std=trained.std, channel_order=trained.channel_order)
-    augment = resolve_augment(cfg, data.default_augment)
-    if data.streamed:  # the streamed path's augmentation is the paper's crops (stream.train_transform), made by its workers
-        unused = [f"--{k.replace('_', '-')}" for k in ("rotate", "translate", "scale", "crop_padding", "elastic") if getattr(augment, k)]
+    augmentation = augmentation_for(cfg, data.default_augment)
+    if data.streamed:  # the streamed path's augmentation is the paper's crops (data.transforms.train_transform), made by its workers
+        unused = [f"--{k.replace('_', '-')}" for k in AUGMENT_SETTINGS if k != "hflip" and getattr(augmentation, k)]
         if unused:
             raise ConfigError(
                 f"{', '.join(unused)} augment images held in memory; a streamed folder trains on the paper's random crops "
@@ -206,8 +187,8 @@ def build_training(cfg: TrainConfig, data: Dataset, device: torch.device, resume
         raise ConfigError(f"--color-jitter applies to image folders streamed from disk, not to {cfg.dataset} in memory: drop it or use --data-loading stream")
     # config.yaml records the augmentation and data path actually used, not "dataset default" or "auto".
     cfg = replace(
-        cfg, in_channels=in_channels, rotate=augment.rotate, translate=augment.translate, scale=augment.scale,
-        hflip=augment.hflip, crop_padding=augment.crop_padding, elastic=augment.elastic,
+        cfg, in_channels=in_channels, rotate=augmentation.rotate, translate=augmentation.translate,
+        scale=augmentation.scale, hflip=augmentation.hflip, crop_padding=augmentation.crop_padding, elastic=augmentation.elastic,
         data_loading="stream" if data.streamed else "memory",
     )
     if cfg.batch_size > len(data.train):
@@ -221,7 +202,9 @@ def build_training(cfg: TrainConfig, data: Dataset, device: torch.device, resume
         load_pretrained(model, weights, cfg.weights)
     if cfg.freeze:
         freeze_through(model, cfg.freeze)
-    model = accelerate(model).to(device)
+    # torch.compile gets the plain network (custom autograd kernels break its graphs); the accelerated LRN's
+    # float32 computation under autocast stays, as it is a matter of precision, not speed.
+    model = accelerate(model, () if cfg.compile else ALL).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     averaged = build_averaged(cfg, model)
@@ -236,10 +219,12 @@ def build_training(cfg: TrainConfig, data: Dataset, device: torch.device, resume
     loader = None
     if data.streamed:
         local_batch = cfg.batch_size // dist_utils.world_size()
-        loader = TrainLoader(data.train, cfg.image_size, cfg.augment, augment.hflip, cfg.color_jitter, cfg.seed, local_batch, steps_per_epoch, device)
+        loader = TrainLoader(data.train, cfg.image_size, cfg.augment, augmentation.hflip, cfg.color_jitter, cfg.seed, local_batch, steps_per_epoch, device)
         log(f"Streaming {cfg.dataset} from disk with {data.train.workers} DataLoader worker(s) per process")
+    scaler = torch.amp.GradScaler(device.type) if needs_grad_scaler(amp_dtype_for(cfg, device)) else None
     return TrainingState(
-        cfg, data, pre, augment, model, step_model, averaged, optimizer, scheduler, steps_per_epoch, device, torch.Generator(), margs, loader
+        cfg, data, pre, augmentation, model, step_model, averaged, optimizer, scheduler, steps_per_epoch, device,
+        torch.Generator(), margs, loader, scaler,
     )
 
 
@@ -265,17 +250,32 @@ def freeze_through(model: GoogLeNet, layer: str) -> None:
         getattr(model, name).requires_grad_(False)
 
 
-def train_step(model: nn.Module, x: Tensor, target: Tensor, optimizer: torch.optim.Optimizer, cfg: TrainConfig, amp: torch.dtype | None) -> tuple[Tensor, GoogLeNetOutput]:
+def train_step(
+    model: nn.Module,
+    x: Tensor,
+    target: Tensor,
+    optimizer: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    amp: torch.dtype | None,
+    scaler: torch.amp.GradScaler | None = None,
+) -> tuple[Tensor, GoogLeNetOutput]:
     """One optimisation step on a batch: forward (under autocast if `amp`), GoogLeNet's loss, backward, update.
 
-    `googlenet benchmark` times exactly this. Returns the (detached) loss and the outputs.
+    `scaler` (fp16): the loss is scaled before backward so small gradients do not underflow, and the step
+    skipped when a gradient overflowed. `googlenet benchmark` times exactly this. Returns the (detached)
+    loss and the outputs.
     """
     with torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
         out = model(x)
         loss = googlenet_loss(out, target, cfg.aux_weight, cfg.label_smoothing)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
     return loss.detach(), out
 
 
@@ -293,7 +293,7 @@ def training_batches(t: TrainingState, epoch: int, start: int) -> Iterator[tuple
         idx = order[step * local_batch : (step + 1) * local_batch]
         images = t.data.train.images[idx].to(t.device, non_blocking=True)
         target = t.data.train.labels[idx].to(t.device, non_blocking=True)
-        yield batch_transform(images, t.pre, t.augment, t.gen), target
+        yield batch_transform(images, t.pre, t.augmentation, t.augment_rng), target
 
 
 def train_one_epoch(t: TrainingState, epoch: int, state: EpochState, progress=None, stop: StopOnInterrupt | None = None) -> EpochState:
@@ -307,7 +307,7 @@ def train_one_epoch(t: TrainingState, epoch: int, state: EpochState, progress=No
     for step, (x, target) in enumerate(training_batches(t, epoch, state.step), start=state.step):
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        loss, out = train_step(t.step_model, x, target, t.optimizer, cfg, amp)
+        loss, out = train_step(t.step_model, x, target, t.optimizer, cfg, amp, t.scaler)
         loss_value = loss.item()
         # Under torchrun every process must stop together (else the others wait in the next all-reduce).
         if dist_utils.any_process(not math.isfinite(loss_value)):
@@ -344,8 +344,11 @@ def training_loss_terms(cfg: TrainConfig) -> str:
     return f"({', '.join(terms)})" if terms else ""
 
 
-def end_epoch(t: TrainingState, progress: Progress, epoch: int, started: float, run_dir: Path, board=None) -> bool:
-    """Validate, record the epoch's row, replan under --time, save the checkpoints and log; True if training should stop."""
+def finish_epoch(t: TrainingState, progress: Progress, epoch: int, started: float, run_dir: Path, board=None) -> bool:
+    """Validate, record the epoch's row, replan under --time, save the checkpoints and log.
+
+    Returns whether training stops here (the last planned epoch, or --patience ran out).
+    """
     if t.averaged is not None and t.cfg.average == "polyak":
         t.averaged.update_parameters(t.model)
     val_started = time.perf_counter()
@@ -354,11 +357,7 @@ def end_epoch(t: TrainingState, progress: Progress, epoch: int, started: float, 
     s = progress.epoch_state
     train_loss, train_acc = dist_utils.mean_over_processes(s.loss_sum, s.correct, s.seen)
     progress.elapsed += time.perf_counter() - started
-    row = {
-        "epoch": epoch + 1, "train_loss": round(train_loss, 6), "train_acc": round(train_acc, 6), "val_loss": round(val.loss, 6),
-        "val_acc": round(val.accuracy, 6), "val_top5": round(val.top5, 6), "lr": f"{t.optimizer.param_groups[0]['lr']:.6g}",
-        "epoch_time": round(time.perf_counter() - started, 2),
-    }
+    row = results_row(epoch + 1, train_loss, train_acc, val, t.optimizer.param_groups[0]["lr"], time.perf_counter() - started)
     progress.results.append(row)
     improved = val.accuracy > progress.best_acc
     if improved:
@@ -408,6 +407,23 @@ def end_epoch(t: TrainingState, progress: Progress, epoch: int, started: float, 
 MACHINE_SETTINGS = {"device", "workers"}  # what a resume may change: where it runs, not what it computes
 
 
+def run_train(args) -> None:
+    """`googlenet train`: the flags over --config over --preset, or --resume RUN with nothing else but this machine's settings."""
+    values = {k: v for k, v in vars(args).items() if k not in ("command", "preset", "config", "resume", "func")}
+    if args.resume:
+        others = [f"--{k.replace('_', '-')}" for k, v in values.items() if v is not None and k not in MACHINE_SETTINGS]
+        others += ["--config"] * bool(args.config) + ["--preset"] * bool(args.preset)
+        if others:  # never ignored silently: a resume replays the run as it was configured
+            raise ConfigError(
+                f"--resume continues {args.resume} exactly as it was configured, so {', '.join(others)} cannot apply; "
+                f"to train on from its weights with other settings, start a new run: googlenet train --weights {args.resume} ..."
+            )
+        fit(resolve_config("fast", device=args.device), resume=args.resume, workers=args.workers)  # workers None: the run's own
+        return
+    file_values = load_yaml(args.config) if args.config else None
+    fit(resolve_config(args.preset, file_values, **values))
+
+
 def fit(cfg: TrainConfig | None = None, resume: str | Path | None = None, **settings: Any) -> Path:
     """Train as `cfg` says (default: the fast preset) with `settings` on top, or resume a run directory; returns the run directory.
 
@@ -424,30 +440,26 @@ def fit(cfg: TrainConfig | None = None, resume: str | Path | None = None, **sett
     device = select_device(cfg.device)
     dist_utils.init(device)
     try:
-        return _fit(cfg, resume, device, workers)
+        return run_training(cfg, resume, device, workers)
     finally:  # on every way out: a process that leaves with its process group alive can abort in gloo's teardown
         dist_utils.cleanup()
 
 
-def _fit(cfg: TrainConfig, resume: str | Path | None, device: torch.device, workers: int | None) -> Path:
+def run_training(cfg: TrainConfig, resume: str | Path | None, device: torch.device, workers: int | None) -> Path:
     """fit, inside the process group (`workers`: a resume's --workers)."""
-    from tqdm import tqdm
-
     run_dir, resume_state = None, None
     if resume is not None:
         run_dir, resume_state, cfg = load_resume_state(Path(resume), cfg.device, workers)
     if dist_utils.world_size() > 1 and cfg.batch_size % dist_utils.world_size():
         raise ConfigError(f"batch size {cfg.batch_size} does not split across {dist_utils.world_size()} processes: use a multiple")
-    if cfg.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    configure_backends(device, cfg.deterministic)
     torch.manual_seed(cfg.seed)
 
     data = load_dataset(
         cfg.dataset, cfg.data_dir, cfg.download, cfg.val_fraction, cfg.seed, cfg.image_size, cfg.data_loading, cfg.memory_budget,
         default_workers() if cfg.workers is None else cfg.workers,
     )
-    t = build_training(cfg, data, device, None if resume_state is None else preprocess_of(resume_state))
+    t = build_training(cfg, data, device, None if resume_state is None else preprocess_from_checkpoint(resume_state))
     progress = Progress() if resume_state is None else restore(resume_state, str(resume), run_dir, t)
     if run_dir is None:
         run_dir = next_run_dir(t.cfg)
@@ -467,11 +479,11 @@ def _fit(cfg: TrainConfig, resume: str | Path | None, device: torch.device, work
         try:
             for epoch in range(progress.start_epoch, last_epoch):
                 start = time.perf_counter()
-                seed_epoch(t, progress, epoch)
+                reseed_for_epoch(t, progress, epoch)
                 quiet = not (sys.stderr.isatty() and dist_utils.is_main())
                 with tqdm(total=t.steps_per_epoch, initial=progress.epoch_state.step, desc=f"epoch {epoch + 1}/{t.cfg.epochs}", leave=False, disable=quiet) as bar:
                     train_one_epoch(t, epoch, progress.epoch_state, bar, stop)
-                if end_epoch(t, progress, epoch, start, run_dir, board):
+                if finish_epoch(t, progress, epoch, start, run_dir, board):
                     break
                 if stop.requested():  # Ctrl-C during validation or saving: stop now that the epoch is saved
                     raise TrainingInterrupted

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision.datasets
 from torch import Tensor
 
 from ..errors import DataError
@@ -29,6 +28,8 @@ from .transforms import DIGITS, PHOTOS, Augment, Preprocess, eval_side
 
 @dataclass(frozen=True)
 class DatasetInfo:
+    """What `googlenet datasets` lists and training defaults to for a named dataset."""
+
     name: str
     channels: int
     native_size: int  # side of the stored images
@@ -96,7 +97,8 @@ class Dataset:
     default_augment: Augment
     mean: tuple[float, ...] = field(default=())
     std: tuple[float, ...] = field(default=())
-    resize: int | None = None  # evaluation's shorter side and centre crop (Preprocess.resize); None: the whole image squeezed
+    # evaluation's shorter side and centre crop (Preprocess.resize); None: the whole image squeezed
+    resize: int | None = None
 
     @property
     def streamed(self) -> bool:
@@ -114,7 +116,10 @@ class Dataset:
 
 
 def _load_mnist(directory: str | Path | None = None, verify: bool = True) -> tuple[Split, Split]:
-    """MNIST's train (60,000) and test (10,000) splits: the package's copy, or the IDX files in `directory`."""
+    """MNIST's train (60,000) and test (10,000) splits: the package's copy, or the IDX files in `directory`.
+
+    The package's copy is the process's cache (`mnist.read_mnist`): index or clone it, never change it in place.
+    """
     train, test = read_mnist(Path(directory) if directory else None, verify)
     return Split(*train), Split(*test)
 
@@ -126,6 +131,9 @@ def channel_stats(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]
 
 
 def _load_torchvision(info: DatasetInfo, data_dir: Path, download: bool) -> tuple[Split, Split, list[str]]:
+    # imported on first use: `import torchvision` takes about a second, and MNIST and image folders never need it
+    import torchvision.datasets
+
     cls = getattr(torchvision.datasets, info.torchvision_class)
     out = []
     corrupted = (
@@ -152,7 +160,7 @@ def _load_torchvision(info: DatasetInfo, data_dir: Path, download: bool) -> tupl
         raise DataError(f"{info.name} could not be loaded from {data_dir}: {str(exc)[:200]}") from None
     except OSError as exc:  # network errors during --download
         raise DataError(f"{info.name} could not be downloaded ({exc}): check the network or use --data-dir") from None
-    except (AssertionError, ValueError, IndexError, TypeError, EOFError) as exc:  # torchvision's readers assert on a bad header
+    except (AssertionError, ValueError, IndexError, TypeError, EOFError) as exc:  # its readers assert on a bad header
         raise DataError(f"{corrupted} ({type(exc).__name__}{': ' + str(exc)[:120] if str(exc) else ''})") from None
     return out[0], out[1], list(ds.classes)
 
@@ -171,8 +179,14 @@ def _sample_stats(split: FileSplit, seed: int, count: int = 256) -> tuple[tuple[
 
 
 def _load_imagefolder(
-    root: Path, image_size: int, val_fraction: float, seed: int, loading: str = "memory", memory_budget: float | None = None,
-    workers: int = 0, resize: int | None = None,
+    root: Path,
+    image_size: int,
+    val_fraction: float,
+    seed: int,
+    loading: str = "memory",
+    memory_budget: float | None = None,
+    workers: int = 0,
+    resize: int | None = None,
 ) -> Dataset:
     """An image folder in memory (each image squeezed to image_size, or with `resize` its centre square at that side)
     or, with `loading` stream (or auto over the budget), left on disk as FileSplits read at `resize` or `eval_side`."""
@@ -184,15 +198,18 @@ def _load_imagefolder(
         side = resize or eval_side(image_size)
         train, val, test = (FileSplit(*splits[s], channels, side, workers) for s in ("train", "val", "test"))
         mean, std = _sample_stats(train, seed)
-        return Dataset(f"imagefolder:{root}", classes, train, val, test, channels, side, Augment(hflip=True), mean, std, side)
+        name = f"imagefolder:{root}"
+        return Dataset(name, classes, train, val, test, channels, side, Augment(hflip=True), mean, std, side)
     if need > budget:
         raise DataError(
-            f"{count:,} images of {root} at {side} px need about {need / 1e9:.1f} GB of memory decoded, more than the memory budget "
-            f"of {budget / 1e9:.1f} GB: stream them from disk with --data-loading stream (or auto), or raise --memory-budget"
+            f"{count:,} images of {root} at {side} px need about {need / 1e9:.1f} GB of memory decoded, more than the "
+            f"memory budget of {budget / 1e9:.1f} GB: stream them from disk with --data-loading stream (or auto), "
+            "or raise --memory-budget"
         )
     _check_fits_memory(count, channels, side, root)
     train, val, test = (_decode_split(splits[s], channels, side, resize is not None) for s in ("train", "val", "test"))
-    return Dataset(f"imagefolder:{root}", classes, train, val, test, channels, side, PHOTOS, resize=resize)
+    mean, std = channel_stats(train.images)  # every training image
+    return Dataset(f"imagefolder:{root}", classes, train, val, test, channels, side, PHOTOS, mean, std, resize)
 
 
 def _take(split: Split, idx: Tensor) -> Split:
@@ -235,28 +252,35 @@ def load_dataset(
     if name.startswith("imagefolder:"):
         root = Path(name.split(":", 1)[1]).expanduser()
         data = _load_imagefolder(root, image_size, val_fraction, seed, loading, memory_budget, workers, resize)
-        if data.streamed:
-            return data
-        mean, std = channel_stats(data.train.images)
-        return replace(data, name=name, mean=mean, std=std)
+        return data if data.streamed else replace(data, name=name)
     if loading == "stream":
-        raise DataError(f"--data-loading stream reads image folders (imagefolder:PATH); {name} is held in memory: use --data-loading auto")
+        raise DataError(
+            f"--data-loading stream reads image folders (imagefolder:PATH); {name} is held in memory: "
+            "use --data-loading auto"
+        )
     if name == "mnist":
         train, test = _load_mnist(data_dir)
+        test = Split(test.images.clone(), test.labels.clone())  # the process's cached copy stays as read
         classes, channels, native = [str(i) for i in range(10)], 1, 28
     else:
         root = Path(data_dir or Path.home() / ".cache" / "googlenet" / "data").expanduser()
         train, test, classes = _load_torchvision(info, root, download)
         channels, native = info.channels, info.native_size
     keep, held = stratified_split(train.labels, val_fraction, seed)
-    train, val = _take(train, keep), _take(train, held)
+    train, val = _take(train, keep), _take(train, held)  # copies: MNIST's cached tensors stay as read
     mean, std = channel_stats(train.images)  # the training split's alone
     return Dataset(name, classes, train, val, test, channels, native, info.augment, mean, std)
 
 
 def load_evaluation_data(
-    name: str, pre: Preprocess, data_dir: str | Path | None = None, val_fraction: float = 0.1, seed: int = 0,
-    loading: str = "memory", memory_budget: float | None = None, workers: int = 0,
+    name: str,
+    pre: Preprocess,
+    data_dir: str | Path | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    loading: str = "memory",
+    memory_budget: float | None = None,
+    workers: int = 0,
 ) -> Dataset:
     """What `googlenet evaluate --dataset` evaluates a checkpoint on.
 
@@ -270,24 +294,34 @@ def load_evaluation_data(
     root = Path(name.split(":", 1)[1]).expanduser() if name.startswith("imagefolder:") else None
     if root is None or not root.is_dir() or any((root / s).is_dir() for s in ("train", "val", "test")):
         loading = loading if root is not None else "memory"
-        return load_dataset(name, data_dir, False, val_fraction, seed, pre.image_size, loading, memory_budget, workers, pre.resize)
+        return load_dataset(
+            name, data_dir, False, val_fraction, seed, pre.image_size, loading, memory_budget, workers, pre.resize
+        )
+    return _class_folders_as_test(name, root, pre, loading, memory_budget, workers)
+
+
+def _class_folders_as_test(
+    name: str, root: Path, pre: Preprocess, loading: str, memory_budget: float | None, workers: int
+) -> Dataset:
+    """A folder of class subfolders as one test split, read as `pre` says: streamed from disk (`loading` stream, or
+    auto over the budget) when `pre.resize` crops, else decoded into memory."""
     files = _image_files(root, root)
-    classes = list(files)  # empty class folders too: they keep the classes' count and order (e.g. ILSVRC's 1000 synsets)
+    classes = list(files)  # empty class folders too: they keep the classes' count and order (ILSVRC's 1000 synsets)
     if not any(files.values()):
         raise DataError(f"{root} has no class subfolders with images: put the images in one subfolder per class")
     size, crop = (pre.resize, True) if pre.resize else (pre.image_size, False)
-    count = sum(len(files[c]) for c in classes)
-    if crop and (loading == "stream" or loading == "auto" and count * pre.data_channels * size * size > memory_budget_bytes(memory_budget)):
-        paths = [path for c in classes for path in files[c]]
-        labels = torch.tensor([label for label, c in enumerate(classes) for _ in files[c]], dtype=torch.int64)
-        empty = FileSplit([], torch.zeros(0, dtype=torch.int64), pre.data_channels, size, workers)
-        test = FileSplit(paths, labels, pre.data_channels, size, workers)
-        return Dataset(name, classes, empty, empty, test, pre.data_channels, size, Augment(), resize=size)
-    _check_fits_memory(sum(len(files[c]) for c in classes), pre.data_channels, size, root)
-    images = [load_image(path, pre.data_channels, size, crop) for c in classes for path in files[c]]
-    labels = [label for label, c in enumerate(classes) for _ in files[c]]
-    empty = Split(torch.zeros(0, pre.data_channels, size, size, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64))
-    return Dataset(name, classes, empty, empty, Split(torch.stack(images), torch.tensor(labels)), pre.data_channels, size, Augment())
+    channels = pre.data_channels
+    paths = [path for c in classes for path in files[c]]
+    labels = torch.tensor([label for label, c in enumerate(classes) for _ in files[c]], dtype=torch.int64)
+    over_budget = len(paths) * channels * size * size > memory_budget_bytes(memory_budget)
+    if crop and (loading == "stream" or loading == "auto" and over_budget):
+        empty = FileSplit([], torch.zeros(0, dtype=torch.int64), channels, size, workers)
+        test = FileSplit(paths, labels, channels, size, workers)
+        return Dataset(name, classes, empty, empty, test, channels, size, Augment(), resize=size)
+    _check_fits_memory(len(paths), channels, size, root)
+    test = Split(torch.stack([load_image(path, channels, size, crop) for path in paths]), labels)
+    empty = Split(torch.zeros(0, channels, size, size, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64))
+    return Dataset(name, classes, empty, empty, test, channels, size, Augment())
 
 
 def run_datasets(args) -> None:
@@ -302,4 +336,5 @@ def run_datasets(args) -> None:
             status, sizes = "missing (use --download or --data-dir)", ("-", "-", "-", "-")
         rows.append((name, status, f"{info.channels} x {info.native_size} x {info.native_size}", *sizes))
     rows.append(("imagefolder:PATH", "your folder", "any (resized)", "-", "-", "-", "-"))
-    print(format_table(["dataset", "available", "image", "train (all)", "train", f"val ({args.val_fraction:g})", "test"], rows, "text"))
+    headers = ["dataset", "available", "image", "train (all)", "train", f"val ({args.val_fraction:g})", "test"]
+    print(format_table(headers, rows, "text"))

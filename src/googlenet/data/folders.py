@@ -41,11 +41,12 @@ def stratified_split(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor
 
 
 def _inside(path: Path, top: Path, what: str) -> None:
-    """Refuse a folder that is a link leading out of the dataset folder `top` (e.g. to / : the whole disk would be scanned)."""
+    """Refuse a folder that is a link leading out of the dataset folder `top` (to / , say: the whole disk would be
+    scanned)."""
     if path.is_symlink() and not path.resolve().is_relative_to(top.resolve()):
         raise DataError(
-            f"{what} {path} is a link to {path.resolve()}, outside the image folder {top}: links out of the dataset are not followed, "
-            "copy or move the images into it"
+            f"{what} {path} is a link to {path.resolve()}, outside the image folder {top}: links out of the dataset "
+            "are not followed, copy or move the images into it"
         )
 
 
@@ -62,7 +63,7 @@ def class_name_problem(name: object) -> str | None:
     except UnicodeEncodeError:
         return "is not valid UTF-8"
     if not name.isprintable():
-        return "has a control character (e.g. a newline): it is not printable text"
+        return "is not printable text (it has a control character, e.g. a newline)"
     return None
 
 
@@ -81,7 +82,11 @@ def _image_files(root: Path, top: Path | None = None) -> dict[str, list[Path]]:
     for d in folders:
         _inside(d, top, "class folder")
         _check_class_name(d.name, root)
-    return {d.name: sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()) for d in folders}
+    return {d.name: sorted(p for p in d.rglob("*") if _is_image_file(p)) for d in folders}
+
+
+def _is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
 
 
 def _folder_channels(files: list[Path]) -> int:
@@ -96,7 +101,8 @@ def _folder_channels(files: list[Path]) -> int:
 
 
 def _check_fits_memory(count: int, channels: int, size: int, root: Path) -> None:
-    """Datasets live in memory as uint8: refuse a folder whose images at `size` px cannot fit (twice, while stacking)."""
+    """Datasets live in memory as uint8: refuse a folder whose images at `size` px cannot fit (twice, while
+    stacking)."""
     need = 2 * count * channels * size * size
     try:
         have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -104,8 +110,8 @@ def _check_fits_memory(count: int, channels: int, size: int, root: Path) -> None
         return  # not POSIX: no check
     if need > have:
         raise DataError(
-            f"{count:,} images of {root} at {size} px need about {need / 1e9:.1f} GB of memory to load, more than this machine's "
-            f"{have / 1e9:.1f} GB: use a smaller --image-size or fewer images"
+            f"{count:,} images of {root} at {size} px need about {need / 1e9:.1f} GB of memory to load, more than this "
+            f"machine's {have / 1e9:.1f} GB: use a smaller --image-size or fewer images"
         )
 
 
@@ -152,7 +158,9 @@ def folder_splits(root: Path, val_fraction: float, seed: int) -> tuple[dict[str,
     if len(classes) < 2:
         raise DataError(f"{train_root} needs at least two class subfolders with images (found {len(classes)})")
     if len(classes) > MAX_CLASSES:
-        raise DataError(f"{train_root} has {len(classes):,} class folders, more than the {MAX_CLASSES:,} a model can have here")
+        raise DataError(
+            f"{train_root} has {len(classes):,} class folders, more than the {MAX_CLASSES:,} a model can have here"
+        )
     channels = _folder_channels([f for c in classes for f in files[c]])
     train = _labelled(files, classes, train_root)
     if "test" in split_dirs:

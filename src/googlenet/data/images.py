@@ -14,7 +14,6 @@ import numpy as np
 import torch
 from PIL import Image, ImageChops, UnidentifiedImageError
 from torch import Tensor
-from torchvision.io import ImageReadMode, decode_image
 
 from ..errors import DataError
 
@@ -22,7 +21,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".
 
 
 def open_image(path: Path, note: bool = True):
-    """PIL's Image.open, with its DecompressionBombWarning (over 89 Mpx) replaced by one line of ours on stderr (`note`).
+    """PIL's Image.open, its DecompressionBombWarning (over 89 Mpx) replaced by one line of ours on stderr (`note`).
 
     Images over twice that limit raise PIL's DecompressionBombError, which the callers turn into a DataError.
     """
@@ -31,7 +30,8 @@ def open_image(path: Path, note: bool = True):
         img = Image.open(path)
     limit = Image.MAX_IMAGE_PIXELS
     if note and limit and img.width * img.height > limit:
-        print(f"note: image {path} is {img.width}x{img.height} pixels ({img.width * img.height / 1e6:.0f} Mpx): decoding it takes time and memory", file=sys.stderr)
+        size = f"{img.width}x{img.height} pixels ({img.width * img.height / 1e6:.0f} Mpx)"
+        print(f"note: image {path} is {size}: decoding it takes time and memory", file=sys.stderr)
     return img
 
 
@@ -58,7 +58,7 @@ def load_image(path: Path, channels: int, size: int, crop: bool = False, note_co
         if crop:
             w, h = img.size
             scale = size / min(w, h)
-            if max(w, h) * scale > 4 * size:  # a long strip (1 x 60000 px): scale only its centre square, not 256 x 15 M
+            if max(w, h) * scale > 4 * size:  # a long strip (1 x 60000 px): scale its centre square, not 256 x 15 M
                 side = min(w, h)
                 left, top = (w - side) / 2, (h - side) / 2
                 img = img.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side))
@@ -85,7 +85,8 @@ def _convert(img, channels: int):
 
 
 def read_image(path: Path, channels: int) -> Tensor:
-    """One image file at its full size as uint8 C x H x W, converted as `load_image` converts it (the streamed training crops).
+    """One image file at its full size as uint8 C x H x W, converted as `load_image` converts it (for the streamed
+    training crops).
 
     JPEGs decode with torchvision.io.decode_image (libjpeg-turbo straight to a tensor); other formats, and any
     file it refuses, go through PIL as in `load_image`. PIL reads the header first either way, so the pixel
@@ -93,6 +94,9 @@ def read_image(path: Path, channels: int) -> Tensor:
     """
     with _image_errors(path), open_image(path) as img:
         if img.format == "JPEG" and img.mode in ("RGB", "L"):
+            # imported on first use: `import torchvision` takes about a second, and only streamed training decodes here
+            from torchvision.io import ImageReadMode, decode_image
+
             try:
                 data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
                 return decode_image(data, mode=ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB)

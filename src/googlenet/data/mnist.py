@@ -58,19 +58,17 @@ def _read_mnist_file(directory: Path | resources.abc.Traversable, stem: str, ver
             with gz.open("rb") as raw, gzip.GzipFile(fileobj=raw) as f:
                 data = f.read(MAX_IDX_BYTES + 64)  # capped: a gzip bomb stops here
             if len(data) > MAX_IDX_BYTES + 32:
-                raise DataError(f"MNIST file {stem}.gz decompresses to more than {MAX_IDX_BYTES} bytes: restore the original file")
+                raise DataError(
+                    f"MNIST file {stem}.gz decompresses to more than {MAX_IDX_BYTES} bytes: restore the original file"
+                )
         elif plain.is_file():
             data = plain.read_bytes()
         else:
-            raise DataError(
-                f"MNIST file {stem}(.gz) is missing from {directory}: {fix}"
-            )
+            raise DataError(f"MNIST file {stem}(.gz) is missing from {directory}: {fix}")
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise DataError(f"MNIST file {stem}.gz cannot be decompressed ({exc}): {fix}") from None
     if verify and hashlib.md5(data).hexdigest() != MNIST_FILES[stem]:
-        raise DataError(
-            f"MNIST file {stem} fails its MD5 check (corrupted): {fix}"
-        )
+        raise DataError(f"MNIST file {stem} fails its MD5 check (corrupted): {fix}")
     return read_idx(data, stem)
 
 
@@ -78,25 +76,34 @@ def mnist_dir() -> resources.abc.Traversable:
     return resources.files("googlenet") / "datasets" / "mnist"
 
 
-def read_mnist(directory: Path | None = None, verify: bool = True) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
-    """MNIST's (train images, labels) and (test images, labels): uint8 N x 1 x 28 x 28 and int64 N.
+ImagesLabels = tuple[Tensor, Tensor]  # uint8 N x 1 x 28 x 28, int64 N
 
-    The package's own copy (`directory` None) is read, checked and decompressed once per process and the
-    same tensors returned after that: callers index them (a copy) and never change them in place.
+
+def read_mnist(directory: Path | None = None, verify: bool = True) -> tuple[ImagesLabels, ImagesLabels]:
+    """MNIST's (train images, labels) and (test images, labels): the package's copy, or the IDX files in `directory`.
+
+    The package's own copy (`directory` None, verified) is read, checked and decompressed once per process and
+    the same tensors returned after that (tests and repeated `fit` calls load it often): callers index them
+    (a copy) or clone them, and never change them in place.
     """
-    return _read_vendored() if directory is None and verify else _read_mnist(Path(directory) if directory else None, verify)
+    if directory is None and verify:
+        return _read_vendored()
+    return _read_mnist(directory, verify)
 
 
 @functools.cache
-def _read_vendored() -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+def _read_vendored() -> tuple[ImagesLabels, ImagesLabels]:
     return _read_mnist(None, True)
 
 
-def _read_mnist(directory: Path | None, verify: bool) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+def _read_mnist(directory: Path | None, verify: bool) -> tuple[ImagesLabels, ImagesLabels]:
     built_in = directory is None
     # The hint fits where the files came from: the package's own copy, or the user's folder.
-    fix = "reinstall the package (pip install --force-reinstall googlenet)" if built_in else "restore the file from the original MNIST download"
-    folder = mnist_dir() if built_in else directory
+    if built_in:
+        fix = "reinstall the package (pip install --force-reinstall googlenet)"
+    else:
+        fix = "restore the file from the original MNIST download"
+    folder = mnist_dir() if built_in else Path(directory)
     arrays = {stem: _read_mnist_file(folder, stem, verify, fix) for stem in MNIST_FILES}
     splits = []
     for prefix in ("train", "t10k"):

@@ -5,12 +5,12 @@ ImageNet does not fit in memory (1.28 million images, about 190 GB decoded at
 labels and seeded splits as the in-memory path) and DataLoader workers read it
 while the model trains:
 
-- training: each file decoded whole (`images.read_image`: torchvision.io.decode_image
-  for JPEGs), then the paper's crops with transforms v2: a random crop of 8-100%
-  of the area with an aspect ratio from 3/4 to 4/3, resized to the input side,
-  and a horizontal flip (Szegedy et al. 2015, section 6; torchvision's
-  RandomResizedCrop), plus optional brightness, contrast and saturation jitter
-  (`--color-jitter`, in place of the photometric distortions of Howard 2013);
+- training: each file decoded whole (`images.read_image`: torchvision.io.decode_image for JPEGs),
+  then the paper's crops (`transforms.train_transform`, torchvision's transforms v2): a random crop
+  of 8-100% of the area with an aspect ratio from 3/4 to 4/3, resized to the input side, and a
+  horizontal flip (Szegedy et al. 2015, section 6; torchvision's RandomResizedCrop), plus optional
+  brightness, contrast and saturation jitter (`--color-jitter`, in place of the photometric
+  distortions of Howard 2013);
 - evaluation: each file read exactly as `googlenet predict` reads it
   (`images.load_image`: the shorter side resized to Preprocess.resize, the centre
   square kept), then Preprocess's centre crop.
@@ -30,6 +30,7 @@ image once: no sampler padding.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader
 
@@ -53,7 +55,6 @@ __all__ = [
     "eval_batches",
     "make_jpeg_folder",
     "pipeline_images_per_second",
-    "train_transform",
 ]
 
 
@@ -75,7 +76,8 @@ class Unreadable:
 
 
 class ImageFiles(torch.utils.data.Dataset):
-    """The images of a FileSplit, keyed by (index, epoch): cropped at random by `transform`, or (None) read as evaluation reads them."""
+    """The images of a FileSplit, keyed by (index, epoch): cropped at random by `transform`, or (None) read as
+    evaluation reads them."""
 
     def __init__(self, split: FileSplit, transform=None, seed: int = 0) -> None:
         self.split, self.transform, self.seed = split, transform, seed
@@ -91,7 +93,8 @@ class ImageFiles(torch.utils.data.Dataset):
             else:
                 image = read_image(self.split.files[i], self.split.channels)
                 with torch.random.fork_rng(devices=[]):  # transforms v2 draw from torch's global CPU generator
-                    torch.default_generator.manual_seed(crop_seed(self.seed, epoch, i))  # not torch.manual_seed: CUDA's too
+                    # not torch.manual_seed, which would seed CUDA's generators too
+                    torch.default_generator.manual_seed(crop_seed(self.seed, epoch, i))
                     image = self.transform(image)
         except DataError as exc:
             return Unreadable(str(exc))
@@ -112,7 +115,9 @@ def _checked(batches: Iterable) -> Iterator[tuple[Tensor, Tensor]]:
         yield batch
 
 
-def _loader(dataset: ImageFiles, batch_sampler, workers: int, device: torch.device, persistent: bool = False) -> DataLoader:
+def _loader(
+    dataset: ImageFiles, batch_sampler, workers: int, device: torch.device, persistent: bool = False
+) -> DataLoader:
     return DataLoader(
         dataset,
         batch_sampler=batch_sampler,
@@ -129,9 +134,7 @@ def _loader(dataset: ImageFiles, batch_sampler, workers: int, device: torch.devi
 
 def _ignore_interrupts(worker: int) -> None:
     """A worker leaves a terminal's Ctrl-C (sent to the whole process group) to the main process, which stops at a
-    step boundary (resume.StopOnInterrupt) and shuts the workers down."""
-    import signal
-
+    step boundary (interrupts.StopOnInterrupt) and shuts the workers down."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
@@ -171,18 +174,23 @@ class TrainLoader:
         steps: int,
         device: torch.device,
     ) -> None:
-        transform = train_transform(image_size, hflip, color_jitter) if augment else None  # no augmentation: evaluation's view
+        # no augmentation: evaluation's view
+        transform = train_transform(image_size, hflip, color_jitter) if augment else None
         self.sampler = EpochBatches(len(split), seed, local_batch, steps)
         self.loader = _loader(ImageFiles(split, transform, seed), self.sampler, split.workers, device, persistent=True)
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-        """(uint8 images, labels) of each step of `epoch` from step `start` (a mid-epoch resume: earlier batches are not read)."""
+        """(uint8 images, labels) of each step of `epoch` from step `start` (a mid-epoch resume: the earlier batches
+        are not read)."""
         self.sampler.set_epoch(epoch, start)
         return _checked(self.loader)
 
 
-def eval_batches(split: Split | FileSplit, idx: Tensor, batch_size: int, device: torch.device | str) -> Iterator[tuple[Tensor, Tensor]]:
-    """(indices, uint8 images on `device`) of `idx` in batches: slices of an in-memory split, or its files read by DataLoader workers."""
+def eval_batches(
+    split: Split | FileSplit, idx: Tensor, batch_size: int, device: torch.device | str
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """(indices, uint8 images on `device`) of `idx` in batches: slices of an in-memory split, or its files read by
+    DataLoader workers."""
     batches = [idx[start : start + batch_size] for start in range(0, len(idx), batch_size)]
     if isinstance(split, Split):
         for batch in batches:
@@ -197,11 +205,11 @@ def eval_batches(split: Split | FileSplit, idx: Tensor, batch_size: int, device:
 # ----------------------------------------------------------- benchmark
 
 
-def make_jpeg_folder(root: Path, count: int = 2000, classes: int = 10, sides: tuple[int, int] = (256, 500), seed: int = 0) -> Path:
+def make_jpeg_folder(
+    root: Path, count: int = 2000, classes: int = 10, sides: tuple[int, int] = (256, 500), seed: int = 0
+) -> Path:
     """`count` synthetic JPEGs (quality 90) in `classes` class folders, each side drawn from `sides`: smooth colour
     blobs with some fine texture, so that files and decoding cost about what photographs of that size do."""
-    from PIL import Image
-
     rng = np.random.default_rng(seed)
     for i in range(count):
         folder = root / f"class{i % classes:03d}"
@@ -217,12 +225,17 @@ def make_jpeg_folder(root: Path, count: int = 2000, classes: int = 10, sides: tu
     return root
 
 
-def pipeline_images_per_second(split: FileSplit, image_size: int, batch_size: int, batches: int = 20, warmup: int = 2) -> float:
+def pipeline_images_per_second(
+    split: FileSplit, image_size: int, batch_size: int, batches: int = 20, warmup: int = 2
+) -> float:
     """Images per second of the streamed training pipeline alone (read, decode, paper's crops, collate; no model),
     after `warmup` batches (the workers' start)."""
     steps = min(batches + warmup, len(split) // batch_size)
     if steps <= warmup:
-        raise DataError(f"{len(split)} images make too few batches of {batch_size} to time: use a smaller --batch-size or a bigger folder")
+        raise DataError(
+            f"{len(split)} images make too few batches of {batch_size} to time: use a smaller --batch-size or a "
+            "bigger folder"
+        )
     loader = TrainLoader(split, image_size, True, True, 0.0, 0, batch_size, steps, torch.device("cpu"))
     it = loader.epoch(0)
     for _ in range(warmup):
