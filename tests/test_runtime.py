@@ -8,7 +8,9 @@ import platform
 import pytest
 import torch
 
-from googlenet import rundir, runtime
+import googlenet.data
+import googlenet.distributed
+from googlenet import rundir, runtime, state, train
 from googlenet.config import resolve_config
 from googlenet.runtime import keep_freed_memory
 
@@ -112,3 +114,78 @@ def test_env_json_records_the_precision_that_ran(monkeypatch):
     env = rundir.environment(resolve_config(), torch.device("cpu"))
     assert env["precision"] == "bf16 autocast (auto: the processor has AVX512-BF16)"
     assert rundir.environment(resolve_config(amp="off"), torch.device("cpu"))["precision"] == "fp32 (--amp off)"
+
+
+# ------------------------------------------------ what a GPU run decides, checked on the CPU
+
+
+@pytest.mark.parametrize("device, deterministic, tuned", [("cuda", False, True), ("cuda", True, False), ("cpu", False, False)])
+def test_cudnn_benchmark_only_on_cuda_and_never_with_deterministic(monkeypatch, device, deterministic, tuned):
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", not tuned)  # the opposite first; restored after the test
+    monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda *a, **k: None)  # not this process's for good
+    runtime.configure_backends(torch.device(device), deterministic)
+    assert torch.backends.cudnn.benchmark is tuned
+
+
+def test_streamed_batches_are_pinned_for_a_gpu_only():
+    from googlenet.data import stream
+
+    split = googlenet.data.FileSplit([], torch.zeros(0, dtype=torch.int64), 1, 32)
+    for device, pinned in (("cuda", True), ("cpu", False)):
+        loader = stream._loader(stream.ImageFiles(split), [[]], 0, torch.device(device))
+        assert loader.pin_memory is pinned
+
+
+@pytest.mark.parametrize("device, backend", [("cuda", "nccl"), ("cpu", "gloo")])
+def test_torchrun_uses_nccl_for_gpus_and_gloo_for_cpus(monkeypatch, device, backend):
+    chosen = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.distributed, "init_process_group", chosen.append)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    googlenet.distributed.init(torch.device(device))
+    assert chosen == [backend]
+
+
+@pytest.mark.parametrize("amp, scaled", [("fp16", True), ("bf16", False), ("off", False)])
+def test_fp16_trains_with_a_gradient_scaler_whose_state_a_resume_restores(amp, scaled):
+    cfg = resolve_config(amp=amp, batch_size=8, limit_train_batches=1, epochs=1, image_size=32)
+    data = googlenet.data.load_dataset("mnist", val_fraction=0.1, seed=0)
+    data.train = googlenet.data.Split(data.train.images[:16], data.train.labels[:16])
+    t = train.build_training(cfg, data, torch.device("cpu"))
+    assert (t.scaler is not None) is scaled
+    if not scaled:
+        return
+    progress = state.Progress()
+    state.reseed_for_epoch(t, progress, 0)
+    train.train_one_epoch(t, 0, progress.epoch_state)
+    saved = state.checkpoint_state(t, progress, 0, per_rank=[(state.rng_state(t.augment_rng, t.device), {})])
+    assert saved["scaler"]["scale"] == t.scaler.get_scale() and saved["scaler"]["_growth_tracker"] == 1
+    fresh = train.build_training(cfg, data, torch.device("cpu"))
+    fresh.scaler.load_state_dict(saved["scaler"])  # what resume.restore does with it
+    assert fresh.scaler.state_dict() == t.scaler.state_dict()
+
+
+def test_compile_gets_the_plain_network(monkeypatch):
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda model: compiled.append(model) or model)
+    data = googlenet.data.load_dataset("mnist", val_fraction=0.1, seed=0)
+    t = train.build_training(resolve_config(compile=True, batch_size=8), data, torch.device("cpu"))
+    assert compiled == [t.model]
+    speedups = ("fast", "fuse_1x1", "crop_kernels", "matmul_1x1", "matmul_small_maps")
+    assert not any(getattr(m, flag, False) for m in t.model.modules() for flag in speedups)
+
+
+@pytest.mark.parametrize("unit, dtype", [("AMX", torch.bfloat16), (None, torch.float32)])
+def test_training_runs_in_what_amp_auto_resolves_to_on_either_kind_of_processor(monkeypatch, unit, dtype):
+    """Both branches of --amp auto on any machine: the processor's bf16 unit is injected (bf16 is emulated,
+    slowly, where there is none: one step of 8 images)."""
+    monkeypatch.setattr(runtime, "native_bf16", lambda: unit)
+    data = googlenet.data.load_dataset("mnist", val_fraction=0.1, seed=0)
+    t = train.build_training(resolve_config(batch_size=8, limit_train_batches=1), data, torch.device("cpu"))
+    seen = []
+    t.model.fc.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    progress = state.Progress()
+    state.reseed_for_epoch(t, progress, 0)
+    train.train_one_epoch(t, 0, progress.epoch_state)
+    assert seen == [dtype]
