@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import yaml
@@ -220,3 +221,25 @@ def test_non_numeric_value_names_the_setting(tmp_path):
 def test_validation_of_schedule_and_run_control_settings(values, name):
     with pytest.raises(ConfigError, match=name):
         resolve_config("fast", values)
+
+
+def test_every_choice_list_is_defined_once_and_documented():
+    """config.CHOICES is what the CLI offers and validate() accepts; model.py's own list of inits is the same;
+    docs/usage.md shows each list as the options' values."""
+    from googlenet.cli import get_args_parser
+    from googlenet.config import CHOICES
+    from googlenet.model import INIT_SCHEMES
+
+    assert CHOICES["init"] == INIT_SCHEMES
+    commands = get_args_parser()._subparsers._group_actions[0].choices
+    offered = {a.dest: tuple(a.choices) for c in ("train", "evaluate") for a in commands[c]._actions if a.dest in CHOICES}
+    assert tuple(next(a for a in commands["benchmark"]._actions if a.dest == "amp").choices) == CHOICES["amp"]
+    assert offered == CHOICES
+    for key, values in CHOICES.items():
+        if key != "tta":
+            bad = "nope"
+            with pytest.raises(ConfigError, match=f"{key} 'nope' is not one of {', '.join(values)}"):
+                TrainConfig(**{key: bad}).validate()
+    usage = (Path(__file__).parent.parent / "docs" / "usage.md").read_text()
+    for key, values in CHOICES.items():
+        assert f"--{key.replace('_', '-')} {'|'.join(values)}" in usage, key

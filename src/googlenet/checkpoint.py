@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import MAX_CHANNELS, MAX_CLASSES, MAX_IMAGE_SIZE, ConfigError, TrainConfig, image_size_problem, quote_value
+from .config import CHOICES, MAX_CHANNELS, MAX_CLASSES, MAX_IMAGE_SIZE, ConfigError, TrainConfig, image_size_problem, quote_value
 from .data import Preprocess
 from .data.folders import class_name_problem
 from .errors import UserError
@@ -128,7 +128,7 @@ def _model_args_problem(args: Any) -> str | None:
     for key in ("dropout", "dropout_aux"):
         if key in args and not (_number(args[key]) and 0 <= args[key] < 1):
             return f"{key} must be in [0, 1), got {quote_value(args[key])}"
-    if args.get("init", "caffe") not in ("caffe", "pytorch", "kaiming"):
+    if args.get("init", "caffe") not in CHOICES["init"]:
         return f"init must be caffe, pytorch or kaiming, got {quote_value(args.get('init'))}"
     return None
 

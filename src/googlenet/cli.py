@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 
 from . import __version__
 from .config import (
+    CHOICES,
     DATASET_NAMES,
     PRESETS,
     TrainConfig,
@@ -60,7 +61,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--image-size", type=int, help="model input side in pixels (paper: 224)")
     g.add_argument("--in-channels", type=int, help="model input channels (unset: the weights', else the dataset's)")
     g.add_argument(
-        "--data-loading", choices=["auto", "memory", "stream"],
+        "--data-loading", choices=CHOICES["data_loading"],
         help="memory: decode every image first (fast for MNIST and small folders); stream: read an image folder from disk "
         "with DataLoader workers and the paper's crops (ImageNet); auto: stream a folder over --memory-budget",
     )
@@ -87,28 +88,28 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dropout", type=float, help="before the main classifier (paper 0.4)")
     g.add_argument("--dropout-aux", type=float, help="in the auxiliary heads (paper 0.7)")
     g.add_argument("--aux-weight", type=float, help="weight of each auxiliary loss (paper 0.3)")
-    g.add_argument("--init", choices=["caffe", "pytorch", "kaiming"], help="weight init (paper/Caffe: caffe)")
+    g.add_argument("--init", choices=CHOICES["init"], help="weight init (paper/Caffe: caffe)")
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, help="number of epochs (with --time: the most)")
     g.add_argument("--time", type=float, metavar="MINUTES", help="train and validate for at most this long: fewer epochs, and a shorter schedule, on slower machines (0: no limit, every epoch on every machine)")
     g.add_argument("--batch-size", type=int, help="global batch size (split across torchrun processes)")
-    g.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], help="optimiser (paper: sgd)")
+    g.add_argument("--optimizer", choices=CHOICES["optimizer"], help="optimiser (paper: sgd)")
     g.add_argument("--lr", type=float, help="(peak) learning rate")
     g.add_argument("--momentum", type=float, help="sgd momentum (paper 0.9)")
     g.add_argument("--nesterov", action=bool_opt, default=None, help="sgd with Nesterov momentum")
     g.add_argument("--weight-decay", type=float, help="L2 weight decay (BVLC: 2e-4)")
-    g.add_argument("--schedule", choices=["constant", "cosine", "onecycle", "step"], help="learning-rate schedule, per step (paper: step)")
+    g.add_argument("--schedule", choices=CHOICES["schedule"], help="learning-rate schedule, per step (paper: step)")
     g.add_argument("--warmup-epochs", type=float, help="linear warm-up of the cosine, constant and step schedules")
     g.add_argument("--step-epochs", type=int, help="step schedule: epochs between decays (paper 8)")
     g.add_argument("--step-gamma", type=float, help="step schedule: factor per decay (paper 0.96)")
     g.add_argument("--label-smoothing", type=float, help="label smoothing of the training loss (paper: none)")
-    g.add_argument("--average", choices=["none", "ema", "polyak"], help="weight averaging, validated and saved (paper: polyak)")
+    g.add_argument("--average", choices=CHOICES["average"], help="weight averaging, validated and saved (paper: polyak)")
     g.add_argument("--ema-decay", type=float, help="ema: weight of the old average per step, after a warm-up")
 
     g = p.add_argument_group("speed")
     g.add_argument("--channels-last", action=bool_opt, default=None, help="channels_last memory format")
-    g.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], help="autocast (auto: bf16 on CUDA and on CPUs with AMX or AVX512-BF16, fp32 elsewhere; the run's env.json and REPORT.md say which ran)")
+    g.add_argument("--amp", choices=CHOICES["amp"], help="autocast (auto: bf16 on CUDA and on CPUs with AMX or AVX512-BF16, fp32 elsewhere; the run's env.json and REPORT.md say which ran)")
     g.add_argument("--compile", action=bool_opt, default=None, help="torch.compile the model")
     g.add_argument("--eval-batch-size", type=int, help="batch size of validation and evaluation")
 
@@ -165,7 +166,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tta",
         default="none",
-        choices=["none", "flip", "crops10", "crops144"],
+        choices=CHOICES["tta"],
         help="test-time augmentation, softmax averaged over the views: flip (image and mirror, 2 views), crops10 (4 corners + centre "
         "and mirrors), crops144 (the paper's 4 scales x 3 squares x 6 crops x mirror)",
     )
@@ -211,7 +212,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=5, help="repetitions (the median is reported)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--amp", default="auto", choices=["auto", "off", "bf16", "fp16"], help="autocast, as googlenet train's --amp (applies to every model timed; auto: what googlenet train runs on this machine)")
+    p.add_argument("--amp", default="auto", choices=CHOICES["amp"], help="autocast, as googlenet train's --amp (applies to every model timed; auto: what googlenet train runs on this machine)")
     p.add_argument("--compile", action="store_true", help="torch.compile every model timed, as googlenet train --compile (this project's without its CPU speed-ups)")
     p.add_argument("--variants", action="store_true", help="also time the speed-ups one by one, each added to the previous ones")
     p.add_argument("--data-loading", default="memory", choices=["memory", "stream"], help="stream: also time the streamed data pipeline alone (DataLoader workers, JPEG decoding, the paper's crops at --image-size)")

@@ -56,6 +56,18 @@ MAX_CONFIG_BYTES = 1 << 20  # a --config file is a few hundred bytes; a link to 
 
 # The built-in and torchvision datasets (data.DATASETS describes them); here so the CLI can list them without loading torch.
 DATASET_NAMES = ("mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100")
+# Every setting that takes one of a list, defined once: the CLI's choices, validate() and docs/usage.md
+# (tests/test_config.py checks the docs) read them here. `init` repeats model.INIT_SCHEMES (tested equal):
+# model.py imports only torch, and the command line answers --help without importing torch.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "optimizer": ("adam", "adamw", "sgd"),
+    "schedule": ("constant", "cosine", "onecycle", "step"),
+    "average": ("none", "ema", "polyak"),
+    "init": ("caffe", "pytorch", "kaiming"),
+    "amp": ("auto", "off", "bf16", "fp16"),
+    "data_loading": ("auto", "memory", "stream"),
+    "tta": ("none", "flip", "crops10", "crops144"),  # googlenet evaluate --tta (data.transforms.tta_views)
+}
 
 
 class ConfigError(UserError):
@@ -197,15 +209,7 @@ class TrainConfig:
         `run_location` False leaves out `name` and `project`, where a run directory already exists (a resume,
         a checkpoint's config): the run is where its files are.
         """
-        choices = {
-            "optimizer": ("adam", "adamw", "sgd"),
-            "schedule": ("constant", "cosine", "onecycle", "step"),
-            "average": ("none", "ema", "polyak"),
-            "init": ("caffe", "pytorch", "kaiming"),
-            "amp": ("auto", "off", "bf16", "fp16"),
-            "data_loading": ("auto", "memory", "stream"),
-            "preset": tuple(PRESETS),
-        }
+        choices = {**{k: v for k, v in CHOICES.items() if k != "tta"}, "preset": tuple(PRESETS)}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"{key} {quote_value(getattr(self, key))} is not one of {', '.join(allowed)}")

@@ -19,7 +19,7 @@ each is commented where it happens:
 from __future__ import annotations
 
 import math
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,7 @@ from torch import Tensor, nn
 __all__ = ["MIN_IMAGE_SIZE", "GoogLeNet", "GoogLeNetOutput", "Inception", "InceptionAux", "count_parameters"]
 
 InitName = Literal["caffe", "pytorch", "kaiming"]
+INIT_SCHEMES: tuple[InitName, ...] = get_args(InitName)  # the init= names GoogLeNet takes
 
 # The smallest input side the network accepts: below it maxpool4 receives a
 # 1x1 map and its ceil-rounded 3x3/2 window yields nothing (a test tries the
@@ -195,7 +196,7 @@ class GoogLeNet(nn.Module):
 
     def reset_parameters(self, init: InitName = "caffe") -> None:
         """Initialise every layer; "caffe" is the paper's (BVLC) scheme."""
-        if init not in ("caffe", "pytorch", "kaiming"):
+        if init not in INIT_SCHEMES:
             raise ValueError(f"unknown init {init!r}: use caffe, pytorch or kaiming")
         classifiers = {self.fc} | ({self.aux1.fc2, self.aux2.fc2} if self.aux_logits else set())
         for m in self.modules():

@@ -26,8 +26,7 @@ __all__ = [
 ]
 
 CPUINFO = Path("/proc/cpuinfo")  # Linux's processor description: the model name and the instruction-set flags
-AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # --amp; "auto" picks one (resolve_amp)
-AMP_CHOICES = ("auto", *AMP_DTYPES)
+AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # config.CHOICES["amp"] but auto (resolve_amp)
 
 
 class Detect:

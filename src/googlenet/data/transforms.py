@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..config import MAX_IMAGE_SIZE, TrainConfig
+from ..config import CHOICES, MAX_IMAGE_SIZE, TrainConfig
 from ..errors import DataError
 
 if TYPE_CHECKING:
@@ -227,7 +227,7 @@ def elastic_field(
 
 # ---------------------------------------------------------------- test-time views
 
-TTA_MODES = ("none", "flip", "crops10", "crops144")
+TTA_MODES = CHOICES["tta"]
 _VIEW_COUNTS = {"none": 1, "flip": 2, "crops10": 10, "crops144": 144}
 # The paper's sides of the resized image at 224 px input (section 7); scaled in proportion for other sizes.
 CROPS144_SIDES = (256, 288, 320, 352)
