@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -153,103 +154,98 @@ def _fmt_seconds(s: float) -> str:
     return f"{h}h {m:02d}m {s:02d}s" if h else f"{m}m {s:02d}s"
 
 
-def build_report(run_dir: str | Path) -> Path:
-    """(Re)write the plots, confusion matrices and REPORT.md from the run's files."""
-    run_dir = Path(run_dir)
+@dataclass
+class RunFiles:
+    """What a finished run directory holds, as REPORT.md reads it."""
+
+    run_dir: Path
+    metrics: dict[str, Any]  # metrics.json
+    cfg: dict[str, Any]  # config.yaml
+    env: dict[str, Any]  # env.json ({} if missing)
+    rows: list[dict[str, float]]  # results.csv
+
+    @property
+    def splits(self) -> dict[str, Any]:
+        return self.metrics["splits"]
+
+    @property
+    def names(self) -> list[str]:
+        """The evaluated splits, in the order train, val, test."""
+        return [s for s in SPLIT_TITLES if s in self.splits]
+
+
+RECIPE_KEYS = ("dataset", "image_size", "in_channels", "batch_size", "optimizer", "lr", "schedule", "weight_decay",
+               "label_smoothing", "aux_weight", "average", "seed", "preset", "epochs")  # fmt: skip
+
+
+def read_run(run_dir: Path) -> RunFiles:
+    """The run's files, or a one-line error saying what is missing or unreadable and what to run."""
     for name in ("results.csv", "metrics.json", "config.yaml"):
         if not (run_dir / name).is_file():
-            if name == "metrics.json" and (run_dir / "weights" / "last.pt").is_file():  # stopped before or during its final evaluation
-                raise ReportError(f"{run_dir} is unfinished (no metrics.json: training or its final evaluation was interrupted): finish it with googlenet train --resume {run_dir}")
+            if name == "metrics.json" and (run_dir / "weights" / "last.pt").is_file():  # stopped before/during its final evaluation
+                raise ReportError(
+                    f"{run_dir} is unfinished (no metrics.json: training or its final evaluation was interrupted): "
+                    f"finish it with googlenet train --resume {run_dir}"
+                )
             raise FileNotFoundError(f"{run_dir / name} is missing: pass a finished run directory (runs/train/expN)")
     try:
         metrics = json.loads((run_dir / "metrics.json").read_text())
         cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-        rows = read_results(run_dir)
-        classes, splits = metrics["classes"], metrics["splits"]
         env = json.loads((run_dir / "env.json").read_text()) if (run_dir / "env.json").is_file() else {}
-        if not (isinstance(cfg, dict) and isinstance(env, dict) and isinstance(splits, dict) and set(splits) <= set(SPLIT_TITLES)):
+        run = RunFiles(run_dir, metrics, cfg, env, read_results(run_dir))
+        metrics["classes"]  # noqa: B018 (a KeyError here is the message below)
+        if not (isinstance(cfg, dict) and isinstance(env, dict) and isinstance(run.splits, dict)):
             raise TypeError("config.yaml, env.json or metrics.json does not hold what googlenet writes")
-        missing = [k for k in ("dataset", "image_size", "in_channels", "batch_size", "optimizer", "lr", "schedule", "weight_decay",
-                               "label_smoothing", "aux_weight", "average", "seed", "preset", "epochs") if k not in cfg]  # fmt: skip
+        if not set(run.splits) <= set(SPLIT_TITLES):
+            raise TypeError("config.yaml, env.json or metrics.json does not hold what googlenet writes")
+        missing = [k for k in RECIPE_KEYS if k not in cfg]
         if missing:
             raise KeyError(f"config.yaml has no {missing[0]}")
     except (ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
-        raise ReportError(f"{run_dir} has unreadable run files ({type(exc).__name__}: {exc}): rerun googlenet evaluate or train") from None
+        raise ReportError(
+            f"{run_dir} has unreadable run files ({type(exc).__name__}: {exc}): rerun googlenet evaluate or train"
+        ) from None
+    return run
 
-    plot_curves(run_dir, cfg)
-    for split, m in splits.items():
-        write_confusion_csv(m["confusion_matrix"], classes, run_dir / f"confusion_{split}.csv")
-        plot_confusion(m["confusion_matrix"], classes, f"{SPLIT_TITLES[split]} confusion matrix", run_dir / f"confusion_{split}.png")
 
-    names = [s for s in ("train", "val", "test") if s in splits]
-    titles = [SPLIT_TITLES[s] for s in names]
-    summary_table = format_table(
-        ["", *titles],
-        [
-            ("Loss", *(f"{splits[s]['loss']:.4f}" for s in names)),
-            ("Accuracy (%)", *(f"{100 * splits[s]['accuracy']:.2f}" for s in names)),
-            (f"Top-{min(5, len(classes))} accuracy (%)", *(f"{100 * splits[s]['top5']:.2f}" for s in names)),
-            ("Images", *(f"{sum(splits[s]['support']):,}" for s in names)),
-        ],
-    )
-    per_class_headers = ["Class"]
-    for metric in ("Precision", "Recall", "F1 Score"):
-        per_class_headers += [f"{t} {metric}" for t in titles]
-    per_class_rows = []
-    for i, name in enumerate(classes):
-        row = [name]
-        for key in ("precision", "recall", "f1"):
-            row += [f"{splits[s][key][i]:.4f}" for s in names]
-        per_class_rows.append(row)
-    for avg in ("macro", "weighted"):
-        row = [f"*{avg} avg*"]
-        for key in ("precision", "recall", "f1"):
-            row += [f"{splits[s][avg][key]:.4f}" for s in names]
-        per_class_rows.append(row)
-    per_class = format_table(per_class_headers, per_class_rows)
+def build_report(run_dir: str | Path) -> Path:
+    """(Re)write the plots, confusion matrices and REPORT.md from the run's files."""
+    run = read_run(Path(run_dir))
+    classes = run.metrics["classes"]
+    plot_curves(run.run_dir, run.cfg)
+    for split, m in run.splits.items():
+        write_confusion_csv(m["confusion_matrix"], classes, run.run_dir / f"confusion_{split}.csv")
+        title = f"{SPLIT_TITLES[split]} confusion matrix"
+        plot_confusion(m["confusion_matrix"], classes, title, run.run_dir / f"confusion_{split}.png")
+    atomic_write_text(run.run_dir / "REPORT.md", report_text(run))
+    return run.run_dir / "REPORT.md"
 
-    total_time = sum(r["epoch_time"] for r in rows)
-    aug_keys = AUGMENT_SETTINGS + (("elastic_sigma",) if cfg.get("elastic") else ())
-    aug = "off" if not cfg.get("augment") else "on (dataset defaults unless set: " + ", ".join(
-        f"{k} {cfg[k]}" for k in aug_keys if cfg.get(k) is not None
-    ) + ")"
-    if cfg.get("augment") and cfg.get("data_loading") == "stream":  # streamed from disk: the paper's crops (data.transforms.train_transform)
-        aug = f"on (streamed from disk: random-resized crops of 8-100% of the area, hflip {cfg.get('hflip')}, color_jitter {cfg.get('color_jitter', 0)})"
-    budget = f", time budget {cfg['time']:g} min" if cfg.get("time") else ""
-    recipe = (
-        f"Trained for {len(rows)} epoch(s) (of {cfg['epochs']}{budget}) on `{cfg['dataset']}` at {cfg['image_size']}x{cfg['image_size']} px, "
-        f"{cfg['in_channels']} input channel(s), batch size {cfg['batch_size']}, {cfg['optimizer']} with peak learning rate "
-        f"{cfg['lr']:g} and a {cfg['schedule']} schedule, weight decay {cfg['weight_decay']:g}, label smoothing "
-        f"{cfg['label_smoothing']:g}, auxiliary loss weight {cfg['aux_weight']:g}, weight averaging {cfg['average']}, "
-        f"augmentation {aug}, seed {cfg['seed']} (preset `{cfg['preset']}`)."
-    )
-    # --amp auto depends on the processor: a run resumed elsewhere may have changed precision.
-    resumed = env.get("resumed") if isinstance(env.get("resumed"), list) else []
-    precisions = list(dict.fromkeys(e["precision"] for e in [env, *resumed] if isinstance(e, dict) and isinstance(e.get("precision"), str)))
-    hardware = (
-        f"Hardware: {env.get('device_name', '?')} ({env.get('device', '?')}, {env.get('torch_threads', '?')} threads, "
-        f"{env.get('world_size', 1)} process(es)); PyTorch {env.get('torch', '?')}. "
-        + (f"Precision: {', then '.join(precisions)}. " if precisions else "")
-        + f"Training time {_fmt_seconds(total_time)} over {len(rows)} epoch(s) (training and per-epoch validation)."
-    )
-    summary = (run_dir / "summary.md").read_text() if (run_dir / "summary.md").is_file() else "(summary.md missing)\n"
+
+def report_text(run: RunFiles) -> str:
+    """REPORT.md: the seed README's sections, results first."""
+    cfg, env, metrics = run.cfg, run.env, run.metrics
     limits = [f"--{k.replace('_', '-')} {cfg[k]}" for k in ("limit_train_batches", "limit_eval_batches") if cfg.get(k)]
-    partial = (
-        f"> **Partial run** ({', '.join(limits)}): trained and evaluated on part of the data; not a result to compare.\n\n" if limits else ""
-    )
+    partial = f"> **Partial run** ({', '.join(limits)}): trained and evaluated on part of the data; not a result to compare.\n\n"
     errors = (
         "\nTest images the model gets wrong, with their true and predicted classes:\n\n![Test errors](errors_test.png)\n"
-        if (run_dir / "errors_test.png").is_file() else ""
+        if (run.run_dir / "errors_test.png").is_file()
+        else ""
     )
-    text = f"""# GoogLeNet on {cfg['dataset']}
+    summary_md = run.run_dir / "summary.md"
+    summary = summary_md.read_text() if summary_md.is_file() else "(summary.md missing)\n"
+    averaged = " of the averaged weights" if cfg["average"] != "none" else ""
+    matrices = ", ".join(
+        f"[{SPLIT_TITLES[s].lower()}](confusion_{s}.png) ([csv](confusion_{s}.csv))" for s in run.names
+    )
+    return f"""# GoogLeNet on {cfg["dataset"]}
 
-{partial}Run directory `{run_dir.name}`; command: `{env.get('command', '?')}`; git commit `{env.get('git_commit') or 'unknown'}`.
+{partial if limits else ""}Run directory `{run.run_dir.name}`; command: `{env.get("command", "?")}`; git commit `{env.get("git_commit") or "unknown"}`.
 
 ## Results
 
-{recipe}
+{recipe_line(run)}
 
-{hardware}
+{hardware_line(run)}
 
 |                     Loss                      |                       Accuracy                        |
 | :-------------------------------------------: | :---------------------------------------------------: |
@@ -257,25 +253,88 @@ def build_report(run_dir: str | Path) -> Path:
 
 The curves are per epoch: the training figures are running averages over the epoch
 with dropout on and include the weighted auxiliary losses (as the seed's); the
-validation figures are eval-mode passes{' of the averaged weights' if cfg['average'] != 'none' else ''}.
+validation figures are eval-mode passes{averaged}.
 
-Final metrics of `{metrics['checkpoint']}` (epoch {metrics['best_epoch']}, best validation accuracy),
+Final metrics of `{metrics["checkpoint"]}` (epoch {metrics["best_epoch"]}, best validation accuracy),
 computed in eval mode over each whole split (the training figures here are not
 the running averages above):
 
-{summary_table}
+{summary_table(run)}
 
-{per_class}
+{per_class_table(run)}
 
-Confusion matrices (rows = true class): {', '.join(f'[{SPLIT_TITLES[s].lower()}](confusion_{s}.png) ([csv](confusion_{s}.csv))' for s in names)}.
+Confusion matrices (rows = true class): {matrices}.
 {errors}
 ## Model summary
 
 {summary}"""
-    atomic_write_text(run_dir / "REPORT.md", text)
-    return run_dir / "REPORT.md"
 
 
+def summary_table(run: RunFiles) -> str:
+    """Loss, accuracy, top-k and image count per split."""
+    splits, names, k = run.splits, run.names, min(5, len(run.metrics["classes"]))
+    return format_table(
+        ["", *(SPLIT_TITLES[s] for s in names)],
+        [
+            ("Loss", *(f"{splits[s]['loss']:.4f}" for s in names)),
+            ("Accuracy (%)", *(f"{100 * splits[s]['accuracy']:.2f}" for s in names)),
+            (f"Top-{k} accuracy (%)", *(f"{100 * splits[s]['top5']:.2f}" for s in names)),
+            ("Images", *(f"{sum(splits[s]['support']):,}" for s in names)),
+        ],
+    )
+
+
+def per_class_table(run: RunFiles) -> str:
+    """Precision, recall and F1 per class and split, then their macro and weighted averages."""
+    splits, names, keys = run.splits, run.names, ("precision", "recall", "f1")
+    headers = ["Class"]
+    for metric in ("Precision", "Recall", "F1 Score"):
+        headers += [f"{SPLIT_TITLES[s]} {metric}" for s in names]
+    rows = [[name] + [f"{splits[s][key][i]:.4f}" for key in keys for s in names] for i, name in enumerate(run.metrics["classes"])]
+    for avg in ("macro", "weighted"):
+        rows.append([f"*{avg} avg*"] + [f"{splits[s][avg][key]:.4f}" for key in keys for s in names])
+    return format_table(headers, rows)
+
+
+def recipe_line(run: RunFiles) -> str:
+    """What was trained, how long, on what, with which recipe and augmentation."""
+    cfg = run.cfg
+    aug_keys = AUGMENT_SETTINGS + (("elastic_sigma",) if cfg.get("elastic") else ())
+    aug = "off"
+    if cfg.get("augment") and cfg.get("data_loading") == "stream":  # the paper's crops (data.transforms.train_transform)
+        aug = (
+            f"on (streamed from disk: random-resized crops of 8-100% of the area, hflip {cfg.get('hflip')}, "
+            f"color_jitter {cfg.get('color_jitter', 0)})"
+        )
+    elif cfg.get("augment"):
+        aug = "on (dataset defaults unless set: " + ", ".join(f"{k} {cfg[k]}" for k in aug_keys if cfg.get(k) is not None) + ")"
+    budget = f", time budget {cfg['time']:g} min" if cfg.get("time") else ""
+    return (
+        f"Trained for {len(run.rows)} epoch(s) (of {cfg['epochs']}{budget}) on `{cfg['dataset']}` at "
+        f"{cfg['image_size']}x{cfg['image_size']} px, {cfg['in_channels']} input channel(s), batch size {cfg['batch_size']}, "
+        f"{cfg['optimizer']} with peak learning rate {cfg['lr']:g} and a {cfg['schedule']} schedule, weight decay "
+        f"{cfg['weight_decay']:g}, label smoothing {cfg['label_smoothing']:g}, auxiliary loss weight {cfg['aux_weight']:g}, "
+        f"weight averaging {cfg['average']}, augmentation {aug}, seed {cfg['seed']} (preset `{cfg['preset']}`)."
+    )
+
+
+def hardware_line(run: RunFiles) -> str:
+    """Where it ran, in which precision (a resume on another processor may have changed it) and how long."""
+    env = run.env
+    resumed = env.get("resumed") if isinstance(env.get("resumed"), list) else []
+    ran = [e["precision"] for e in [env, *resumed] if isinstance(e, dict) and isinstance(e.get("precision"), str)]
+    precisions = list(dict.fromkeys(ran))
+    note = ""
+    if any("bf16" in p or "fp16" in p for p in precisions):  # docs/usage.md#precision-and-reproducibility
+        note = "Autocast changes the last digits of every figure against an fp32 run (`--amp off` trains in fp32). "
+    return (
+        f"Hardware: {env.get('device_name', '?')} ({env.get('device', '?')}, {env.get('torch_threads', '?')} threads, "
+        f"{env.get('world_size', 1)} process(es)); PyTorch {env.get('torch', '?')}. "
+        + (f"Precision: {', then '.join(precisions)}. " if precisions else "")
+        + note
+        + f"Training time {_fmt_seconds(sum(r['epoch_time'] for r in run.rows))} over {len(run.rows)} epoch(s) "
+        "(training and per-epoch validation)."
+    )
 
 
 def run_report(args) -> None:
