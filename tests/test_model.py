@@ -1,6 +1,6 @@
 """Tests for googlenet.model: shapes, parameter counts, structure, init, LRN, aux pooling.
 
-Reference: ../shared/PAPER.md (paper Table 1 and the BVLC Caffe model). Most
+Reference: the paper's Table 1 (arXiv:1409.4842) and BVLC's bvlc_googlenet definition (tests/data/caffe). Most
 tests run at 32-64 px with batch 2 to stay fast on a small CPU; the ones about
 the paper's geometry run once at 224 px with batch 1.
 """
