@@ -52,9 +52,11 @@ def _restore_torch_rng():
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> Path:
-    """A run directory trained for 3 batches by the real CLI (~20-40 s on 2 cores), shared by the session."""
+    """A run directory trained for 3 batches of 32 by the real CLI (seconds), shared by the session: its files,
+    checkpoints and report are what test_train, test_report, test_evaluate, predict, export and hub read."""
     root = tmp_path_factory.getbasetemp() / "trained"
     argv = ["train", "--epochs", "1", "--limit-train-batches", "3", "--limit-eval-batches", "1"]
+    argv += ["--batch-size", "32", "--eval-batch-size", "100"]
     assert main([*argv, "--device", "cpu", "--project", str(root), "--name", "t", "--exist-ok"]) == 0
     return root / "t"
 

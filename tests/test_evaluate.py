@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import csv
+import json
+import shutil
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from googlenet.data import Preprocess, Split, batch_transform
+import googlenet.data
+from googlenet import cli
+from googlenet.data import Preprocess, Split, batch_transform, load_dataset
 from googlenet.evaluate import SplitMetrics, classification_metrics, confusion_matrix, eval_indices, evaluate_split
 from googlenet.model import GoogLeNet, GoogLeNetOutput
 
@@ -170,3 +177,65 @@ def test_evaluate_split_on_a_tiny_googlenet():
     assert m_whole.loss == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-4)
     assert m_whole.top5 == 1.0  # 3 classes
     assert m_whole.confusion.sum() == 10
+
+
+# ------------------------------------------------ a run's checkpoint: the final evaluation and googlenet evaluate
+
+
+def test_evaluate_command_all_splits(trained_run, tmp_path, monkeypatch, capsys):
+    """`googlenet evaluate CKPT --split all`, on the first 50 images of each split to keep it quick."""
+
+    def small_dataset(*args, **kwargs):
+        ds = load_dataset(*args, **kwargs)
+        for name in ("train", "val", "test"):
+            s = getattr(ds, name)
+            setattr(ds, name, Split(s.images[:50], s.labels[:50]))
+        return ds
+
+    monkeypatch.setattr(googlenet.data.datasets, "load_dataset", small_dataset)
+    out_path = tmp_path / "metrics.json"
+    checkpoint = trained_run / "weights" / "best.pt"
+    assert cli.main(["evaluate", str(checkpoint), "--split", "all", "--output", str(out_path)]) == 0
+    printed = capsys.readouterr().out
+    saved = json.loads(out_path.read_text())
+    assert saved["checkpoint"] == str(checkpoint) and saved["classes"] == [str(i) for i in range(10)]
+    assert list(saved["splits"]) == ["train", "val", "test"]
+    accuracy_line = next(line for line in printed.splitlines() if line.startswith("Accuracy (%)"))
+    assert accuracy_line.split()[2:] == [f"{100 * saved['splits'][s]['accuracy']:.2f}" for s in ("train", "val", "test")]
+    for split in saved["splits"].values():
+        assert np.array(split["confusion_matrix"]).sum() == 50
+    class_row = next(line for line in printed.splitlines() if line.startswith("0 "))
+    splits = [saved["splits"][s] for s in ("train", "val", "test")]
+    assert class_row.split()[1:] == [f"{m[key][0]:.4f}" for m in splits for key in ("precision", "recall", "f1")]
+    assert f"Saved {out_path}" in printed
+
+
+def test_evaluate_command_default_output_is_in_the_run(trained_run, tmp_path, monkeypatch, capsys):
+    copy = tmp_path / "run"
+    shutil.copytree(trained_run, copy)
+
+    def tiny_dataset(*args, **kwargs):
+        ds = load_dataset(*args, **kwargs)
+        ds.test = Split(ds.test.images[:20], ds.test.labels[:20])
+        return ds
+
+    monkeypatch.setattr(googlenet.data.datasets, "load_dataset", tiny_dataset)
+    assert cli.main(["evaluate", str(copy / "weights" / "last.pt")]) == 0  # --split test by default
+    saved = json.loads((copy / "evaluate_test.json").read_text())
+    assert list(saved["splits"]) == ["test"] and sum(saved["splits"]["test"]["support"]) == 20
+
+
+def test_metrics_json_is_consistent(trained_run):
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert metrics["checkpoint"] == "weights/best.pt" and metrics["best_epoch"] == 1
+    assert list(metrics["splits"]) == ["train", "val", "test"]
+    for split, m in metrics["splits"].items():
+        cm = np.array(m["confusion_matrix"])
+        assert cm.shape == (10, 10) and cm.sum() == 100, split  # --limit-eval-batches 1 of 100 images
+        assert m["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+        assert m["support"] == cm.sum(1).tolist()
+        with open(trained_run / f"confusion_{split}.csv", newline="") as f:
+            rows = list(csv.reader(f))
+        assert rows[0][1:] == metrics["classes"]
+        assert [[int(v) for v in r[1:]] for r in rows[1:]] == m["confusion_matrix"]
+

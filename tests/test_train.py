@@ -12,16 +12,13 @@ import dataclasses
 import json
 import math
 import re
-import shutil
 from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from PIL import Image
 from torch import nn
 
 import googlenet.data
@@ -29,7 +26,7 @@ from googlenet import cli
 from googlenet import train as T
 from googlenet.checkpoint import load_checkpoint
 from googlenet.config import resolve_config
-from googlenet.data import Split, load_dataset
+from googlenet.data import load_dataset
 from googlenet.model import GoogLeNet, GoogLeNetOutput
 from googlenet.rundir import RESULTS_COLUMNS
 from googlenet.runtime import resolve_amp
@@ -254,176 +251,54 @@ EXPECTED_FILES = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    project = tmp_path_factory.mktemp("runs")
-    argv = [
-        "train", "--epochs", "1", "--limit-train-batches", "3", "--limit-eval-batches", "1",
-        "--batch-size", "32", "--eval-batch-size", "100", "--project", str(project), "--name", "t",
-    ]  # fmt: skip
-    assert cli.main(argv) == 0
-    return project / "t"
-
-
-def test_train_writes_every_file(tiny_run):
-    missing = [name for name in EXPECTED_FILES if not (tiny_run / name).is_file()]
+def test_train_writes_every_file(trained_run):
+    missing = [name for name in EXPECTED_FILES if not (trained_run / name).is_file()]
     assert missing == []
     for name in EXPECTED_FILES:
-        assert (tiny_run / name).stat().st_size > 0, name
-    assert not list(tiny_run.rglob("*.tmp*"))  # atomic writes left nothing behind
+        assert (trained_run / name).stat().st_size > 0, name
+    assert not list(trained_run.rglob("*.tmp*"))  # atomic writes left nothing behind
 
 
-def test_train_config_and_env(tiny_run):
-    cfg = yaml.safe_load((tiny_run / "config.yaml").read_text())
+def test_train_config_and_env(trained_run):
+    cfg = yaml.safe_load((trained_run / "config.yaml").read_text())
     assert cfg["epochs"] == 1 and cfg["limit_train_batches"] == 3 and cfg["batch_size"] == 32
     assert cfg["in_channels"] == 1  # resolved from the dataset
     assert cfg["rotate"] == googlenet.data.DIGITS.rotate and cfg["hflip"] is False  # the augmentation actually used
-    env = json.loads((tiny_run / "env.json").read_text())
+    env = json.loads((trained_run / "env.json").read_text())
     assert {"python", "torch", "device", "seed", "command"} <= set(env)
     assert env["device"] == "cpu" and env["torch"] == torch.__version__
 
 
-def test_results_csv_and_checkpoints(tiny_run):
-    with open(tiny_run / "results.csv", newline="") as f:
+def test_results_csv_and_checkpoints(trained_run):
+    with open(trained_run / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 1 and list(rows[0]) == RESULTS_COLUMNS
     row = {k: float(v) for k, v in rows[0].items()}
     assert row["epoch"] == 1 and 0 <= row["val_acc"] <= row["val_top5"] <= 1 and math.isfinite(row["train_loss"])
-    last = load_checkpoint(tiny_run / "weights" / "last.pt")
-    best = load_checkpoint(tiny_run / "weights" / "best.pt")
+    last = load_checkpoint(trained_run / "weights" / "last.pt")
+    best = load_checkpoint(trained_run / "weights" / "best.pt")
     assert last["epoch"] == best["epoch"] == 1 and best["best_epoch"] == 1
     # best.pt is for evaluation and export: no optimiser state (last.pt resumes)
     assert "optimizer" in last and "optimizer" not in best
-    assert (tiny_run / "weights" / "best.pt").stat().st_size < (tiny_run / "weights" / "last.pt").stat().st_size
+    assert (trained_run / "weights" / "best.pt").stat().st_size < (trained_run / "weights" / "last.pt").stat().st_size
     assert last["classes"] == [str(i) for i in range(10)]
-    assert last["config"] == yaml.safe_load((tiny_run / "config.yaml").read_text())
+    assert last["config"] == yaml.safe_load((trained_run / "config.yaml").read_text())
     assert last["model_args"]["in_channels"] == 1 and last["preprocess"]["image_size"] == 32
     # The final validation metrics (best.pt, first 100 images) agree with the epoch's validation row.
-    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    metrics = json.loads((trained_run / "metrics.json").read_text())
     assert metrics["splits"]["val"]["accuracy"] == pytest.approx(row["val_acc"], abs=1e-6)
     assert metrics["splits"]["val"]["loss"] == pytest.approx(row["val_loss"], abs=1e-5)
 
 
-def test_metrics_json_is_consistent(tiny_run):
-    metrics = json.loads((tiny_run / "metrics.json").read_text())
-    assert metrics["checkpoint"] == "weights/best.pt" and metrics["best_epoch"] == 1
-    assert list(metrics["splits"]) == ["train", "val", "test"]
-    for split, m in metrics["splits"].items():
-        cm = np.array(m["confusion_matrix"])
-        assert cm.shape == (10, 10) and cm.sum() == 100, split  # --limit-eval-batches 1 of 100 images
-        assert m["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
-        assert m["support"] == cm.sum(1).tolist()
-        with open(tiny_run / f"confusion_{split}.csv", newline="") as f:
-            rows = list(csv.reader(f))
-        assert rows[0][1:] == metrics["classes"]
-        assert [[int(v) for v in r[1:]] for r in rows[1:]] == m["confusion_matrix"]
 
 
-def _table_rows(text: str) -> dict[str, list[str]]:
-    """First cell -> other cells, for every Markdown table row (the last row wins for a repeated first cell)."""
-    rows = {}
-    for line in text.splitlines():
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            rows[cells[0]] = cells[1:]
-    return rows
-
-
-def test_report_tables_agree_with_metrics_json(tiny_run):
-    metrics = json.loads((tiny_run / "metrics.json").read_text())
-    splits = [metrics["splits"][s] for s in ("train", "val", "test")]
-    rows = _table_rows((tiny_run / "REPORT.md").read_text().split("## Model summary")[0])
-    assert rows[""][:3] == ["Training", "Validation", "Testing"]
-    assert rows["Loss"] == [f"{m['loss']:.4f}" for m in splits]
-    assert rows["Accuracy (%)"] == [f"{100 * m['accuracy']:.2f}" for m in splits]
-    assert rows["Top-5 accuracy (%)"] == [f"{100 * m['top5']:.2f}" for m in splits]
-    assert rows["Images"] == ["100"] * 3
-    header = rows["Class"]
-    assert header[:3] == ["Training Precision", "Validation Precision", "Testing Precision"]
-    assert header[-1] == "Testing F1 Score"
-    for i, name in enumerate(metrics["classes"]):
-        expected = [f"{m[key][i]:.4f}" for key in ("precision", "recall", "f1") for m in splits]
-        assert rows[name] == expected, name
-    for avg in ("macro", "weighted"):
-        assert rows[f"*{avg} avg*"] == [f"{m[avg][key]:.4f}" for key in ("precision", "recall", "f1") for m in splits]
-
-
-def test_report_embeds_the_summary_and_the_recipe(tiny_run):
-    report = (tiny_run / "REPORT.md").read_text()
-    assert (tiny_run / "summary.md").read_text().strip() in report
-    assert "batch size 32" in report and "(loss.png)" in report and "(accuracy.png)" in report
-    assert "[validation](confusion_val.png)" in report
-
-
-def test_report_command_rebuilds_the_report(tiny_run, tmp_path, capsys):
-    copy = tmp_path / tiny_run.name
-    shutil.copytree(tiny_run, copy)
-    removed = ["REPORT.md", "loss.png", "accuracy.png", "confusion_val.csv", "confusion_test.png"]
-    for name in removed:
-        (copy / name).unlink()
-    assert cli.main(["report", str(copy)]) == 0
-    assert str(copy / "REPORT.md") in capsys.readouterr().out
-    for name in removed:
-        assert (copy / name).is_file(), name
-    assert (copy / "REPORT.md").read_text() == (tiny_run / "REPORT.md").read_text()
-    assert (copy / "confusion_val.csv").read_text() == (tiny_run / "confusion_val.csv").read_text()
-
-
-def test_report_command_on_a_directory_that_is_not_a_run(tmp_path, capsys):
-    assert cli.main(["report", str(tmp_path)]) == 2
-    assert "results.csv is missing" in capsys.readouterr().err
-
-
-def test_evaluate_command_all_splits(tiny_run, tmp_path, monkeypatch, capsys):
-    """`googlenet evaluate CKPT --split all`, on the first 50 images of each split to keep it quick."""
-
-    def small_dataset(*args, **kwargs):
-        ds = load_dataset(*args, **kwargs)
-        for name in ("train", "val", "test"):
-            s = getattr(ds, name)
-            setattr(ds, name, Split(s.images[:50], s.labels[:50]))
-        return ds
-
-    monkeypatch.setattr(googlenet.data.datasets, "load_dataset", small_dataset)
-    out_path = tmp_path / "metrics.json"
-    checkpoint = tiny_run / "weights" / "best.pt"
-    assert cli.main(["evaluate", str(checkpoint), "--split", "all", "--output", str(out_path)]) == 0
-    printed = capsys.readouterr().out
-    saved = json.loads(out_path.read_text())
-    assert saved["checkpoint"] == str(checkpoint) and saved["classes"] == [str(i) for i in range(10)]
-    assert list(saved["splits"]) == ["train", "val", "test"]
-    accuracy_line = next(line for line in printed.splitlines() if line.startswith("Accuracy (%)"))
-    assert accuracy_line.split()[2:] == [f"{100 * saved['splits'][s]['accuracy']:.2f}" for s in ("train", "val", "test")]
-    for split in saved["splits"].values():
-        assert np.array(split["confusion_matrix"]).sum() == 50
-    class_row = next(line for line in printed.splitlines() if line.startswith("0 "))
-    splits = [saved["splits"][s] for s in ("train", "val", "test")]
-    assert class_row.split()[1:] == [f"{m[key][0]:.4f}" for m in splits for key in ("precision", "recall", "f1")]
-    assert f"Saved {out_path}" in printed
-
-
-def test_evaluate_command_default_output_is_in_the_run(tiny_run, tmp_path, monkeypatch, capsys):
-    copy = tmp_path / "run"
-    shutil.copytree(tiny_run, copy)
-
-    def tiny_dataset(*args, **kwargs):
-        ds = load_dataset(*args, **kwargs)
-        ds.test = Split(ds.test.images[:20], ds.test.labels[:20])
-        return ds
-
-    monkeypatch.setattr(googlenet.data.datasets, "load_dataset", tiny_dataset)
-    assert cli.main(["evaluate", str(copy / "weights" / "last.pt")]) == 0  # --split test by default
-    saved = json.loads((copy / "evaluate_test.json").read_text())
-    assert list(saved["splits"]) == ["test"] and sum(saved["splits"]["test"]["support"]) == 20
-
-
-def test_existing_run_name_exits_2(tiny_run, capsys):
-    argv = ["train", "--epochs", "1", "--limit-train-batches", "1", "--project", str(tiny_run.parent), "--name", tiny_run.name]
-    before = (tiny_run / "results.csv").read_text()
+def test_existing_run_name_exits_2(trained_run, capsys):
+    argv = ["train", "--epochs", "1", "--limit-train-batches", "1", "--project", str(trained_run.parent), "--name", trained_run.name]
+    before = (trained_run / "results.csv").read_text()
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("googlenet train: error:") and "already exists" in err and "--exist-ok" in err
-    assert (tiny_run / "results.csv").read_text() == before
+    assert (trained_run / "results.csv").read_text() == before
 
 
 # ------------------------------------------------------- the loss falls
@@ -478,53 +353,3 @@ def test_default_recipe_learns_beyond_chance():
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.2, losses
 
 
-def test_report_leads_with_results_flags_a_partial_run_and_shows_the_errors(tiny_run, capsys):
-    text = (tiny_run / "REPORT.md").read_text()
-    assert text.index("## Results") < text.index("## Model summary")
-    assert "**Partial run** (--limit-train-batches 3, --limit-eval-batches 1)" in text
-    assert (tiny_run / "errors_test.png").is_file() and "![Test errors](errors_test.png)" in text  # 3 batches: plenty of errors
-    assert "Top-5 accuracy (%)" in text  # 10 classes; a 2-class run says top-2 (test_evaluate)
-
-
-def test_errors_grid_draws_the_colour_tiles_of_a_wide_split_and_removes_a_stale_one(tmp_path):
-    images = torch.zeros(2, 3, 20, 40, dtype=torch.uint8)
-    images[0, 0], images[1, 2] = 255, 255  # wide images, one red, one blue
-    mnist = load_dataset("mnist", val_fraction=0.1, seed=0)
-    data = dataclasses.replace(mnist, classes=["plane", "bird"], test=Split(images, torch.tensor([0, 1])))
-    path = tmp_path / "errors_test.png"
-    assert googlenet.report.plot_errors([(0, 1), (1, 0)], data, path) == 2
-    pixels = np.asarray(Image.open(path).convert("RGB")).astype(int)
-    for channel in (0, 2):  # both tiles drawn in their own colour
-        others = [c for c in range(3) if c != channel]
-        assert ((pixels[..., channel] > 200) & (pixels[..., others] < 60).all(-1)).sum() > 100, channel
-    assert googlenet.report.plot_errors([], data, path) == 0 and not path.exists()  # no errors: no stale picture
-
-
-def test_env_json_and_report_state_the_precision(tiny_run, tmp_path):
-    env = json.loads((tiny_run / "env.json").read_text())
-    assert env["precision"] == resolve_amp("auto", torch.device("cpu"))[1]
-    assert f"Precision: {env['precision']}. " in (tiny_run / "REPORT.md").read_text()
-    # Resumed on a processor of the other kind, --amp auto ran in the other precision from there on: the report says so.
-    amx, avx2 = "bf16 autocast (auto: the processor has AMX)", "fp32 (auto: no native bf16 on this processor)"
-    other = avx2 if env["precision"] == amx else amx
-    run = shutil.copytree(tiny_run, tmp_path / "t")
-    env["resumed"] = [{**env, "precision": other}]
-    (run / "env.json").write_text(json.dumps(env))
-    googlenet.report.build_report(run)
-    assert f"Precision: {env['precision']}, then {other}. " in (run / "REPORT.md").read_text()
-
-
-def test_final_summary_names_each_split_and_the_report():
-    metrics = {"best_epoch": 3, "classes": ["a", "b"], "splits": {"train": {"accuracy": 0.5, "top5": 1.0}, "test": {"accuracy": 0.25, "top5": 1.0}}}
-    text = googlenet.report.final_summary(metrics, Path("runs/train/exp"))
-    assert text.splitlines() == ["Best checkpoint (epoch 3) accuracy: train 50.00%, test 25.00%", "Results saved to runs/train/exp (report: runs/train/exp/REPORT.md)"]
-
-
-def test_report_of_malformed_run_files_is_a_one_line_error(tiny_run, tmp_path, capsys):
-    copy = tmp_path / "copy"
-    shutil.copytree(tiny_run, copy)
-    for text in ("- a list\n", "dataset: mnist\n"):  # not a mapping; a mapping without the recipe
-        (copy / "config.yaml").write_text(text)
-        assert cli.main(["report", str(copy)]) == 2
-        err = capsys.readouterr().err
-        assert "has unreadable run files" in err and err.count("\n") == 1
