@@ -1,21 +1,22 @@
 """Exact resume after SIGKILL and Ctrl-C, and a clean stop on divergence.
 
-Every run here is a real `googlenet train` process on the CPU with
+Every run here is the real `googlenet train` command on the CPU with one thread,
 --deterministic, dropout and augmentation on (so the RNG states matter), EMA
 weights, and a tiny budget (4 batches of 16 per epoch). An interrupted and
 resumed run must end with the same weights (bit for bit), the same averaged
 weights and the same results.csv and metrics.json as the run that was never
 interrupted.
 
-To stop a run at an exact step, `driver.py` (written below) wraps the
-training step's transform and sends the process a real SIGINT from inside a
-chosen step, or makes the loss NaN at a chosen step; everything else is the
-unmodified CLI.
+A SIGKILL needs a process of its own; Ctrl-C and divergence run in this process
+(`googlenet_here`: the CLI's `main`, with a real SIGINT sent to this process from
+inside a chosen step, or a NaN loss at a chosen step).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import os
 import signal
@@ -27,6 +28,9 @@ from pathlib import Path
 import pytest
 import torch
 
+import googlenet.train as train
+from googlenet.cli import main
+
 EPOCHS, STEPS = 3, 4
 ARGS = [
     "--epochs", str(EPOCHS), "--limit-train-batches", str(STEPS), "--batch-size", "16",
@@ -35,36 +39,45 @@ ARGS = [
 ]  # fmt: skip
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
-DRIVER = '''
-import os, signal, sys
-import googlenet.train as train
+def googlenet_here(cwd: Path, *argv: str, sigint_at: tuple[int, ...] = (), nan_at: int = 0) -> subprocess.CompletedProcess:
+    """`googlenet ARGV` run by `main` in this process with one thread (as the processes here), with a real SIGINT
+    from inside the training steps `sigint_at` (counted from 1) and a NaN loss at step `nan_at`.
+    stderr holds what went to sys.stderr (the signal handler's own line goes to file descriptor 2)."""
+    calls = {"step": 0, "loss": 0}
+    transform, loss = train.batch_transform, train.googlenet_loss
 
-sigint_at = [int(x) for x in os.environ.get("SIGINT_AT", "").split(",") if x]  # training steps, counted from 1 over the run
-nan_at = int(os.environ.get("NAN_AT", "0"))
-calls = {"step": 0, "loss": 0}
-transform, loss = train.batch_transform, train.googlenet_loss
+    def step_transform(*args, **kwargs):
+        calls["step"] += 1
+        for at in sigint_at:
+            if at == calls["step"]:
+                os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, arriving mid-step
+        return transform(*args, **kwargs)
 
-def step_transform(*args, **kwargs):
-    calls["step"] += 1
-    for at in sigint_at:
-        if at == calls["step"]:
-            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, arriving mid-step
-    return transform(*args, **kwargs)
+    def nan_loss(*args, **kwargs):
+        calls["loss"] += 1
+        value = loss(*args, **kwargs)
+        return value * float("nan") if calls["loss"] == nan_at else value
 
-def nan_loss(*args, **kwargs):
-    calls["loss"] += 1
-    value = loss(*args, **kwargs)
-    return value * float("nan") if calls["loss"] == nan_at else value
+    out, err, threads = io.StringIO(), io.StringIO(), torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        mp.chdir(cwd)
+        mp.setattr(train, "batch_transform", step_transform)
+        mp.setattr(train, "googlenet_loss", nan_loss)
+        torch.set_num_threads(1)
+        try:
+            code = main(list(argv))
+        except SystemExit as exc:  # how a stopped run leaves the process (exit status 130)
+            code = exc.code
+        finally:
+            torch.set_num_threads(threads)
+            torch.use_deterministic_algorithms(False)  # --deterministic set it for this process
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
-train.batch_transform, train.googlenet_loss = step_transform, nan_loss
-from googlenet.cli import main
-sys.exit(main(sys.argv[1:]))
-'''
 
-
-def googlenet(cwd: Path, *argv: str, driver_env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(cwd / "driver.py")] if driver_env is not None else [sys.executable, "-m", "googlenet"]
-    return subprocess.run([*cmd, *argv], cwd=cwd, env={**ENV, **(driver_env or {})}, capture_output=True, text=True, timeout=timeout)
+def googlenet(cwd: Path, *argv: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """`googlenet ARGV` in a process of its own, with one thread."""
+    cmd = [sys.executable, "-m", "googlenet", *argv]
+    return subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
 
 
 def load(run: Path, name: str = "last.pt") -> dict:
@@ -91,15 +104,13 @@ def assert_same_run(run: Path, reference: Path) -> None:
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("resume")
-    (root / "driver.py").write_text(DRIVER)
-    return root
+    return tmp_path_factory.mktemp("resume")
 
 
 @pytest.fixture(scope="module")
 def reference(workdir: Path) -> Path:
     """The run never interrupted."""
-    done = googlenet(workdir, "train", *ARGS, "--name", "reference")
+    done = googlenet_here(workdir, "train", *ARGS, "--name", "reference")
     assert done.returncode == 0, done.stderr
     run = workdir / "P" / "reference"
     assert len(rows(run)) == EPOCHS
@@ -133,8 +144,8 @@ def test_sigkill_mid_run_then_resume_is_exact(workdir: Path, reference: Path):
     killed_at = load(run)["epoch"]
     assert killed_at in (1, 2) and load(snapshot)["epoch"] == 1  # normally 1: killed during epoch 2
 
-    for resumed in (run, snapshot):
-        done = googlenet(workdir, "train", "--resume", str(resumed.relative_to(workdir)))
+    for resumed, launch in ((run, googlenet), (snapshot, googlenet_here)):  # run's env.json is checked below: a process
+        done = launch(workdir, "train", "--resume", str(resumed.relative_to(workdir)))
         assert done.returncode == 0, done.stderr
         assert f"Resuming {resumed.relative_to(workdir)} at epoch" in done.stdout
         assert_same_run(resumed, reference)
@@ -146,13 +157,13 @@ def test_sigkill_mid_run_then_resume_is_exact(workdir: Path, reference: Path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_mid_epoch_saves_the_step_and_resumes_exactly(workdir: Path, reference: Path):
+def test_ctrl_c_mid_epoch_saves_the_step_and_resumes_exactly(workdir: Path, reference: Path, capfd):
     run = workdir / "P" / "ctrl-c"
     # SIGINT arrives inside step 2 of epoch 2 (training step 6 of the run)
-    done = googlenet(workdir, "train", *ARGS, "--name", "ctrl-c", driver_env={"SIGINT_AT": str(STEPS + 2)})
+    done = googlenet_here(workdir, "train", *ARGS, "--name", "ctrl-c", sigint_at=(STEPS + 2,))
     assert done.returncode == 130, done.stderr
     assert "Traceback" not in done.stderr
-    assert "stopping after the current step" in done.stderr
+    assert "stopping after the current step" in capfd.readouterr().err
     line = next(x for x in done.stdout.splitlines() if "--resume" in x)
     assert line.startswith("Interrupted; progress saved (epoch 2, step 2)") and line.endswith("googlenet train --resume P/ctrl-c")
 
@@ -161,7 +172,7 @@ def test_ctrl_c_mid_epoch_saves_the_step_and_resumes_exactly(workdir: Path, refe
     assert state["rng_per_rank"] and len(state["rng_per_rank"]) == 1
     assert len(rows(run)) == 1 and not (run / "metrics.json").exists()
 
-    done = googlenet(workdir, "train", "--resume", "P/ctrl-c")
+    done = googlenet_here(workdir, "train", "--resume", "P/ctrl-c")
     assert done.returncode == 0, done.stderr
     assert "Resuming P/ctrl-c at epoch 2, step 3" in done.stdout
     assert_same_run(run, reference)
@@ -170,7 +181,7 @@ def test_ctrl_c_mid_epoch_saves_the_step_and_resumes_exactly(workdir: Path, refe
 @pytest.mark.slow
 def test_second_ctrl_c_stops_at_once_and_keeps_the_epoch_checkpoint(workdir: Path):
     run = workdir / "P" / "ctrl-c-twice"
-    done = googlenet(workdir, "train", *ARGS, "--name", "ctrl-c-twice", driver_env={"SIGINT_AT": f"{STEPS + 2},{STEPS + 2}"})
+    done = googlenet_here(workdir, "train", *ARGS, "--name", "ctrl-c-twice", sigint_at=(STEPS + 2, STEPS + 2))
     assert done.returncode == 130 and "Traceback" not in done.stderr
     assert "Interrupted mid-step; the previous checkpoint, weights/last.pt, is kept. Resume with: googlenet train --resume P/ctrl-c-twice" in done.stdout
     state = load(run)
@@ -182,7 +193,7 @@ def test_second_ctrl_c_stops_at_once_and_keeps_the_epoch_checkpoint(workdir: Pat
 def test_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(workdir: Path, nan_at: int, kept: bool):
     name = f"nan-{nan_at}"
     run = workdir / "P" / name
-    done = googlenet(workdir, "train", *ARGS, "--name", name, driver_env={"NAN_AT": str(nan_at)})
+    done = googlenet_here(workdir, "train", *ARGS, "--name", name, nan_at=nan_at)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     lines = [x for x in done.stderr.splitlines() if x.strip()]
