@@ -6,8 +6,8 @@
 #
 # Steps: the CUDA unit tests (tests/gpu: fp16 with its gradient scaler and an exact resume, bf16 where the GPU
 # has it natively, cudnn.benchmark, channels_last, torch.compile, a 1-process torchrun on NCCL, predict and ONNX
-# export of a CUDA run); 1 epoch of the seed preset (224 px) on MNIST with the final evaluation, and the seed
-# preset's 20 epochs projected from it; googlenet benchmark against torchvision at 32 and 224 px, with and
+# export of a CUDA run); 1 epoch of the original preset (the seed README's recipe, 224 px) on MNIST with the final
+# evaluation, and its 20 epochs projected from it; googlenet benchmark against torchvision at 32 and 224 px, with and
 # without --compile. A failed step is a row that says FAILED, and the script exits 1 at the end.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +31,7 @@ gpu=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,nohea
 torch_line=$(python -c "import torch; print(f'PyTorch {torch.__version__}, CUDA {torch.version.cuda}, bf16 native: {torch.cuda.is_bf16_supported(including_emulation=False)}')")
 
 step unit-tests 240 python -m pytest -q -m gpu tests/gpu -p no:cacheprovider
-step seed-1-epoch 180 googlenet train --preset seed --epochs 1 --device cuda --project "$out" --name seed --exist-ok
+step seed-1-epoch 180 googlenet train --preset original --epochs 1 --device cuda --project "$out" --name seed --exist-ok
 step seed-20-epochs-projected 30 python - "$out/seed" <<'PY'
 import csv, json, sys
 from pathlib import Path

@@ -12,18 +12,27 @@ networks, truncated files and random bytes are refused with one line.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
+import resource
+import time
+import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
 import torch
 from torch import Tensor
 
+from googlenet import caffe
 from googlenet.caffe import (
     BVLC_GOOGLENET_SHA1,
     CAFFE_LAYERS,
+    MAX_BLOB_VALUES,
     CaffeError,
+    _expected_shapes,
     caffe_state_dict,
     convert_caffemodel,
     main_convert,
@@ -344,11 +353,12 @@ def test_wrong_shape_missing_and_extra_layers_are_named(model: GoogLeNet) -> Non
     refused(caffemodel_bytes(swapped, v1=True, legacy_shape=True), r"layer 'inception_4c/5x5' has weight shape \(64, 24, 3, 3\) .*\(64, 24, 5, 5\)")
     missing = [(n, b) for n, b in layers if n != "inception_4c/5x5"]
     refused(caffemodel_bytes(missing), r"layer 'inception_4c/5x5' of GoogLeNet is missing")
-    extra = [*layers, ("loss4/classifier", [torch.zeros(1000, 1024), torch.zeros(1000)])]
+    extra = [*layers[:-1], ("loss4/classifier", [torch.zeros(1000, 1024), torch.zeros(1000)])]  # in place of the last
     refused(caffemodel_bytes(extra), r"layer 'loss4/classifier' .*not a layer of GoogLeNet")
+    refused(caffemodel_bytes([*layers, extra[-1]]), r"layer 'loss4/classifier' is layer 65 with weights, more than GoogLeNet's 64")
     no_bias = [(n, b[:1] if n == "conv2/3x3" else b) for n, b in layers]
     refused(caffemodel_bytes(no_bias), r"layer 'conv2/3x3' has 1 blob")
-    twice = [*layers, layers[0]]
+    twice = [*layers[:-1], layers[0]]
     refused(caffemodel_bytes(twice), r"layer 'conv1/7x7_s2' appears twice")
 
 
@@ -419,3 +429,131 @@ def test_cli_convert(caffemodel: Path, tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("googlenet convert: error: ") and "layer 'conv1'" in err, err
     assert not tiny.with_suffix(".pt").exists()
+
+
+# ------------------------------------------------------------ hostile files: bounded by what GoogLeNet has (issue 29)
+
+
+def conv1(*blobs: bytes, name: bytes = b"conv1/7x7_s2") -> bytes:
+    """A current-format layer with these BlobProto payloads."""
+    return field(100, field(1, name) + field(2, b"Convolution") + b"".join(field(7, b) for b in blobs))
+
+
+FLOAT, DOUBLE = varint(5 << 3 | 5), varint(8 << 3 | 1)  # the keys of one unpacked float / double value
+
+
+class Hostile(NamedTuple):
+    id: str
+    make: Callable[[], bytes]  # the file's bytes
+    expected: str  # a regular expression the one-line error must match
+
+
+# Each is at most 19 MB; the largest issue 29 reported (20-200 MB) cost 3.5 GB to over 4 GB and minutes.
+HOSTILE_FILES = [
+    Hostile("repeated-tiny-nested", lambda: field(100, field(7, b"")) * 2_000_000,
+            r"layer '#65' is layer 65 with weights, more than GoogLeNet's 64: this is not bvlc_googlenet"),
+    Hostile("many-layers", lambda: field(100, field(1, b"relu")) * 1_500_000, r"more than 1,000 layers, where BVLC's GoogLeNet has 166"),
+    Hostile("many-blobs", lambda: field(100, field(1, b"conv1/7x7_s2") + field(7, b"") * 3_000_000),
+            r"layer 'conv1/7x7_s2' has more than 2 blobs, where GoogLeNet's layers have 2 \(weights and biases\)"),
+    Hostile("packed-dims", lambda: conv1(field(7, field(1, b"\x01" * 10_000_000))),
+            r"layer 'conv1/7x7_s2' blob 0: a blob shape with more than 4 axes, where GoogLeNet's blobs have at most 4"),
+    Hostile("unpacked-dims", lambda: conv1(field(7, field(1, 1) * 5_000_000)), r"blob 0: a blob shape with more than 4 axes"),
+    Hostile("repeated-shapes", lambda: conv1(field(7, field(1, 1)) * 2_000_000), r"blob 0: a blob shape with more than 4 axes"),
+    Hostile("unpacked-floats", lambda: conv1(field(7, field(1, b"\x01")) + (FLOAT + b"\0" * 4) * 2_400_000),
+            r"blob 0: more than 2,097,152 values, the most a blob of GoogLeNet holds \(loss1/fc's and loss2/fc's 1024 x 2048"),
+    Hostile("unpacked-doubles", lambda: conv1((DOUBLE + b"\0" * 8) * (MAX_BLOB_VALUES + 1)), r"blob 0: more than 2,097,152 values"),
+    Hostile("packed-floats", lambda: conv1(field(5, b"\0" * 4 * (MAX_BLOB_VALUES + 1))), r"blob 0: more than 2,097,152 values"),
+    Hostile("floats-in-pieces", lambda: conv1(field(5, b"\0" * 4096) * 2100), r"blob 0: more than 2,097,152 values"),
+    Hostile("floats-between-fields", lambda: conv1((FLOAT + b"\0" * 4 + field(15, 0)) * 1_000_000),
+            r"more than 100,000 protobuf fields in its layers and blobs, where bvlc_googlenet.caffemodel has a few thousand"),
+    Hostile("many-fields", lambda: field(1, b"net") + field(5, 1) * 5_000_000, r"more than 100,000 protobuf fields"),
+    Hostile("many-fields-in-a-layer", lambda: field(100, field(1, b"x") + field(3, b"top") * 2_000_000), r"more than 100,000 protobuf fields"),
+    Hostile("shape-vs-data", lambda: conv1(field(7, field(1, b"\x02\x03")) + field(5, b"\0" * 20)),
+            r"blob 0: 5 values for a blob of shape \(2, 3\) \(6 values\): the file is truncated or corrupted"),
+    Hostile("legacy-shape-vs-data", lambda: conv1(field(1, 64) + field(2, 3) + field(3, 7) + field(4, 7) + field(5, b"\0" * 4 * 1000)),
+            r"blob 0: 1000 values for a blob of shape \(64, 3, 7, 7\) \(9408 values\)"),
+    Hostile("truncated-varint", lambda: conv1(field(7, field(1, b"\x02")) + field(5, b"\0" * 8)) + varint(100 << 3 | 2) + b"\xff\xff\xff",
+            r"the file is truncated or not a \.caffemodel: it ends inside a number \(top-level\)"),
+    Hostile("truncated-key-in-a-blob", lambda: conv1(b"\x80"), r"it ends inside a number \(layer 'conv1/7x7_s2' blob 0\)"),
+    Hostile("length-past-the-end", lambda: varint(100 << 3 | 2) + varint(10**7) + b"\0" * 100,
+            r"top-level field 100 declares 10000000 bytes but only 100 remain"),
+    Hostile("length-past-the-layer", lambda: field(100, field(1, b"x") + varint(7 << 3 | 2) + varint(5000) + b"\0" * 10) + b"\0" * 10_000,
+            r"layer #1 field 7 declares 5000 bytes but only 10 remain"),
+    Hostile("long-name", lambda: conv1(b"", b"", b"", name=b"n" * 10_000_000), r"layer 'n{256}\.\.\.' has more than 2 blobs"),
+    Hostile("mixed-formats", lambda: field(2, field(4, b"x")) + field(100, field(1, b"y")), r"mixes current \(layer\) and V1 \(layers\) layers"),
+]
+
+
+@pytest.mark.parametrize("case", HOSTILE_FILES, ids=[c.id for c in HOSTILE_FILES])
+def test_hostile_file_is_refused_in_bounded_time_and_memory(case: Hostile, tmp_path: Path) -> None:
+    """One line naming the problem and the fix, in well under a second per MB, using at most twice the file's size
+    (the file's bytes, read whole, and what is decoded from them) plus a little: tracemalloc counts Python's and
+    numpy's allocations, ru_maxrss the process's peak."""
+    path = tmp_path / f"{case.id}.caffemodel"
+    path.write_bytes(case.make())
+    size = path.stat().st_size
+    assert size < 20_000_000
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        one_line_error(path, case.expected, r": convert BVLC's bvlc_googlenet\.caffemodel \(53\.5 MB; download it again if this copy is damaged\)$")
+        seconds = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss
+    print(f"{case.id}: {size / 1e6:.1f} MB file, {seconds:.2f} s, tracemalloc peak {peak / 1e6:.1f} MB, peak RSS grew {grown / 1e6:.1f} MB")
+    assert peak < 2 * size + (16 << 20), peak
+    assert grown < 200 << 20, grown
+    assert seconds < 5, seconds
+
+
+def test_the_bounds_are_googlenets() -> None:
+    shapes = _expected_shapes()
+    assert caffe.GOOGLENET_PARAMETERS == sum(math.prod(s) for s in shapes.values())
+    assert caffe.WEIGHTED_LAYERS == len(CAFFE_LAYERS)
+    assert caffe.MAX_BLOB_VALUES == max(math.prod(s) for s in shapes.values()) == math.prod(shapes["aux1.fc1.0.weight"])
+    assert caffe.MAX_BLOB_AXES == max(len(s) for s in shapes.values())
+    assert caffe.MAX_FILE_BYTES == 16 * caffe.GOOGLENET_PARAMETERS + (16 << 20)
+
+
+@needs_prototxt
+def test_the_layer_bound_is_train_vals() -> None:
+    assert caffe.TRAIN_VAL_LAYERS == len(prototxt_layers(TRAIN_VAL.read_text())) and caffe.MAX_LAYERS >= 5 * caffe.TRAIN_VAL_LAYERS
+
+
+def test_the_bounds_admit_googlenet_in_doubles_and_unpacked(model: GoogLeNet) -> None:
+    """The bounds refuse only what GoogLeNet cannot have: its weights as doubles and as one field per value are read."""
+    layers = caffe_layers(model.state_dict())
+    doubles = b"".join(
+        field(100, field(1, name.encode()) + b"".join(field(7, field(7, field(1, b"".join(varint(d) for d in b.shape))) + field(8, b.double().numpy().tobytes())) for b in blobs))
+        for name, blobs in layers
+    )
+    assert_same_weights(caffe_state_dict(parse_net(doubles)[1]), model)
+    blobs = dict(layers)["loss1/fc"]  # the largest blob, 2,097,152 values, here one field each
+
+    def unpacked(t: Tensor) -> bytes:
+        records = np.empty((t.numel(), 5), np.uint8)
+        records[:, 0], records[:, 1:] = FLOAT[0], t.numpy().astype("<f4").reshape(-1, 1).view(np.uint8)
+        return field(7, field(1, b"".join(varint(d) for d in t.shape))) + records.tobytes()
+
+    data = field(100, field(1, b"loss1/fc") + b"".join(field(7, unpacked(t)) for t in blobs))
+    start = time.perf_counter()
+    (layer,) = parse_net(data)[1]
+    assert time.perf_counter() - start < 2
+    assert all(torch.equal(a, b) for a, b in zip(layer.blobs, blobs))
+
+
+def test_a_file_larger_than_googlenet_can_be_is_not_read(tmp_path: Path) -> None:
+    big = tmp_path / "big.caffemodel"
+    with big.open("wb") as f:  # sparse: costs no disk space
+        f.truncate(caffe.MAX_FILE_BYTES + 1)
+    one_line_error(big, r"is 230,829,697 bytes, more than a bvlc_googlenet\.caffemodel can be \(230,829,696: its 13,378,280 parameters as doubles", "refused without reading it")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux's /proc")
+def test_a_file_that_changes_while_read() -> None:
+    """/proc files say they have 0 bytes and then give some: what a file still being written (downloaded) looks like."""
+    with pytest.raises(CaffeError, match=r"/proc/self/status changed while it was read \(0 bytes, then 1\): convert it once it is complete"):
+        convert_caffemodel("/proc/self/status")

@@ -30,9 +30,9 @@ def test_default_is_the_fast_preset_with_the_paper_model():
     assert cfg.dataset == "mnist"
 
 
-def test_seed_preset_is_the_seed_readme_recipe():
-    cfg = resolve_config("seed")
-    assert cfg.preset == "seed"
+def test_original_preset_is_the_seed_readme_recipe():
+    cfg = resolve_config("original")
+    assert cfg.preset == "original"
     assert (cfg.image_size, cfg.in_channels) == (224, 3)  # grey MNIST resized and copied to 3 channels
     assert (cfg.optimizer, cfg.lr, cfg.batch_size, cfg.epochs) == ("adam", 1e-4, 128, 20)
     assert cfg.aux_weight == 0.3
@@ -50,9 +50,24 @@ def test_paper_preset_is_the_papers_optimiser():
 
 
 def test_no_preset_has_a_time_budget():
-    """Same command, same result: every preset trains all its epochs on any machine; --time is opt-in."""
-    assert {name: resolve_config(name).time for name in PRESETS} == {name: 0.0 for name in PRESETS}
-    assert resolve_config(time=40).time == 40.0  # still available
+    """Same command, same result: every preset trains all its epochs on any machine; --time-limit is opt-in."""
+    assert {name: resolve_config(name).time_limit for name in PRESETS} == {name: 0.0 for name in PRESETS}
+    assert resolve_config(time_limit=40).time_limit == 40.0  # still available
+
+
+def test_old_names_still_read(tmp_path, captured_fit):
+    """A setting or preset renamed (time -> time_limit, preset seed -> original) is read under its old name
+    from the command line, a --config file, a checkpoint's or config.yaml's config and Python."""
+    assert resolve_config("seed") == resolve_config("original")
+    assert resolve_config(time=40) == resolve_config(time_limit=40)
+    old = TrainConfig.from_dict({"time": 30.0, "preset": "seed"})  # a config.yaml written before the renames
+    assert (old.time_limit, old.preset) == (30.0, "original")
+    (tmp_path / "c.yaml").write_text("preset: seed\ntime: 20\n")
+    assert cli.main(["train", "--config", str(tmp_path / "c.yaml")]) == 0
+    assert cli.main(["train", "--preset", "seed", "--time", "25"]) == 0
+    assert [(c.preset, c.time_limit) for c in captured_fit] == [("original", 20.0), ("original", 25.0)]
+    with pytest.raises(ConfigError, match="time is the old name of time_limit, and both are set"):
+        TrainConfig.from_dict({"time": 1.0, "time_limit": 2.0})
 
 
 def test_unknown_preset():
@@ -61,7 +76,7 @@ def test_unknown_preset():
 
 
 def test_precedence_defaults_preset_file_flags():
-    cfg = resolve_config("seed", {"lr": 0.01, "epochs": 3}, epochs=5, batch_size=None)
+    cfg = resolve_config("original", {"lr": 0.01, "epochs": 3}, epochs=5, batch_size=None)
     assert cfg.lr == 0.01  # file over preset
     assert cfg.epochs == 5  # flag over file
     assert cfg.batch_size == 128  # a flag left unset (None) does not override
@@ -90,7 +105,7 @@ def test_unknown_keys_rejected():
         ({"dropout_aux": -0.1}, "dropout_aux must be in"),
         ({"val_fraction": 1.0}, "val_fraction"),
         ({"aux_weight": -0.3}, "must not be negative"),
-        ({"time": -1.0}, "time must not be negative"),
+        ({"time_limit": -1.0}, "time_limit must not be negative"),
     ],
 )
 def test_validation(values, message):
@@ -137,11 +152,11 @@ def test_cli_train_defaults(captured_fit):
 def test_cli_yaml_config_applied_and_flags_override(tmp_path, captured_fit):
     path = tmp_path / "c.yaml"
     path.write_text("lr: 0.05\nepochs: 7\nbatch-size: 64\noptimizer: sgd\nhflip: true\n")
-    assert cli.main(["train", "--preset", "seed", "--config", str(path), "--epochs", "2", "--no-augment"]) == 0
+    assert cli.main(["train", "--preset", "original", "--config", str(path), "--epochs", "2", "--no-augment"]) == 0
     (cfg,) = captured_fit
     assert (cfg.lr, cfg.batch_size, cfg.optimizer, cfg.hflip) == (0.05, 64, "sgd", True)  # from the file
     assert cfg.epochs == 2 and cfg.augment is False  # flags win
-    assert cfg.image_size == 224 and cfg.preset == "seed"  # the preset under the file
+    assert cfg.image_size == 224 and cfg.preset == "original"  # the preset under the file
 
 
 def test_cli_flags_map_to_config_fields(captured_fit):

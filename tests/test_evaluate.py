@@ -15,7 +15,15 @@ from torch import nn
 import googlenet.data
 from googlenet import cli
 from googlenet.data import Preprocess, Split, batch_transform, load_dataset
-from googlenet.evaluate import SplitMetrics, classification_metrics, confusion_matrix, eval_indices, evaluate_split
+from googlenet.evaluate import (
+    EvalOptions,
+    SplitMetrics,
+    classification_metrics,
+    confusion_matrix,
+    eval_count,
+    eval_indices,
+    evaluate_split,
+)
 from googlenet.model import GoogLeNet, GoogLeNetOutput
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
@@ -126,7 +134,7 @@ def test_evaluate_split_with_known_predictions():
     split, pre = grey_split([0, 1, 2, 3, 0, 1, 2, 3, 3, 3], [0, 1, 2, 3, 1, 1, 2, 0, 3, 2], step=60)
     model = BrightnessModel(4, step=60)
     model.train()
-    m = evaluate_split(model, split, pre, 4, batch_size=3)
+    m = evaluate_split(model, split, pre, 4, EvalOptions(batch_size=3))
     assert model.training  # mode restored
     assert isinstance(m, SplitMetrics)
     # predictions = levels = [0,1,2,3,0,1,2,3,3,3]; labels = [0,1,2,3,1,1,2,0,3,2]
@@ -143,7 +151,7 @@ def test_evaluate_split_with_known_predictions():
 def test_evaluate_split_top5():
     # Level 0 ranks classes 0,1,2,3,4 first; level 5 ranks 5,4,6,3,7; level 9 ranks 9,8,7,6,5.
     split, pre = grey_split([0, 0, 5, 5, 9], [4, 5, 7, 8, 5], step=20)
-    m = evaluate_split(BrightnessModel(10, step=20), split, pre, 10, batch_size=2)
+    m = evaluate_split(BrightnessModel(10, step=20), split, pre, 10, EvalOptions(batch_size=2))
     assert m.top5 == pytest.approx(3 / 5)
     assert m.accuracy == 0.0
 
@@ -151,11 +159,24 @@ def test_evaluate_split_top5():
 def test_evaluate_split_limits_and_indices():
     split, pre = grey_split([0, 1, 2, 3, 0, 1, 2, 3, 3, 3], [0, 1, 2, 3, 1, 1, 2, 0, 3, 2], step=60)
     model = BrightnessModel(4, step=60)
-    assert evaluate_split(model, split, pre, 4, batch_size=3, indices=eval_indices(len(split), 3, limit_batches=2)).confusion.sum() == 6
-    sub = evaluate_split(model, split, pre, 4, batch_size=2, indices=torch.tensor([1, 5, 9]))
+    limited = eval_indices(len(split), 3, limit_batches=2)
+    assert evaluate_split(model, split, pre, 4, EvalOptions(batch_size=3), indices=limited).confusion.sum() == 6
+    sub = evaluate_split(model, split, pre, 4, EvalOptions(batch_size=2), indices=torch.tensor([1, 5, 9]))
     # images 1, 5, 9: levels 1, 1, 3 with labels 1, 1, 2
     assert sub.confusion.tolist() == [[0, 0, 0, 0], [0, 2, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]]
     assert sub.accuracy == pytest.approx(2 / 3)
+
+
+def test_eval_count_is_the_limit_in_images():
+    assert eval_count(1000, 500) == 1000  # no limit: every image
+    assert eval_count(1000, 300, limit_batches=2) == 600
+    assert eval_count(1000, 300, limit_batches=5) == 1000  # never more than the split
+    assert eval_indices(1000, 300, limit_batches=2).tolist() == list(range(600))  # one process: all of them
+
+
+def test_eval_options_refuse_an_unknown_tta_mode_before_any_work():
+    with pytest.raises(ValueError, match="unknown TTA mode 'crops12'"):
+        EvalOptions(tta="crops12")
 
 
 def test_evaluate_split_on_a_tiny_googlenet():
@@ -165,8 +186,8 @@ def test_evaluate_split_on_a_tiny_googlenet():
     labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
     split = Split(images, labels)
     pre = Preprocess(32, 1, 1, 28, (0.5,), (0.25,))
-    m_whole = evaluate_split(model, split, pre, 3, batch_size=10)
-    m_batched = evaluate_split(model, split, pre, 3, batch_size=4, channels_last=True)
+    m_whole = evaluate_split(model, split, pre, 3, EvalOptions(batch_size=10))
+    m_batched = evaluate_split(model, split, pre, 3, EvalOptions(batch_size=4, channels_last=True))
     assert model.training  # restored to train mode
     assert torch.equal(m_whole.confusion, m_batched.confusion)
     assert m_whole.loss == pytest.approx(m_batched.loss, rel=1e-4)

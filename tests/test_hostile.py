@@ -319,7 +319,7 @@ CASES = [
     Case("4-in-channels", nothing, ["train", "--in-channels", "-3"], "in_channels must be positive (or unset), got -3"),
     Case("4-image-size", nothing, ["train", "--image-size", "100000"], "image size 100000 is above the limit of 1024 (memory): use --image-size 1024 or less"),
     Case("4-eval-batch", nothing, ["train", "--eval-batch-size", "100000000"], "eval_batch_size must be at most 4096"),
-    Case("4-time-huge", nothing, ["train", "--time", "1e300"], "time must be at most 1000000"),
+    Case("4-time-huge", nothing, ["train", "--time-limit", "1e300"], "time_limit must be at most 1000000"),
     Case("4-elastic-sigma", nothing, ["train", "--elastic-sigma", "1e300"], "elastic_sigma must be at most 1000"),
     Case("4-scale", nothing, ["train", "--scale", "1.5"], "scale must be in [0, 1), got 1.5"),
     Case("4-momentum", nothing, ["train", "--momentum", "-0.5"], "momentum must be in [0, 1), got -0.5"),
@@ -342,7 +342,7 @@ CASES = [
     Case("5-deep-nesting", config_file("epochs: " + "[" * 20000 + "]" * 20000 + "\n"), ["train", "--config", "c.yaml"], "c.yaml is not valid YAML"),
     Case("5-billion-laughs", config_file("a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nname: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"), ["train", "--config", "c.yaml"], "unknown setting(s) a, b, c"),
     Case("19.7-epochs-text", config_file('epochs: "two"\n'), ["train", "--config", "c.yaml"], "epochs must be an integer, got 'two'"),
-    Case("19.7-preset-unknown", config_file("preset: huge\n"), ["train", "--config", "c.yaml"], "preset 'huge' in the config file is not one of fast, seed, paper"),
+    Case("19.7-preset-unknown", config_file("preset: huge\n"), ["train", "--config", "c.yaml"], "preset 'huge' in the config file is not one of fast, original, paper"),
     # 7. a run name is one folder name: nothing is written outside --project
     Case("7-name-up", nothing, ["train", "--name", "../../etc/x"], "run name '../../etc/x' is not one folder name"),
     Case("7-name-absolute", nothing, ["train", "--name", "/abs/path"], "run name '/abs/path' is not one folder name"),
@@ -521,14 +521,15 @@ def test_onecycle_works_for_any_step_count(epochs: int, steps: int):
 
 
 def test_preset_in_the_config_file_is_honoured(tmp_path: Path, monkeypatch):
-    """19.7: `preset: seed` in the file starts from the seed recipe (a preset named on the command line wins)."""
+    """19.7: `preset: original` in the file starts from the seed README's recipe (a preset named on the command
+    line wins)."""
     import googlenet.train
 
     seen = []
     monkeypatch.setattr(googlenet.train, "fit", lambda cfg, resume=None: seen.append(cfg))
-    (tmp_path / "c.yaml").write_text("preset: seed\nepochs: 2\n")
+    (tmp_path / "c.yaml").write_text("preset: original\nepochs: 2\n")
     assert main(["train", "--config", str(tmp_path / "c.yaml")]) == 0
-    assert (seen[0].preset, seen[0].image_size, seen[0].epochs, seen[0].lr) == ("seed", 224, 2, 1e-4)
+    assert (seen[0].preset, seen[0].image_size, seen[0].epochs, seen[0].lr) == ("original", 224, 2, 1e-4)
     assert main(["train", "--config", str(tmp_path / "c.yaml"), "--preset", "paper"]) == 0
     assert (seen[1].preset, seen[1].optimizer, seen[1].epochs) == ("paper", "sgd", 2)
     assert main(["train", "--config", str(tmp_path / "c.yaml"), "--preset", "fast"]) == 0  # an explicit fast wins too
@@ -635,3 +636,127 @@ def test_final_evaluation_handler_restores_the_previous_ones(tmp_path: Path):
     with pytest.raises(SystemExit) as info, StopFinalEvaluation(tmp_path):
         raise KeyboardInterrupt
     assert info.value.code == 130
+
+
+# ------------------------------------------------------------------ issue 29: crafted .caffemodel files, --images, SIGTERM
+
+from test_caffe import HOSTILE_FILES, Hostile  # noqa: E402  (the table of crafted files lives beside the reader's tests)
+
+
+@pytest.mark.parametrize("case", HOSTILE_FILES, ids=[c.id for c in HOSTILE_FILES])
+def test_hostile_caffemodel_on_the_command_line(case: Hostile, capsys, cwd: Path):
+    """`googlenet convert` on each crafted file: exit 2, one line naming the problem and the fix, nothing written."""
+    (cwd / "m.caffemodel").write_bytes(case.make())
+    line = one_line_error(capsys, ["convert", "m.caffemodel"], cwd)
+    assert line.startswith("googlenet convert: error: m.caffemodel: ") and line.endswith("download it again if this copy is damaged)"), line
+
+
+CONVERT_DRIVER = """
+import contextlib, io, json, resource, sys, time
+import googlenet.caffe, googlenet.checkpoint  # what convert imports, before the memory is measured
+from googlenet.cli import main
+rows = []
+for path in sys.argv[1:]:
+    err, before, start = io.StringIO(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter()
+    with contextlib.redirect_stderr(err):
+        code = main(["convert", path])
+    rows.append({"code": code, "err": err.getvalue(), "seconds": time.perf_counter() - start,
+                 "grew": 1024 * (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)})
+print(json.dumps(rows))
+"""
+
+
+def test_caffemodel_bombs_of_issue_29_in_a_fresh_process(tmp_path: Path):
+    """Issue 29's files, scaled to 10-19 MB (it reported 4.9 GB for 20 MB, then std::bad_alloc): in a process whose
+    peak memory is still low, converting them all raises its peak by less than 100 MB, a second at most each."""
+    cases = {c.id: c for c in HOSTILE_FILES}
+    paths = []
+    for name in ("repeated-tiny-nested", "packed-dims", "unpacked-floats", "unpacked-doubles", "many-layers", "floats-between-fields"):
+        paths.append(tmp_path / f"{name}.caffemodel")
+        paths[-1].write_bytes(cases[name].make())
+    (tmp_path / "driver.py").write_text(CONVERT_DRIVER)
+    proc = subprocess.run([sys.executable, "driver.py", *map(str, paths)], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    for path, row in zip(paths, rows):
+        assert row["code"] == 2 and row["err"].count("\n") == 1 and row["err"].startswith(f"googlenet convert: error: {path}: "), row
+        assert row["seconds"] < 5, (path.name, row)
+        assert not path.with_suffix(".pt").exists()
+    assert sum(row["grew"] for row in rows) < 100 << 20, rows
+
+
+def test_benchmark_images_is_bounded(capsys, cwd: Path):
+    """1,000,000 synthetic JPEGs would be about 56 GB in $TMPDIR: refused at once, before MNIST or a model is loaded."""
+    from googlenet.benchmark import MAX_IMAGES
+
+    line = one_line_error(capsys, ["benchmark", "--data-loading", "stream", "--images", "1000000"], cwd)
+    assert f"--images must be an integer from 1 to {MAX_IMAGES:,}" in line and "got 1000000" in line and "--images 20000 or less" in line
+    assert "from 1 to 20,000" in one_line_error(capsys, ["benchmark", "--data-loading", "stream", "--images", "0"], cwd)
+
+
+def _stream_args(**kwargs):
+    import argparse
+
+    base = {"workers": 0, "images": 24, "data": None, "image_size": 32, "batch_size": 4, "steps": 1, "repeats": 1}
+    return argparse.Namespace(**{**base, **kwargs})
+
+
+def _jpeg_folders(root: Path) -> list[str]:
+    return sorted(p.name for p in root.glob("googlenet-jpegs-*"))
+
+
+def test_streamed_benchmark_removes_its_jpegs_and_restores_sigterm(tmp_path: Path, monkeypatch, capsys):
+    """The pipeline runs over a temporary folder that is gone afterwards, with or without an error or SIGTERM in it,
+    and SIGTERM's handler is the previous one again."""
+    import tempfile
+
+    from googlenet import benchmark
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    previous = signal.getsignal(signal.SIGTERM)
+    rate, workers, what = benchmark.streamed_pipeline(_stream_args())
+    assert rate > 0 and workers == 0 and what == "24 synthetic 256-500 px JPEGs"
+    assert _jpeg_folders(tmp_path) == [] and signal.getsignal(signal.SIGTERM) == previous
+
+    def terminated(root: Path, count: int) -> Path:
+        (root / "class000").mkdir()
+        (root / "class000" / "00000.jpg").write_bytes(b"\xff\xd8")
+        os.kill(os.getpid(), signal.SIGTERM)  # a cluster's preemption while the JPEGs are made
+        raise AssertionError("SIGTERM did not interrupt")
+
+    monkeypatch.setattr(benchmark, "make_jpeg_folder", terminated)
+    with pytest.raises(KeyboardInterrupt):
+        benchmark.streamed_pipeline(_stream_args())
+    assert _jpeg_folders(tmp_path) == [] and signal.getsignal(signal.SIGTERM) == previous
+
+    monkeypatch.setattr(benchmark, "make_jpeg_folder", lambda root, count: root)  # an empty folder: a DataError
+    with pytest.raises(DataError):
+        benchmark.streamed_pipeline(_stream_args())
+    assert _jpeg_folders(tmp_path) == [] and signal.getsignal(signal.SIGTERM) == previous
+
+
+def test_sigterm_while_the_benchmark_makes_jpegs_leaves_no_folder(tmp_path: Path):
+    """A real process: SIGTERM once its googlenet-jpegs-* folder has JPEGs in it; it exits 130 and the folder is gone."""
+    import time
+
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    argv = ["benchmark", "--data-loading", "stream", "--images", "3000", "--workers", "0", "--image-size", "32",
+            "--batch-size", "2", "--steps", "1", "--repeats", "1", "--warmup", "0", "--device", "cpu"]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "googlenet", *argv], cwd=tmp_path, env={**ENV, "TMPDIR": str(tmpdir)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not any(tmpdir.glob("googlenet-jpegs-*/class*/*.jpg")):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no JPEG was made in 60 s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130 and err.strip() == "interrupted", (proc.returncode, err)
+    assert "making 3,000 synthetic JPEGs" in out
+    assert _jpeg_folders(tmpdir) == []  # (torch may leave its own torchinductor_* cache folder there)

@@ -36,7 +36,7 @@ from googlenet.data import (
     load_image,
     make_jpeg_folder,
 )
-from googlenet.evaluate import evaluate_split
+from googlenet.evaluate import EvalOptions, evaluate_split
 from googlenet.model import GoogLeNet
 
 SIZE = 32
@@ -87,7 +87,7 @@ def test_memory_and_streamed_evaluation_agree(folder: Path):
     results = []
     for split in (memory.split("test"), disk.split("test")):
         errors: list[tuple[int, int]] = []
-        m = evaluate_split(model, split, pre, 3, batch_size=8, errors=errors)
+        m = evaluate_split(model, split, pre, 3, EvalOptions(batch_size=8), errors=errors)
         results.append((m.loss, m.accuracy, m.top5, m.confusion.tolist(), errors))
     assert results[0] == results[1]
     assert sum(map(sum, results[0][3])) == len(disk.test)

@@ -137,11 +137,11 @@ def test_onecycle_schedule():
 
 
 def test_planned_epochs_fit_the_time_budget():
-    cfg = resolve_config(epochs=20, time=40)
+    cfg = resolve_config(epochs=20, time_limit=40)
     assert T.planned_epochs(cfg, 1, 90.0) == 20  # 20 x 90 s fit 40 min: the cap holds
     assert T.planned_epochs(cfg, 1, 200.0) == 12  # 12 x 200 s = 40 min
     assert T.planned_epochs(cfg, 5, 1000.0) == 5  # over budget: stop now, never fewer than done
-    assert T.planned_epochs(dataclasses.replace(cfg, time=0.0), 1, 1e6) == 20  # 0: no limit
+    assert T.planned_epochs(dataclasses.replace(cfg, time_limit=0.0), 1, 1e6) == 20  # 0: no limit
 
 
 @pytest.mark.parametrize("schedule", ["onecycle", "cosine"])
@@ -169,12 +169,12 @@ def test_train_shortens_its_schedule_to_the_time_budget(tmp_path, monkeypatch, c
     """fit() replans after each epoch; the learning rate still ends annealed and config.yaml holds the plan."""
     monkeypatch.setattr(T, "planned_epochs", lambda cfg, done, seconds: min(cfg.epochs, 2))  # as if only 2 of 4 fit
     argv = [
-        "train", "--epochs", "4", "--time", "30", "--limit-train-batches", "3", "--limit-eval-batches", "1",
+        "train", "--epochs", "4", "--time-limit", "30", "--limit-train-batches", "3", "--limit-eval-batches", "1",
         "--batch-size", "16", "--eval-batch-size", "100", "--project", str(tmp_path), "--name", "t",
     ]  # fmt: skip
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
-    assert "--time 30 min: 2 of 4 epochs fit" in out and "epoch 2/2" in out
+    assert "--time-limit 30 min: 2 of 4 epochs fit" in out and "epoch 2/2" in out
     assert f"on cpu in {resolve_amp('auto', torch.device('cpu'))[1]}, 4 epochs" in out  # the precision, and why
     # An estimate after each epoch, from the planned epochs: the second one's is the final evaluation alone.
     assert len(re.findall(r"^about \d+ (s|min) left, finishing at \d\d:\d\d$", out, re.M)) == 2
@@ -202,7 +202,7 @@ def test_build_optimizer():
     sgd = T.build_optimizer(resolve_config("paper"), model, cpu)
     assert isinstance(sgd, torch.optim.SGD)
     assert (sgd.defaults["lr"], sgd.defaults["momentum"], sgd.defaults["weight_decay"]) == (0.01, 0.9, 2e-4)
-    assert isinstance(T.build_optimizer(resolve_config("seed"), model, cpu), torch.optim.Adam)
+    assert isinstance(T.build_optimizer(resolve_config("original"), model, cpu), torch.optim.Adam)
     adamw = T.build_optimizer(resolve_config(optimizer="adamw", weight_decay=0.05), model, cpu)
     assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["weight_decay"] == 0.05
 

@@ -1,4 +1,4 @@
-"""Tests for test-time augmentation (the paper's section 7): evaluate.tta_views and evaluate_split(..., tta=...)."""
+"""Tests for test-time augmentation (the paper's section 7): evaluate.tta_views and EvalOptions(tta=...)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,15 @@ import googlenet.data
 from googlenet import cli
 from googlenet.checkpoint import load_checkpoint, save_checkpoint
 from googlenet.data import Preprocess, Split, batch_transform, load_dataset
-from googlenet.evaluate import TTA_MODES, confusion_matrix, evaluate_all, evaluate_split, tta_view_count, tta_views
+from googlenet.evaluate import (
+    TTA_MODES,
+    EvalOptions,
+    confusion_matrix,
+    evaluate_all,
+    evaluate_split,
+    tta_view_count,
+    tta_views,
+)
 from googlenet.model import GoogLeNetOutput
 
 
@@ -157,8 +165,8 @@ def test_none_is_todays_evaluation_exactly():
     split = Split(images, torch.randint(0, 3, (10,)))
     pre = Preprocess(16, 1, 1, 28, (0.5,), (0.25,))
     model = PooledLinear(1, 3)
-    default = evaluate_split(model, split, pre, 3, batch_size=10)
-    none = evaluate_split(model, split, pre, 3, batch_size=10, tta="none")
+    default = evaluate_split(model, split, pre, 3, EvalOptions(batch_size=10))
+    none = evaluate_split(model, split, pre, 3, EvalOptions(batch_size=10, tta="none"))
     with torch.no_grad():
         logits = model(batch_transform(images, pre)).logits
     assert none.loss == default.loss == F.cross_entropy(logits, split.labels, reduction="sum").double().item() / 10
@@ -170,10 +178,10 @@ def test_none_is_todays_evaluation_exactly():
 def test_a_model_that_sees_the_same_in_every_view_scores_as_without_tta(mode):
     split, pre = grey_split([0, 1, 2, 3, 0, 1, 2, 3, 3, 3], [0, 1, 2, 3, 1, 1, 2, 0, 3, 2], step=60)
     model = BrightnessModel(4, step=60)
-    plain = evaluate_split(model, split, pre, 4, batch_size=4)
+    plain = evaluate_split(model, split, pre, 4, EvalOptions(batch_size=4))
     model.calls = 0
     model.train()
-    tta = evaluate_split(model, split, pre, 4, batch_size=4, tta=mode)
+    tta = evaluate_split(model, split, pre, 4, EvalOptions(batch_size=4, tta=mode))
     assert model.training  # mode restored
     assert torch.equal(tta.confusion, plain.confusion) and tta.accuracy == plain.accuracy == 0.7
     assert tta.top5 == plain.top5
@@ -199,7 +207,7 @@ def test_the_softmax_is_averaged_not_the_logits():
     a, b = torch.tensor([2.0, 0.0, -20.0]), torch.tensor([-20.0, 0.0, 2.1])
     # Mean logits (-9, 0, -8.95) would pick class 1; mean probabilities (0.44, 0.11, 0.45) pick class 2.
     assert ((a + b) / 2).argmax() == 1 and ((a.softmax(0) + b.softmax(0)) / 2).argmax() == 2
-    m = evaluate_split(LeftOrRight(), split, pre, 3, tta="flip")
+    m = evaluate_split(LeftOrRight(), split, pre, 3, EvalOptions(tta="flip"))
     assert m.accuracy == 1.0 and m.confusion.tolist() == [[0, 0, 0], [0, 0, 0], [0, 0, 1]]
     assert m.loss == pytest.approx(-math.log((a.softmax(0)[2] + b.softmax(0)[2]).item() / 2), rel=1e-6)
     assert evaluate_split(LeftOrRight(), split, pre, 3).accuracy == 0.0  # without TTA: class 0
@@ -215,7 +223,7 @@ def test_the_loss_stays_finite_when_every_view_gives_the_true_class_probability_
             return GoogLeNetOutput(super().forward(x).logits * 100)  # softmax underflows to 0 in float32
 
     # The views give class 1 probabilities e^-200 and e^-210, both 0 in float32; the log of their mean is still exact.
-    m = evaluate_split(Extreme(), split, pre, 3, tta="flip")
+    m = evaluate_split(Extreme(), split, pre, 3, EvalOptions(tta="flip"))
     assert m.loss == pytest.approx(200 + math.log(2) - math.log1p(math.exp(-10)), rel=1e-6)
 
 
@@ -225,7 +233,7 @@ def test_crops144_evaluation_is_the_average_over_the_144_views(shape):
     split = Split(images, torch.randint(0, 5, (6,)))
     pre = Preprocess(16, shape[1], shape[1], shape[-1], (0.4,) * shape[1], (0.3,) * shape[1], resize=20)
     model = PooledLinear(shape[1], 5)
-    m = evaluate_split(model, split, pre, 5, batch_size=4, tta="crops144")
+    m = evaluate_split(model, split, pre, 5, EvalOptions(batch_size=4, tta="crops144"))
     views = tta_views(images, 16, "crops144")
     view_pre = replace(pre, resize=None)
     with torch.no_grad():
@@ -242,8 +250,8 @@ def test_a_real_googlenet_with_channels_last():
     model = GoogLeNet(num_classes=3, in_channels=1)
     split = Split(torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8), torch.tensor([0, 1, 2, 0]))
     pre = Preprocess(32, 1, 1, 28, (0.5,), (0.25,))
-    a = evaluate_split(model, split, pre, 3, batch_size=4, tta="flip")
-    b = evaluate_split(model, split, pre, 3, batch_size=3, tta="flip", channels_last=True)
+    a = evaluate_split(model, split, pre, 3, EvalOptions(batch_size=4, tta="flip"))
+    b = evaluate_split(model, split, pre, 3, EvalOptions(batch_size=3, tta="flip", channels_last=True))
     assert torch.equal(a.confusion, b.confusion) and a.loss == pytest.approx(b.loss, rel=1e-4)
 
 

@@ -18,10 +18,14 @@ alike.
 from __future__ import annotations
 
 import math
+import signal
 import statistics
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 import torchvision
@@ -203,6 +207,8 @@ def check_arguments(args) -> None:
         raise ConfigError("--data, --workers and --images set what the streamed pipeline reads: add --data-loading stream")
     if args.data and args.images is not None:
         raise ConfigError("--images sets how many synthetic JPEGs to make when there is no --data: leave one of them out")
+    if args.images is not None:
+        check_images(args.images)  # before anything is loaded
 
 
 def run_benchmark(args) -> None:
@@ -319,28 +325,68 @@ def time_variants(variants: dict[str, Callable[[], None]], args, device: torch.d
     return timing
 
 
+# --images: synthetic JPEGs of 256-500 px are about 56 kB each and take about 8 ms each to make (one core), so
+# 20,000 fill about 1.1 GB of $TMPDIR in about 3 minutes; the timing reads (steps x repeats + 2) batches, 6,656
+# images at the defaults (10 x 5 steps of 128), which 20,000 cover three times over.
+DEFAULT_IMAGES = 2000
+MAX_IMAGES = 20_000
+
+
+def check_images(images: object) -> None:
+    """--images within [1, MAX_IMAGES]: the temporary folder must not fill the disk."""
+    if isinstance(images, bool) or not isinstance(images, int) or not 1 <= images <= MAX_IMAGES:
+        raise ConfigError(
+            f"--images must be an integer from 1 to {MAX_IMAGES:,} (the synthetic JPEGs, about 56 kB each, go to a "
+            f"temporary folder: {MAX_IMAGES:,} are about 1.1 GB), got {images!r}: use --images {MAX_IMAGES} or less, "
+            "or --data FOLDER for a larger set"
+        )
+
+
+class TerminateAsInterrupt:
+    """SIGTERM raises KeyboardInterrupt inside the block, as Ctrl-C does, so that the `with` blocks it leaves clean up
+    (the temporary folder of JPEGs); a repeated SIGTERM is ignored until the block is left (the cleanup is not cut
+    short), then the previous handler is back. Main thread only (elsewhere Python cannot set handlers): a no-op."""
+
+    def __enter__(self) -> TerminateAsInterrupt:
+        self.previous: object = None
+        self.installed = threading.current_thread() is threading.main_thread()
+        if self.installed:
+            self.signalled = False
+            self.previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if not self.signalled:
+            self.signalled = True
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc: object) -> None:
+        if self.installed:
+            signal.signal(signal.SIGTERM, self.previous if self.previous is not None else signal.SIG_DFL)
+
+
 def streamed_pipeline(args) -> tuple[float, int, str]:
     """`--data-loading stream`: (images per second, workers, what was read) of the streamed training pipeline alone
-    (stream.pipeline_images_per_second) over --data PATH, or over a temporary folder of --images synthetic JPEGs."""
-    import tempfile
-    from pathlib import Path
-
+    (stream.pipeline_images_per_second) over --data PATH, or over a temporary folder of --images synthetic JPEGs,
+    removed on every way out: an error, Ctrl-C or SIGTERM (see TerminateAsInterrupt)."""
     from .config import MAX_WORKERS
 
     workers = default_workers() if args.workers is None else args.workers
     check_count("--workers", workers, MAX_WORKERS, low=0)
-    images = 2000 if args.images is None else args.images
-    check_count("--images", images, 10**6)
-    with tempfile.TemporaryDirectory(prefix="googlenet-jpegs-") as tmp:
-        if args.data:
-            root, what = Path(args.data), f"the training split of {args.data}"
-        else:
-            print(f"making {images:,} synthetic JPEGs of 256-500 px in a temporary folder ...", flush=True)
-            root, what = make_jpeg_folder(Path(tmp), images), f"{images:,} synthetic 256-500 px JPEGs"
-        splits, _, channels = folder_splits(root, 0.1, 0)
-        split = FileSplit(*splits["train"], channels, eval_side(args.image_size), workers)
-        rate = pipeline_images_per_second(split, args.image_size, args.batch_size, batches=args.steps * args.repeats)
-    return rate, workers, what
+    images = DEFAULT_IMAGES if args.images is None else args.images
+    check_images(images)
+    if args.data:
+        return _pipeline_rate(Path(args.data), args, workers), workers, f"the training split of {args.data}"
+    with TerminateAsInterrupt(), tempfile.TemporaryDirectory(prefix="googlenet-jpegs-") as tmp:
+        print(f"making {images:,} synthetic JPEGs of 256-500 px in a temporary folder ...", flush=True)
+        rate = _pipeline_rate(make_jpeg_folder(Path(tmp), images), args, workers)
+    return rate, workers, f"{images:,} synthetic 256-500 px JPEGs"
+
+
+def _pipeline_rate(root: Path, args, workers: int) -> float:
+    splits, _, channels = folder_splits(root, 0.1, 0)
+    split = FileSplit(*splits["train"], channels, eval_side(args.image_size), workers)
+    return pipeline_images_per_second(split, args.image_size, args.batch_size, batches=args.steps * args.repeats)
 
 
 def streamed_pipeline_line(rate: float, workers: int, what: str, step_rate: float) -> str:

@@ -17,12 +17,19 @@ They are read here with a small reader of the protobuf wire format
 fields, fixed32/fixed64, packed or unpacked repeated numbers) rather than with
 the `protobuf` package and a generated `caffe_pb2`: that would add a runtime
 dependency (and a generated schema module to vendor and keep in step with
-protobuf versions) for five messages and a dozen fields. The reader is about
-a hundred lines and bounded against hostile files: the file size is capped
-before reading, every length is checked against the bytes that remain, the
-nesting depth is fixed by the schema (NetParameter > layer > blob > shape,
-with no generic recursion), nothing is allocated from a declared size (only
-from bytes actually present), and every problem is a one-line `CaffeError`.
+protobuf versions) for five messages and a dozen fields. The reader is a
+couple of hundred lines and bounded against hostile files, in memory (a small
+multiple of the file's size) and in time (linear in it, and in practice well
+under a second): the file size is capped before reading (MAX_FILE_BYTES, the
+largest file Caffe writes for this network), every length is checked against
+the bytes that remain, the nesting depth is fixed by the schema (NetParameter >
+layer > blob > shape, with no generic recursion), nothing is allocated from a
+declared size (only from bytes actually present), fields are read and skipped
+by offset without copying them, and what the file holds is counted while it is
+read and refused at the first excess over what GoogLeNet has: layers, layers
+with weights, blobs per layer, axes and values per blob, and fields in all
+(see the constants below). Every problem is a one-line `CaffeError` naming it
+and the fix.
 
 Caffe layer names map one to one onto this package's `GoogLeNet` keys (see
 `CAFFE_LAYERS`); every weighted layer of BVLC's train_val.prototxt must be
@@ -44,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,11 +80,22 @@ __all__ = [
 # sha1 of the released weights (BVLC models/bvlc_googlenet/readme.md).
 BVLC_GOOGLENET_SHA1 = "405fc5acd08a3bb12de8ee5e23a96bec22f08204"
 
-# The released file is 53.5 MB; refuse anything this large before reading it.
-MAX_FILE_BYTES = 1 << 30
-
-# Caffe's kMaxBlobAxes (blob.hpp): a blob has at most 32 axes.
-MAX_BLOB_AXES = 32
+# What a bvlc_googlenet.caffemodel can hold, which bounds what is read: counted while parsing, refused at the
+# first excess (a hostile file of millions of tiny nested fields must not become millions of objects).
+GOOGLENET_PARAMETERS = 13_378_280  # of the 1000-class network with both auxiliary heads (tested against model.py)
+WEIGHTED_LAYERS = 64  # convolutions and fully connected layers (len(CAFFE_LAYERS), tested)
+BLOBS_PER_LAYER = 2  # weights and biases
+MAX_BLOB_AXES = 4  # GoogLeNet's blobs have at most 4 axes (Caffe itself allows 32)
+MAX_BLOB_VALUES = 1024 * 2048  # its largest blobs: loss1/fc's and loss2/fc's weights
+TRAIN_VAL_LAYERS = 166  # layers of BVLC's train_val.prototxt (a saved net adds Caffe's split layers, about a dozen)
+MAX_LAYERS = 1000  # layers of any kind: six times train_val's
+MAX_FIELDS = 100_000  # protobuf fields read (top level, layers, blobs, shapes): the released file has a few thousand
+_SHORT_RUN = 16  # runs of fewer unpacked values are read without numpy (see _Reader._run)
+MAX_NAME_BYTES = 256  # GoogLeNet's layer names have at most 30 bytes; longer ones are cut (they only reach messages)
+# The largest file Caffe writes for this network: every parameter as a double (Net<double>) with its double
+# gradient (snapshot_diff), 16 bytes each, plus 16 MiB for the layer definitions: 230.8 MB. The released file,
+# floats without gradients, is 53.5 MB. A larger file is refused before it is read.
+MAX_FILE_BYTES = 16 * GOOGLENET_PARAMETERS + (16 << 20)
 
 # What the weights were trained on, as `data.Preprocess` writes it: see the module docstring. Pixels are
 # scaled to 0-1 before the mean and std apply, so Caffe's x - mean on 0-255 values is (x/255 - mean/255) / (1/255).
@@ -114,8 +133,16 @@ def _caffe_layers() -> dict[str, str]:
 CAFFE_LAYERS: dict[str, str] = _caffe_layers()
 
 
+FIX = "convert BVLC's bvlc_googlenet.caffemodel (53.5 MB; download it again if this copy is damaged)"
+
+
 class CaffeError(UserError):
-    """A .caffemodel that cannot be converted; the message names the layer or the problem."""
+    """A .caffemodel that cannot be converted; the message names the layer or the problem, `fix` what to do
+    (`convert_caffemodel` adds it to the message)."""
+
+    def __init__(self, message: str, fix: str = FIX) -> None:
+        super().__init__(message)
+        self.fix = fix
 
 
 @dataclass
@@ -130,54 +157,109 @@ class CaffeLayer:
 # ------------------------------------------------------------ protobuf wire format
 
 
-def _varint(buf: memoryview, pos: int, where: str) -> tuple[int, int]:
-    """The unsigned varint at `pos` and the position after it."""
-    value = 0
-    for i in range(10):  # a 64-bit varint has at most 10 bytes
-        if pos + i >= len(buf):
-            raise CaffeError(f"the file is truncated or not a .caffemodel: it ends inside a number ({where})")
-        byte = buf[pos + i]
-        value |= (byte & 0x7F) << (7 * i)
-        if byte < 0x80:
-            return value, pos + i + 1
-    raise CaffeError(f"the file is corrupted or not a .caffemodel: a number longer than 10 bytes ({where})")
+class _Reader:
+    """Protobuf's wire format over the file's bytes, by offsets (nothing is sliced or copied to be read or skipped),
+    counting every field it reads against MAX_FIELDS."""
 
+    def __init__(self, buf: memoryview) -> None:
+        self.buf = buf
+        self.read = 0  # fields read so far
 
-def _fields(buf: memoryview, where: str) -> Iterator[tuple[int, int, int | memoryview]]:
-    """(field number, wire type, value) of each field of one message; a value is an int (varint) or the bytes of the field."""
-    pos = 0
-    while pos < len(buf):
-        key, pos = _varint(buf, pos, where)
-        field, wire = key >> 3, key & 7
-        if field == 0:
-            raise CaffeError(f"the file is corrupted or not a .caffemodel: a field numbered 0 ({where})")
-        if wire == 0:
-            value, pos = _varint(buf, pos, where)
-            yield field, wire, value
-            continue
-        if wire == 2:
-            size, pos = _varint(buf, pos, where)
-        elif wire in (1, 5):
-            size = 8 if wire == 1 else 4
-        else:  # 3 and 4 are protobuf's deprecated groups, never used by Caffe; 6 and 7 do not exist
-            raise CaffeError(f"the file is corrupted or not a .caffemodel: {where} field {field} has wire type {wire}, which Caffe never writes")
-        if size > len(buf) - pos:
-            raise CaffeError(f"the file is truncated or corrupted: {where} field {field} declares {size} bytes but only {len(buf) - pos} remain")
-        yield field, wire, buf[pos : pos + size]
-        pos += size
+    def varint(self, pos: int, end: int, where: str) -> tuple[int, int]:
+        """The unsigned varint at `pos` (before `end`) and the position after it."""
+        buf, value = self.buf, 0
+        for i in range(10):  # a 64-bit varint has at most 10 bytes
+            if pos + i >= end:
+                raise CaffeError(f"the file is truncated or not a .caffemodel: it ends inside a number ({where})")
+            byte = buf[pos + i]
+            value |= (byte & 0x7F) << (7 * i)
+            if byte < 0x80:
+                return value, pos + i + 1
+        raise CaffeError(f"the file is corrupted or not a .caffemodel: a number longer than 10 bytes ({where})")
 
+    def varints(self, start: int, end: int, where: str) -> Iterator[int]:
+        """The varints packed in [start, end), one at a time (the caller stops when it has too many)."""
+        while start < end:
+            value, start = self.varint(start, end, where)
+            yield value
 
-def _ints(wire: int, value: int | memoryview, where: str) -> list[int]:
-    """A repeated integer field's values, packed (wire type 2) or not (0)."""
-    if wire == 0:
-        return [value]
-    if wire != 2:
-        raise CaffeError(f"{where}: an integer stored with wire type {wire}: the file is corrupted")
-    out, pos = [], 0
-    while pos < len(value):
-        number, pos = _varint(value, pos, where)
-        out.append(number)
-    return out
+    def fields(self, start: int, end: int, where: str) -> Iterator[tuple[int, int, int, int, int]]:
+        """(number, wire type, a, b, key length) of each field of the message in [start, end).
+
+        A varint's value is a (b is 0); a length-delimited field's bytes are [a, b). Consecutive fixed-width fields
+        of one number (an unpacked repeated float or double) come as one run: records of key + value in [a, b),
+        read with `fixed_values`; finding the run is vectorised, so a file of them is read at numpy's speed.
+        """
+        pos = start
+        while pos < end:
+            self.read += 1
+            if self.read > MAX_FIELDS:
+                raise CaffeError(
+                    f"more than {MAX_FIELDS:,} protobuf fields in its layers and blobs, where bvlc_googlenet.caffemodel "
+                    "has a few thousand: the file is corrupted or not a .caffemodel"
+                )
+            key_start = pos
+            key, pos = self.varint(pos, end, where)
+            number, wire = key >> 3, key & 7
+            if number == 0:
+                raise CaffeError(f"the file is corrupted or not a .caffemodel: a field numbered 0 ({where})")
+            if wire == 0:
+                value, pos = self.varint(pos, end, where)
+                yield number, wire, value, 0, 0
+            elif wire == 2:
+                size, pos = self.varint(pos, end, where)
+                if size > end - pos:
+                    raise CaffeError(f"the file is truncated or corrupted: {where} field {number} declares {size} bytes but only {end - pos} remain")
+                yield number, wire, pos, pos + size, 0
+                pos += size
+            elif wire in (1, 5):
+                size = 8 if wire == 1 else 4
+                if size > end - pos:
+                    raise CaffeError(f"the file is truncated or corrupted: {where} field {number} declares {size} bytes but only {end - pos} remain")
+                keylen = pos - key_start
+                run_end = key_start + self._run(key_start, keylen + size, keylen, end) * (keylen + size)
+                yield number, wire, key_start, run_end, keylen
+                pos = run_end
+            else:  # 3 and 4 are protobuf's deprecated groups, never used by Caffe; 6 and 7 do not exist
+                raise CaffeError(f"the file is corrupted or not a .caffemodel: {where} field {number} has wire type {wire}, which Caffe never writes")
+
+    def _run(self, start: int, stride: int, keylen: int, end: int) -> int:
+        """How many records of `stride` bytes from `start` (before `end`) begin with the first one's key (at least 1).
+
+        A few are compared one by one, the rest in numpy chunks that double: the work is proportional to the run
+        found, not to the bytes after it, and a short run costs no numpy call."""
+        buf, key = self.buf, self.buf[start : start + keylen]
+        count, pos = 1, start + stride
+        while pos + stride <= end and buf[pos : pos + keylen] == key:
+            count, pos = count + 1, pos + stride
+            if count == _SHORT_RUN:
+                break
+        else:
+            return count
+        n = (end - start) // stride
+        keys = np.frombuffer(buf, np.uint8, count=n * stride, offset=start).reshape(n, stride)[:, :keylen]
+        chunk = 64
+        while count < n:
+            same = (keys[count : count + chunk] == keys[0]).all(axis=1)
+            if not same.all():
+                return count + int(same.argmin())
+            count, chunk = count + len(same), 2 * chunk
+        return count
+
+    def fixed_values(self, a: int, b: int, keylen: int, size: int) -> memoryview | bytes | np.ndarray:
+        """The values of a run of fixed-width fields ([a, b) from `fields`): one value as a view of the file's bytes,
+        a few joined, more as a (count, size) uint8 view of the file."""
+        stride = keylen + size
+        if b - a == stride:
+            return self.buf[a + keylen : b]
+        if b - a < _SHORT_RUN * stride:
+            return b"".join(self.buf[pos + keylen : pos + stride] for pos in range(a, b, stride))
+        return np.frombuffer(self.buf, np.uint8, count=b - a, offset=a).reshape(-1, stride)[:, keylen:]
+
+    def text(self, a: int, b: int) -> str:
+        """A string field, cut to MAX_NAME_BYTES (longer names are no GoogLeNet layer's, and error messages quote them)."""
+        cut = b - a > MAX_NAME_BYTES
+        return bytes(self.buf[a : min(b, a + MAX_NAME_BYTES)]).decode("utf-8", "replace") + ("..." if cut else "")
 
 
 def _signed(number: int, bits: int) -> int:
@@ -188,79 +270,128 @@ def _signed(number: int, bits: int) -> int:
 # ------------------------------------------------------------ Caffe messages
 
 
-def _blob(buf: memoryview, where: str) -> Tensor:
-    """A BlobProto as a float32 tensor of its shape (`shape`, else the legacy num/channels/height/width)."""
+def _blob(r: _Reader, start: int, end: int, where: str) -> Tensor:
+    """A BlobProto as a float32 tensor of its shape (`shape`, else the legacy num/channels/height/width).
+
+    Values are counted as they arrive and refused past MAX_BLOB_VALUES; their bytes are viewed in the file, and
+    copied only to join several pieces (an unpacked field's values, or a repeated packed field)."""
     shape: list[int] | None = None
     legacy = [0, 0, 0, 0]
-    floats: list[memoryview] = []
-    doubles: list[memoryview] = []
-    for field, wire, value in _fields(buf, where):
-        if field == 7 and wire == 2:
-            shape = []  # an empty BlobShape is a scalar
-            for sub, sub_wire, dims in _fields(value, where):
-                if sub == 1:
-                    shape += [_signed(d, 64) for d in _ints(sub_wire, dims, where)]
-            if len(shape) > MAX_BLOB_AXES:
-                raise CaffeError(f"{where}: a blob with {len(shape)} axes (Caffe allows {MAX_BLOB_AXES}): the file is corrupted")
-        elif 1 <= field <= 4 and wire == 0:
-            legacy[field - 1] = _signed(value, 32)
-        elif field == 5 and wire in (2, 5):  # packed, or one fixed32 per value
-            floats.append(value)
-        elif field == 8 and wire in (2, 1):
-            doubles.append(value)
+    itemsize = 0  # 4: float values, 8: double values, 0: none yet
+    first: memoryview | bytes | np.ndarray | None = None
+    joined: bytearray | None = None
+    nbytes = 0
+    for number, wire, a, b, keylen in r.fields(start, end, where):
+        if number == 7 and wire == 2:
+            shape = shape or []  # an empty BlobShape is a scalar; a repeated one merges (protobuf), its dims appended
+            for sub, sub_wire, sa, sb, _ in r.fields(a, b, where):
+                if sub != 1:
+                    continue
+                if sub_wire not in (0, 2):
+                    raise CaffeError(f"{where}: an integer stored with wire type {sub_wire}: the file is corrupted")
+                for dim in [sa] if sub_wire == 0 else r.varints(sa, sb, where):
+                    shape.append(_signed(dim, 64))
+                    if len(shape) > MAX_BLOB_AXES:
+                        raise CaffeError(
+                            f"{where}: a blob shape with more than {MAX_BLOB_AXES} axes, where GoogLeNet's blobs have at most "
+                            f"{MAX_BLOB_AXES}: this is not bvlc_googlenet"
+                        )
+        elif 1 <= number <= 4 and wire == 0:
+            legacy[number - 1] = _signed(a, 32)
+        elif (number, wire) in ((5, 2), (5, 5), (8, 2), (8, 1)):  # float or double data, packed or one field per value
+            size = 4 if number == 5 else 8
+            if itemsize and itemsize != size:
+                raise CaffeError(f"{where}: a blob with both float and double values: the file is corrupted")
+            itemsize = size
+            piece = r.buf[a:b] if wire == 2 else r.fixed_values(a, b, keylen, size)
+            nbytes += b - a if wire == 2 else (b - a) // (keylen + size) * size
+            if nbytes // size > MAX_BLOB_VALUES:
+                raise CaffeError(
+                    f"{where}: more than {MAX_BLOB_VALUES:,} values, the most a blob of GoogLeNet holds "
+                    "(loss1/fc's and loss2/fc's 1024 x 2048 weights): this is not bvlc_googlenet"
+                )
+            if first is None:
+                first = piece
+            else:
+                if joined is None:
+                    joined = bytearray(first.tobytes() if isinstance(first, np.ndarray) else first)
+                joined += piece.tobytes() if isinstance(piece, np.ndarray) else piece
     if shape is None:
         shape = legacy
     if any(d < 0 for d in shape):
         raise CaffeError(f"{where}: a blob of shape {tuple(shape)}: the file is corrupted")
-    if floats and doubles:
-        raise CaffeError(f"{where}: a blob with both float and double values: the file is corrupted")
-    raw, itemsize, dtype = (b"".join(floats), 4, "<f4") if floats else (b"".join(doubles), 8, "<f8")
-    if len(raw) % itemsize:
-        raise CaffeError(f"{where}: {len(raw)} bytes of {'float' if itemsize == 4 else 'double'} values, not a multiple of {itemsize}: the file is corrupted")
-    count, needed = len(raw) // itemsize, int(np.prod(shape, dtype=object))
+    if itemsize and nbytes % itemsize:
+        raise CaffeError(f"{where}: {nbytes} bytes of {'float' if itemsize == 4 else 'double'} values, not a multiple of {itemsize}: the file is corrupted")
+    count, needed = nbytes // itemsize if itemsize else 0, math.prod(shape)
     if count != needed:
         raise CaffeError(f"{where}: {count} values for a blob of shape {tuple(shape)} ({needed} values): the file is truncated or corrupted")
+    dtype = "<f8" if itemsize == 8 else "<f4"
+    if joined is not None:
+        values = np.frombuffer(joined, dtype)
+    elif isinstance(first, np.ndarray):
+        values = np.ascontiguousarray(first).view(dtype).reshape(-1)
+    else:
+        values = np.frombuffer(first if first is not None else b"", dtype)
     # astype: a native-endian float32 copy that owns its memory (not a view of the file's bytes).
-    return torch.from_numpy(np.frombuffer(raw, dtype).astype(np.float32).reshape(shape))
+    return torch.from_numpy(values.astype(np.float32).reshape(shape))
 
 
-def _layer(buf: memoryview, v1: bool, index: int) -> CaffeLayer | None:
-    """A LayerParameter (or V1LayerParameter) with its blobs, or None when it has no weights."""
+def _layer(r: _Reader, start: int, end: int, v1: bool, index: int) -> tuple[str, str, list[tuple[int, int]]]:
+    """A LayerParameter's (or V1LayerParameter's) name, type and where its blobs are (at most BLOBS_PER_LAYER)."""
     name_field, type_field, blobs_field = (4, 5, 6) if v1 else (1, 2, 7)
     name, kind, blobs = f"#{index}", "", []
-    for field, wire, value in _fields(buf, f"layer #{index}"):
-        if field == name_field and wire == 2:
-            name = bytes(value).decode("utf-8", "replace")
-        elif field == type_field and v1 and wire == 0:  # V1: an enum
-            kind = _V1_TYPES.get(value, f"V1 type {value}")
-        elif field == type_field and not v1 and wire == 2:  # current: a string
-            kind = bytes(value).decode("utf-8", "replace")
-        elif field == blobs_field and wire == 2:
-            blobs.append(value)
-        elif v1 and field == 1 and wire == 2:
-            raise CaffeError(f"layer {name!r} is in Caffe's V0 format (before 2014): upgrade the file with Caffe's upgrade_net_proto_binary")
-    if not blobs:
-        return None
-    return CaffeLayer(name, kind, [_blob(b, f"layer {name!r} blob {i}") for i, b in enumerate(blobs)])
+    for number, wire, a, b, _ in r.fields(start, end, f"layer #{index}"):
+        if number == name_field and wire == 2:
+            name = r.text(a, b)
+        elif number == type_field and v1 and wire == 0:  # V1: an enum
+            kind = _V1_TYPES.get(a, f"V1 type {a}")
+        elif number == type_field and not v1 and wire == 2:  # current: a string
+            kind = r.text(a, b)
+        elif number == blobs_field and wire == 2:
+            if len(blobs) == BLOBS_PER_LAYER:
+                raise CaffeError(
+                    f"layer {name!r} has more than {BLOBS_PER_LAYER} blobs, where GoogLeNet's layers have {BLOBS_PER_LAYER} "
+                    "(weights and biases): this is not bvlc_googlenet"
+                )
+            blobs.append((a, b))
+        elif v1 and number == 1 and wire == 2:
+            raise CaffeError(f"layer {name!r} is in Caffe's V0 format (before 2014)", fix="upgrade the file with Caffe's upgrade_net_proto_binary")
+    return name, kind, blobs
 
 
 def parse_net(data: bytes | memoryview) -> tuple[str, list[CaffeLayer]]:
-    """The file's format ("layer" or "V1 layers") and its layers that carry weights, in file order."""
+    """The file's format ("layer" or "V1 layers") and its layers that carry weights, in file order.
+
+    Bounded by what GoogLeNet has, counted while reading: at most MAX_LAYERS layers, WEIGHTED_LAYERS of them with
+    weights, BLOBS_PER_LAYER blobs each, MAX_BLOB_AXES axes and MAX_BLOB_VALUES values per blob, MAX_FIELDS fields.
+    """
     buf = memoryview(data)
     if buf.ndim != 1 or buf.itemsize != 1:
         buf = buf.cast("B")
+    r = _Reader(buf)
     layers: list[CaffeLayer] = []
     formats: set[int] = set()
     count = 0
-    for field, wire, value in _fields(buf, "top-level"):
-        if field in (100, 2) and wire == 2:  # `layer` (current) or `layers` (V1)
-            formats.add(field)
-            count += 1
-            layer = _layer(value, v1=field == 2, index=count)
-            if layer is not None:
-                layers.append(layer)
-    if formats == {100, 2}:
-        raise CaffeError("the file mixes current (layer) and V1 (layers) layers, which Caffe refuses: the file is corrupted")
+    for number, wire, a, b, _ in r.fields(0, len(buf), "top-level"):
+        if number not in (100, 2) or wire != 2:  # only `layer` (current) and `layers` (V1) are read
+            continue
+        formats.add(number)
+        if len(formats) == 2:
+            raise CaffeError("the file mixes current (layer) and V1 (layers) layers, which Caffe refuses: the file is corrupted")
+        count += 1
+        if count > MAX_LAYERS:
+            raise CaffeError(
+                f"more than {MAX_LAYERS:,} layers, where BVLC's GoogLeNet has {TRAIN_VAL_LAYERS} (train_val.prototxt) and the "
+                "split layers Caffe adds: this is not bvlc_googlenet"
+            )
+        name, kind, blobs = _layer(r, a, b, v1=number == 2, index=count)
+        if not blobs:
+            continue
+        if len(layers) == WEIGHTED_LAYERS:
+            raise CaffeError(
+                f"layer {name!r} is layer {len(layers) + 1} with weights, more than GoogLeNet's {WEIGHTED_LAYERS}: this is not bvlc_googlenet"
+            )
+        layers.append(CaffeLayer(name, kind, [_blob(r, a, b, f"layer {name!r} blob {i}") for i, (a, b) in enumerate(blobs)]))
     if not layers:
         raise CaffeError("the file holds no layers with weights: it is not a .caffemodel (a prototxt, an empty or a corrupted file?)")
     return ("V1 layers" if formats == {2} else "layer"), layers
@@ -322,18 +453,19 @@ def _read(path: Path) -> bytes:
         raise CaffeError(f"{path} does not exist or is not a file: pass the path of bvlc_googlenet.caffemodel")
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
-        raise CaffeError(f"{path} is {size / 1e9:.1f} GB, far more than bvlc_googlenet.caffemodel (53.5 MB): refused without reading it")
+        raise CaffeError(
+            f"{path} is {size:,} bytes, more than a bvlc_googlenet.caffemodel can be ({MAX_FILE_BYTES:,}: its "
+            f"{GOOGLENET_PARAMETERS:,} parameters as doubles with their gradients, plus 16 MiB), refused without reading it: {FIX}"
+        )
     with path.open("rb") as f:
-        data = f.read(MAX_FILE_BYTES + 1)  # the file may have grown since stat
-    if len(data) > MAX_FILE_BYTES:
-        raise CaffeError(f"{path} is over {MAX_FILE_BYTES / 1e9:.1f} GB: refused")
+        data = f.read(size + 1)  # no more than stat said (read(n) allocates n bytes), and one to see it grow
+    if len(data) != size:
+        raise CaffeError(f"{path} changed while it was read ({size:,} bytes, then {len(data):,}): convert it once it is complete")
     return data
 
 
 def convert_caffemodel(path: str | Path) -> dict[str, Any]:
     """A googlenet checkpoint dict (see `checkpoint.save_checkpoint`) from a bvlc_googlenet .caffemodel."""
-    from torchvision.models import GoogLeNet_Weights  # the 1000 ILSVRC 2012 names in Caffe's order (sorted synsets); no download
-
     path = Path(path)
     data = _read(path)
     sha1 = hashlib.sha1(data, usedforsecurity=False).hexdigest()
@@ -341,7 +473,9 @@ def convert_caffemodel(path: str | Path) -> dict[str, Any]:
         caffe_format, layers = parse_net(data)
         weights = caffe_state_dict(layers)
     except CaffeError as exc:
-        raise CaffeError(f"{path}: {exc}") from None
+        raise CaffeError(f"{path}: {exc}: {exc.fix}") from None
+    del data, layers  # the file's bytes and the blobs as read: only `weights` is kept
+    from torchvision.models import GoogLeNet_Weights  # the 1000 ILSVRC 2012 names in Caffe's order (sorted synsets); no download
     return {
         "model": weights,
         "model_args": dict(MODEL_ARGS),

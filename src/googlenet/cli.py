@@ -1,6 +1,6 @@
 """Command line: parsing and dispatch only.
 
-    googlenet train [--preset fast|seed|paper] [--config FILE.yaml] [options]
+    googlenet train [--preset fast|original|paper] [--config FILE.yaml] [options]
     googlenet evaluate CHECKPOINT [--split train|val|test|all] [--dataset NAME] [--tta flip|crops10|crops144]
     googlenet report RUN_DIR
     googlenet summary [--num-classes 10] [--in-channels 3] [--image-size 224]
@@ -26,6 +26,7 @@ from . import __version__
 from .config import (
     CHOICES,
     DATASET_NAMES,
+    OLD_PRESET_NAMES,
     PRESETS,
     TrainConfig,
 )
@@ -39,7 +40,11 @@ USER_ERRORS = (UserError, FileNotFoundError)
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     bool_opt = argparse.BooleanOptionalAction
     g = p.add_argument_group("run")
-    g.add_argument("--preset", choices=list(PRESETS), help="starting recipe: fast (CPU), seed (the seed README's), paper (SGD, -4%% every 8 epochs, Polyak); the defaults below are fast's (default: fast, or the --config file's preset)")
+    g.add_argument(
+        "--preset", choices=[*PRESETS, *OLD_PRESET_NAMES], metavar="{" + ",".join(PRESETS) + "}",
+        help="starting recipe: fast (CPU), original (the seed README's; also read as its old name, seed), paper (SGD, "
+        "-4%% every 8 epochs, Polyak); the defaults below are fast's (default: fast, or the --config file's preset)",
+    )
     g.add_argument("--config", metavar="FILE.yaml", help="YAML file of settings (overrides the preset; flags override it)")
     g.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its weights/last.pt, exactly as it was configured")
     g.add_argument("--project", help="parent directory of run directories")
@@ -91,8 +96,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--init", choices=CHOICES["init"], help="weight init (paper/Caffe: caffe)")
 
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, help="number of epochs (with --time: the most)")
-    g.add_argument("--time", type=float, metavar="MINUTES", help="train and validate for at most this long: fewer epochs, and a shorter schedule, on slower machines (0: no limit, every epoch on every machine)")
+    g.add_argument("--epochs", type=int, help="number of epochs (with --time-limit: the most)")
+    g.add_argument(
+        "--time-limit", "--time", type=float, metavar="MINUTES",  # --time: its name before (config.OLD_SETTING_NAMES)
+        help="train and validate for at most this long: fewer epochs, and a shorter schedule, on slower machines "
+        "(0: no limit, every epoch on every machine)",
+    )
     g.add_argument("--batch-size", type=int, help="global batch size (split across torchrun processes)")
     g.add_argument("--optimizer", choices=CHOICES["optimizer"], help="optimiser (paper: sgd)")
     g.add_argument("--lr", type=float, help="(peak) learning rate")

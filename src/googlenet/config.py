@@ -26,6 +26,8 @@ __all__ = [
     "MAX_CLASSES",
     "MAX_CONFIG_BYTES",
     "MAX_IMAGE_SIZE",
+    "OLD_PRESET_NAMES",
+    "OLD_SETTING_NAMES",
     "PRESETS",
     "ConfigError",
     "TrainConfig",
@@ -47,7 +49,7 @@ MAX_BATCH_SIZE = 4096  # training and evaluation batch (the paper: 32; the defau
 MAX_EPOCHS = 100_000  # epochs, step_epochs, warmup_epochs, patience
 MAX_BATCHES = 10**9  # limit_train_batches, limit_eval_batches
 MAX_SEED = 2**32 - 1  # as numpy's legacy seeds and most tools'
-MAX_MINUTES = 10**6  # --time (about two years)
+MAX_MINUTES = 10**6  # --time-limit (about two years)
 MAX_DISTORTION = 1000.0  # elastic and elastic_sigma, native pixels (Simard et al.: 34 and 4)
 MAX_MEMORY_GB = 1e6  # memory_budget, GB (a petabyte)
 MAX_WORKERS = 256  # DataLoader worker processes
@@ -72,6 +74,24 @@ CHOICES: dict[str, tuple[str, ...]] = {
 
 class ConfigError(UserError):
     """A configuration the user can fix; the message says how."""
+
+
+# Names a setting or a preset had before, still read, so that old config.yaml files, checkpoints (their
+# "config") and commands keep working: each maps to today's name. The command line takes the old flags too.
+OLD_SETTING_NAMES = {"time": "time_limit"}  # "time" did not say that it is a limit, nor in what unit
+OLD_PRESET_NAMES = {"seed": "original"}  # "seed" (the seed README's recipe) read as the random seed, --seed
+
+
+def with_current_names(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` (settings by name) with old setting and preset names replaced by today's; both names of one
+    setting set at once is an error."""
+    out = {}
+    for key, value in values.items():
+        new = OLD_SETTING_NAMES.get(key, key) if isinstance(key, str) else key
+        if new != key and new in values:
+            raise ConfigError(f"{key} is the old name of {new}, and both are set: keep only {new}")
+        out[new] = OLD_PRESET_NAMES.get(value, value) if new == "preset" and isinstance(value, str) else value
+    return out
 
 
 _short = reprlib.Repr()
@@ -153,11 +173,12 @@ class TrainConfig:
     aux_weight: float = 0.3  # paper: each auxiliary loss weighted 0.3
     init: str = "caffe"  # caffe (paper), pytorch or kaiming
     # optimisation
-    epochs: int = 6  # the run's length on every machine (fewer only with --time or --patience; docs/experiments.md)
+    epochs: int = 6  # the run's length on every machine (fewer only with --time-limit, --patience; docs/experiments.md)
     # Minutes of training and validation at most (0: no limit, the default: the same epochs and schedule on every
     # machine). With a limit the run plans, after every epoch, as many of `epochs` as fit at the mean epoch time
-    # so far and shortens its schedule to match (Ultralytics' `time`); the plan is saved in config.yaml.
-    time: float = 0.0
+    # so far and shortens its schedule to match (Ultralytics' `time`, in hours there); the plan is saved in
+    # config.yaml. Called `time` before (OLD_SETTING_NAMES).
+    time_limit: float = 0.0
     batch_size: int = 256  # global batch size (split across processes under torchrun; the paper: 32)
     optimizer: str = "adam"  # adam, adamw or sgd
     lr: float = 2e-3  # peak learning rate
@@ -197,6 +218,7 @@ class TrainConfig:
         """The config of a mapping (a YAML file, a checkpoint's copy), each value checked against its setting's type."""
         if not isinstance(d, dict):
             raise ConfigError(f"a configuration must be a mapping of setting: value, got {quote_value(d)}")
+        d = with_current_names(d)  # a config.yaml or checkpoint written before a rename
         known = {f.name: f.type for f in fields(cls)}
         unknown = [quote_value(k) if not isinstance(k, str) else k for k in d if k not in known]
         if unknown:
@@ -289,7 +311,7 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "dropout": (0, 1, False, True),
     "dropout_aux": (0, 1, False, True),
     "aux_weight": (0, math.inf, False, False),
-    "time": (0, MAX_MINUTES, False, False),
+    "time_limit": (0, MAX_MINUTES, False, False),
     "lr": (0, math.inf, True, False),
     "momentum": (0, 1, False, True),
     "weight_decay": (0, math.inf, False, False),
@@ -319,7 +341,7 @@ def _out_of_range(key: str, value: float, low: float, high: float, low_open: boo
     if isinstance(value, float) and high != math.inf and high <= 1:
         return f"{key} must be in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}, got {value}"
     if below and low == 0 and not low_open:
-        return f"{key} must not be negative{' (0: no limit)' if key == 'time' else ''}, got {value}"
+        return f"{key} must not be negative{' (0: no limit)' if key == 'time_limit' else ''}, got {value}"
     if below:
         return f"{key} must be positive{unset}, got {value}" if low in (0, 1) else f"{key} must be at least {low}, got {value}"
     return f"{key} must be {'below' if high_open else 'at most'} {f'{high:g}' if isinstance(high, float) else high}{unset}, got {value}"
@@ -330,7 +352,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The fast CPU recipe (the default): see docs/experiments.md for how it was chosen.
     "fast": {},
     # The seed README's recipe exactly: a GPU job (11-20 hours on a 2-core CPU by docs/benchmarks.md's 224 px speeds).
-    "seed": {
+    # Named "seed" before (OLD_PRESET_NAMES).
+    "original": {
         "image_size": 224,
         "in_channels": 3,
         "optimizer": "adam",
@@ -412,13 +435,14 @@ def resolve_config(preset: str | None = None, file_values: dict[str, Any] | None
 
     A `preset:` in the file is honoured unless `preset` names one (the command line's --preset wins); else fast.
     """
-    file_values = dict(file_values or {})
+    file_values = with_current_names(dict(file_values or {}))
+    overrides = with_current_names(overrides)
     if "preset" in file_values:
         named = file_values.pop("preset")
         if not isinstance(named, str) or named not in PRESETS:
             raise ConfigError(f"preset {quote_value(named)} in the config file is not one of {', '.join(PRESETS)}")
         preset = preset or named
-    preset = preset or "fast"
+    preset = OLD_PRESET_NAMES.get(preset, preset) or "fast"
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
     values: dict[str, Any] = {**PRESETS[preset], **file_values}

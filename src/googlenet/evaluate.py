@@ -4,7 +4,7 @@ The metric functions are pure: tensors in, numbers out. Every figure of a
 report (accuracy, per-class precision/recall/F1, macro and weighted averages)
 comes from one confusion matrix, so the tables always agree with each other.
 
-Test-time augmentation (`tta_views`, `evaluate_split(..., tta=...)`) is the
+Test-time augmentation (`tta_views`, `EvalOptions(tta=...)`) is the
 paper's multi-crop evaluation (section 7): the softmax is averaged over
 several views of each image.
 
@@ -52,7 +52,18 @@ from .report import SPLIT_TITLES, build_report, plot_errors, write_metrics
 from .runtime import log, select_device
 from .tables import format_table
 
-__all__ = ["TTA_MODES", "SplitMetrics", "classification_metrics", "confusion_matrix", "evaluate_split", "tta_view_count", "tta_views"]
+__all__ = [
+    "TTA_MODES",
+    "EvalOptions",
+    "SplitMetrics",
+    "classification_metrics",
+    "confusion_matrix",
+    "eval_count",
+    "eval_indices",
+    "evaluate_split",
+    "tta_view_count",
+    "tta_views",
+]
 
 MOST_ERRORS = 40  # misclassified images a run's errors_test.png shows
 
@@ -94,13 +105,32 @@ def classification_metrics(cm: Tensor) -> dict:
     }
 
 
+def eval_count(size: int, batch_size: int, limit_batches: int | None = None) -> int:
+    """How many images of a split of `size` a run evaluates: the first `limit_batches` x `batch_size`
+    (--limit-eval-batches), or all of them."""
+    return size if limit_batches is None else min(size, limit_batches * batch_size)
+
+
 def eval_indices(size: int, batch_size: int, limit_batches: int | None = None) -> Tensor:
-    """The images of a split of `size` this process evaluates: the first `limit_batches` x `batch_size`
-    (--limit-eval-batches; all without it), then, under torchrun, this process's share of those. Limit
-    first, then shard: the same images are evaluated whatever the process count."""
-    n = size if limit_batches is None else min(size, limit_batches * batch_size)
+    """The images of a split of `size` this process evaluates: the first `eval_count`, then, under torchrun,
+    this process's share of those. Limit first, then shard: the same images are evaluated whatever the
+    process count."""
+    n = eval_count(size, batch_size, limit_batches)
     share = dist_utils.shard(n)
     return torch.arange(n) if share is None else share
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """How `evaluate_split` runs the model: the same for every split of a run."""
+
+    batch_size: int = 500
+    device: torch.device | str = "cpu"
+    channels_last: bool = False  # the memory format the model was moved to
+    tta: str = "none"  # test-time augmentation: a mode of TTA_MODES (the softmax averaged over tta_views)
+
+    def __post_init__(self) -> None:
+        tta_view_count(self.tta)  # refuses an unknown mode before any work
 
 
 @dataclass
@@ -125,46 +155,35 @@ def evaluate_split(
     split: Split | FileSplit,
     pre: Preprocess,
     num_classes: int,
+    options: EvalOptions | None = None,
     *,
-    batch_size: int = 500,
-    device: torch.device | str = "cpu",
-    channels_last: bool = False,
-    tta: str = "none",
     indices: Tensor | None = None,
     reduce: Callable[[Tensor], Tensor] | None = None,
     progress: Callable[[int], object] | None = None,
     errors: list[tuple[int, int]] | None = None,
 ) -> SplitMetrics:
-    """Eval-mode pass over a split (or the given indices of it), in memory or read from disk (stream.eval_batches).
+    """Eval-mode pass over a split (or the given indices of it), in memory or read from disk (data.eval_batches).
 
+    `options`: batch size, device, memory format and test-time augmentation (EvalOptions' defaults if None).
     `indices`: the images to evaluate (all of them by default; `eval_indices` makes a run's, limited and
     sharded); `reduce`, when given, sums tensors across processes (distributed runs),
     so that the metrics cover every sample exactly once; `progress`, when
     given, is told each batch's image count (a tqdm bar's `update`); `errors`,
     when given, collects (split index, predicted class) of the first
     MOST_ERRORS images the model gets wrong.
-    `tta` other than "none" averages the softmax over the views of `tta_views`
-    (made one at a time, so memory stays that of one view); loss, top-5 and the
-    predictions then come from the log of the averaged probabilities, so the
-    loss is the negative log-likelihood of the averaged softmax.
+    With test-time augmentation, loss, top-5 and the predictions come from the log of the averaged
+    probabilities, so the loss is the negative log-likelihood of the averaged softmax.
     """
-    tta_view_count(tta)  # refuses an unknown mode before any work
-    view_pre = replace(pre, resize=None)
+    options = options or EvalOptions()
     was_training = model.training
     model.eval()
     idx = torch.arange(len(split)) if indices is None else indices
     loss_sum = torch.zeros((), dtype=torch.float64)
     top5 = torch.zeros((), dtype=torch.float64)
     cm = torch.zeros(num_classes, num_classes, dtype=torch.long)
-    for batch, images in eval_batches(split, idx, batch_size, device):
-        labels = split.labels[batch].to(device, non_blocking=True)
-        if tta == "none":
-            x = batch_transform(images, pre)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            logits = model(x).logits.float()
-        else:
-            logits = _tta_log_probs(model, images, pre, view_pre, tta, channels_last)
+    for batch, images in eval_batches(split, idx, options.batch_size, options.device):
+        labels = split.labels[batch].to(options.device, non_blocking=True)
+        logits = _logits(model, images, pre, options)
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").double().cpu()
         k = min(5, num_classes)
         top5 += (logits.topk(k, 1).indices == labels[:, None]).any(1).sum().double().cpu()
@@ -183,18 +202,30 @@ def evaluate_split(
     return SplitMetrics(loss_sum.item() / n, cm.diag().sum().item() / n, top5.item() / n, cm)
 
 
-def _tta_log_probs(model: nn.Module, images: Tensor, pre: Preprocess, view_pre: Preprocess, mode: str, channels_last: bool) -> Tensor:
-    """log(mean over the views of softmax(logits)), N x classes, accumulated one view at a time in log space."""
+def _logits(model: nn.Module, images: Tensor, pre: Preprocess, options: EvalOptions) -> Tensor:
+    """The model's float32 logits for a batch of a split's images; with TTA, the log of the views' mean softmax."""
+    if options.tta != "none":
+        return _tta_log_probs(model, images, pre, options)
+    x = batch_transform(images, pre)
+    if options.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return model(x).logits.float()
+
+
+def _tta_log_probs(model: nn.Module, images: Tensor, pre: Preprocess, options: EvalOptions) -> Tensor:
+    """log(mean over the views of softmax(logits)), N x classes, accumulated one view at a time in log space
+    (so memory stays that of one view)."""
+    view_pre = replace(pre, resize=None)  # the views are already image_size x image_size: no second resize
     acc = None
-    for view, repeat in weighted_views(images, pre.image_size, mode, pre.resize):
+    for view, repeat in weighted_views(images, pre.image_size, options.tta, pre.resize):
         x = batch_transform(view, view_pre)
-        if channels_last:
+        if options.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         log_p = model(x).logits.float().log_softmax(1)
         if repeat != 1:
             log_p = log_p + math.log(repeat)
         acc = log_p if acc is None else torch.logaddexp(acc, log_p)
-    return acc - math.log(tta_view_count(mode))
+    return acc - math.log(tta_view_count(options.tta))
 
 
 # ------------------------------------------------ a checkpoint on whole splits: the final evaluation, googlenet evaluate
@@ -218,9 +249,9 @@ def evaluate_all(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     pre = Preprocess.from_dict(state["preprocess"])
-    batch = cfg.get("eval_batch_size", 500)
-    mine = {s: eval_indices(len(data.split(s)), batch, limit_batches) for s in splits}
-    sizes = {s: len(data.split(s)) if limit_batches is None else min(len(data.split(s)), limit_batches * batch) for s in splits}
+    options = EvalOptions(cfg.get("eval_batch_size", 500), device, channels_last, tta)
+    mine = {s: eval_indices(len(data.split(s)), options.batch_size, limit_batches) for s in splits}
+    sizes = {s: eval_count(len(data.split(s)), options.batch_size, limit_batches) for s in splits}
     out: dict[str, Any] = {}
     # A bar on a terminal; one line per split in a log (the whole of MNIST takes minutes on 2 cores).
     quiet = not (sys.stderr.isatty() and dist_utils.is_main())
@@ -232,8 +263,8 @@ def evaluate_all(
                 log(f"evaluating {split} ({sizes[split]:,} images{'' if tta == 'none' else f', {tta}'})")
             errors = [] if split == "test" and test_errors is not None else None
             m = evaluate_split(
-                model, data.split(split), pre, data.num_classes, batch_size=batch, device=device, channels_last=channels_last,
-                indices=mine[split], reduce=dist_utils.all_reduce_sum, tta=tta, progress=bar.update, errors=errors,
+                model, data.split(split), pre, data.num_classes, options,
+                indices=mine[split], reduce=dist_utils.all_reduce_sum, progress=bar.update, errors=errors,
             )
             if errors is not None:  # each process's first misses in index order; together, the split's first
                 test_errors += sorted(e for part in dist_utils.all_gather_object(errors) for e in part)[:MOST_ERRORS]
@@ -327,6 +358,15 @@ def run_evaluate(args) -> None:
         raise CheckpointError(f"{dataset} has no {args.split} split (a folder of class subfolders is all test split): use --split test")
     tta = getattr(args, "tta", None) or "none"
     results = evaluate_all(state, data, device, splits, tta=tta)
+    print_results(results, data.classes, tta)
+    out = Path(args.output) if args.output else evaluation_file(path, args.split, getattr(args, "dataset", None), tta)
+    saved = {"checkpoint": str(path), "tta": tta, "classes": data.classes, "splits": results}
+    atomic_write_text(out, json.dumps(saved, indent=1) + "\n")
+    print(f"\nSaved {out}")
+
+
+def print_results(results: dict[str, Any], classes: list[str], tta: str) -> None:
+    """`googlenet evaluate`'s tables: loss and accuracies per split, then precision, recall and F1 per class."""
     names = list(results)
     if tta == "none":
         print("Test-time augmentation: none (one view per image)\n")
@@ -337,20 +377,23 @@ def run_evaluate(args) -> None:
         [
             ("Loss", *(f"{results[s]['loss']:.4f}" for s in names)),
             ("Accuracy (%)", *(f"{100 * results[s]['accuracy']:.2f}" for s in names)),
-            (f"Top-{min(5, len(data.classes))} accuracy (%)", *(f"{100 * results[s]['top5']:.2f}" for s in names)),
+            (f"Top-{min(5, len(classes))} accuracy (%)", *(f"{100 * results[s]['top5']:.2f}" for s in names)),
         ],
         "text",
     ))
     print()
     headers = ["class"] + [f"{SPLIT_TITLES[s]} {k}" for s in names for k in ("P", "R", "F1")]
-    rows = [[c] + [f"{results[s][k][i]:.4f}" for s in names for k in ("precision", "recall", "f1")] for i, c in enumerate(data.classes)]
+    keys = ("precision", "recall", "f1")
+    rows = [[c] + [f"{results[s][k][i]:.4f}" for s in names for k in keys] for i, c in enumerate(classes)]
     print(format_table(headers, rows, "text"))
-    run_dir = path if path.is_dir() else path.parent.parent
-    # Other data or TTA never overwrite the plain figures of the run's own data.
-    asked = getattr(args, "dataset", None)
-    label = Path(asked.split(":", 1)[1]).name if asked and asked.startswith("imagefolder:") else asked
+
+
+def evaluation_file(checkpoint: Path, split: str, dataset: str | None, tta: str) -> Path:
+    """Where `googlenet evaluate` saves its metrics without --output: evaluate_SPLIT[_DATA][_TTA].json in the
+    checkpoint's run directory (or here, for a checkpoint outside one). Other data (`dataset`, the --dataset
+    asked for) or TTA never overwrite the plain figures of the run's own data."""
+    run_dir = checkpoint if checkpoint.is_dir() else checkpoint.parent.parent
+    label = Path(dataset.split(":", 1)[1]).name if dataset and dataset.startswith("imagefolder:") else dataset
     other = "_" + re.sub(r"[^A-Za-z0-9.-]+", "-", label).strip("-")[:40] if label else ""
-    name = f"evaluate_{args.split}{other}{'' if tta == 'none' else '_' + tta}.json"
-    out = Path(args.output) if args.output else (run_dir if (run_dir / "config.yaml").is_file() else Path(".")) / name
-    atomic_write_text(out, json.dumps({"checkpoint": str(path), "tta": tta, "classes": data.classes, "splits": results}, indent=1) + "\n")
-    print(f"\nSaved {out}")
+    name = f"evaluate_{split}{other}{'' if tta == 'none' else '_' + tta}.json"
+    return (run_dir if (run_dir / "config.yaml").is_file() else Path(".")) / name

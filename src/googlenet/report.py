@@ -223,25 +223,32 @@ def build_report(run_dir: str | Path) -> Path:
 
 def report_text(run: RunFiles) -> str:
     """REPORT.md: the seed README's sections, results first."""
-    cfg, env, metrics = run.cfg, run.env, run.metrics
+    return f"{report_header(run)}\n{results_section(run)}{model_summary_section(run)}"
+
+
+def report_header(run: RunFiles) -> str:
+    """The title, a warning for a partial run, and where the run and its code are."""
+    cfg, env = run.cfg, run.env
     limits = [f"--{k.replace('_', '-')} {cfg[k]}" for k in ("limit_train_batches", "limit_eval_batches") if cfg.get(k)]
     partial = f"> **Partial run** ({', '.join(limits)}): trained and evaluated on part of the data; not a result to compare.\n\n"
+    commit = env.get("git_commit") or "unknown"
+    where = f"Run directory `{run.run_dir.name}`; command: `{env.get('command', '?')}`; git commit `{commit}`."
+    return f"# GoogLeNet on {cfg['dataset']}\n\n{partial if limits else ''}{where}\n"
+
+
+def results_section(run: RunFiles) -> str:
+    """## Results: the recipe, the hardware, the curves, the final metrics' tables, the confusion matrices and the
+    test errors."""
     errors = (
         "\nTest images the model gets wrong, with their true and predicted classes:\n\n![Test errors](errors_test.png)\n"
         if (run.run_dir / "errors_test.png").is_file()
         else ""
     )
-    summary_md = run.run_dir / "summary.md"
-    summary = summary_md.read_text() if summary_md.is_file() else "(summary.md missing)\n"
-    averaged = " of the averaged weights" if cfg["average"] != "none" else ""
+    averaged = " of the averaged weights" if run.cfg["average"] != "none" else ""
     matrices = ", ".join(
         f"[{SPLIT_TITLES[s].lower()}](confusion_{s}.png) ([csv](confusion_{s}.csv))" for s in run.names
     )
-    return f"""# GoogLeNet on {cfg["dataset"]}
-
-{partial if limits else ""}Run directory `{run.run_dir.name}`; command: `{env.get("command", "?")}`; git commit `{env.get("git_commit") or "unknown"}`.
-
-## Results
+    return f"""## Results
 
 {recipe_line(run)}
 
@@ -255,7 +262,7 @@ The curves are per epoch: the training figures are running averages over the epo
 with dropout on and include the weighted auxiliary losses (as the seed's); the
 validation figures are eval-mode passes{averaged}.
 
-Final metrics of `{metrics["checkpoint"]}` (epoch {metrics["best_epoch"]}, best validation accuracy),
+Final metrics of `{run.metrics["checkpoint"]}` (epoch {run.metrics["best_epoch"]}, best validation accuracy),
 computed in eval mode over each whole split (the training figures here are not
 the running averages above):
 
@@ -265,7 +272,14 @@ the running averages above):
 
 Confusion matrices (rows = true class): {matrices}.
 {errors}
-## Model summary
+"""
+
+
+def model_summary_section(run: RunFiles) -> str:
+    """## Model summary: the run's summary.md (the seed README's layer table)."""
+    summary_md = run.run_dir / "summary.md"
+    summary = summary_md.read_text() if summary_md.is_file() else "(summary.md missing)\n"
+    return f"""## Model summary
 
 {summary}"""
 
@@ -308,7 +322,8 @@ def recipe_line(run: RunFiles) -> str:
         )
     elif cfg.get("augment"):
         aug = "on (dataset defaults unless set: " + ", ".join(f"{k} {cfg[k]}" for k in aug_keys if cfg.get(k) is not None) + ")"
-    budget = f", time budget {cfg['time']:g} min" if cfg.get("time") else ""
+    minutes = cfg.get("time_limit", cfg.get("time"))  # "time": its name in runs before (config.OLD_SETTING_NAMES)
+    budget = f", time budget {minutes:g} min" if minutes else ""
     return (
         f"Trained for {len(run.rows)} epoch(s) (of {cfg['epochs']}{budget}) on `{cfg['dataset']}` at "
         f"{cfg['image_size']}x{cfg['image_size']} px, {cfg['in_channels']} input channel(s), batch size {cfg['batch_size']}, "

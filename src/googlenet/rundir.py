@@ -1,7 +1,7 @@
 """The run directory: its name, config.yaml, env.json, summary.md and results.csv.
 
     runs/train/exp/
-      config.yaml    the resolved TrainConfig (rewritten when --time replans the epochs)
+      config.yaml    the resolved TrainConfig (rewritten when --time-limit replans the epochs)
       env.json       versions, hardware, precision, command and git commit (each resume adds its own)
       summary.md     the layer-by-layer model summary
       results.csv    one row per epoch (RESULTS_COLUMNS)

@@ -68,16 +68,19 @@ class Progress:
     finished: bool = False  # a resumed run whose training had ended (stopped during its final evaluation): evaluate only
 
 
-def rng_state(gen: torch.Generator, device: torch.device) -> dict[str, Tensor]:
-    state = {"torch": torch.get_rng_state(), "augment": gen.get_state()}
+def rng_state(augment_rng: torch.Generator, device: torch.device) -> dict[str, Tensor]:
+    """This process's random streams: torch's global (dropout, ...), the augmentation's and CUDA's.
+    Saved under "augment" (the key checkpoints have always used)."""
+    state = {"torch": torch.get_rng_state(), "augment": augment_rng.get_state()}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict[str, Tensor], gen: torch.Generator, device: torch.device) -> None:
+def set_rng_state(state: dict[str, Tensor], augment_rng: torch.Generator, device: torch.device) -> None:
+    """Continue the streams `rng_state` saved."""
     torch.set_rng_state(state["torch"])
-    gen.set_state(state["augment"])
+    augment_rng.set_state(state["augment"])
     if device.type == "cuda" and state.get("cuda") is not None:
         torch.cuda.set_rng_state(state["cuda"], device)
 

@@ -28,10 +28,20 @@ from tqdm import tqdm
 
 from . import distributed as dist_utils
 from .checkpoint import load_weights, preprocess_from_checkpoint, read_weights, save_checkpoint
-from .config import ConfigError, TrainConfig, load_yaml, resolve_config
-from .data import AUGMENT_SETTINGS, Dataset, Preprocess, TrainLoader, augmentation_for, batch_transform, default_workers, load_dataset
+from .config import ConfigError, TrainConfig, load_yaml, resolve_config, with_current_names
+from .data import (
+    AUGMENT_SETTINGS,
+    Augment,
+    Dataset,
+    Preprocess,
+    TrainLoader,
+    augmentation_for,
+    batch_transform,
+    default_workers,
+    load_dataset,
+)
 from .errors import UserError
-from .evaluate import SplitMetrics, eval_indices, evaluate_split, write_final_outputs
+from .evaluate import EvalOptions, SplitMetrics, eval_count, eval_indices, evaluate_split, write_final_outputs
 from .files import DiskFullError
 from .interrupts import StopFinalEvaluation, StopOnInterrupt, TrainingInterrupted, stop_before_final_evaluation, stop_interrupted
 from .kernels import ALL, accelerate
@@ -85,7 +95,7 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device, fu
 def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int, done_steps: int = 0):
     """A per-step schedule over `cfg.epochs`; `step` is the paper's -4% every 8 epochs.
 
-    `done_steps`: a schedule replanned mid-run (`--time`) continues from there.
+    `done_steps`: a schedule replanned mid-run (`--time-limit`) continues from there.
     """
     total = max(cfg.epochs * steps_per_epoch, 1)
     if cfg.schedule == "onecycle" and total >= 3:
@@ -120,10 +130,10 @@ def _lr_factor(cfg: TrainConfig, steps_per_epoch: int, total: int) -> Callable[[
 
 
 def planned_epochs(cfg: TrainConfig, epochs_done: int, seconds_per_epoch: float) -> int:
-    """`--time`: how many of `cfg.epochs` fit the budget at this speed (never fewer than are done)."""
-    if not cfg.time:
+    """`--time-limit`: how many of `cfg.epochs` fit the budget at this speed (never fewer than are done)."""
+    if not cfg.time_limit:
         return cfg.epochs
-    return max(epochs_done, min(cfg.epochs, int(cfg.time * 60 / seconds_per_epoch)))
+    return max(epochs_done, min(cfg.epochs, int(cfg.time_limit * 60 / seconds_per_epoch)))
 
 
 def finish_estimate(seconds: float, now: datetime | None = None) -> str:
@@ -176,15 +186,7 @@ def build_training(cfg: TrainConfig, data: Dataset, device: torch.device, resume
         trained = preprocess_from_checkpoint(meta)  # the input the weights expect, in the dataset's geometry
         pre = replace(pre, mean=trained.mean, std=trained.std, channel_order=trained.channel_order)
     augmentation = augmentation_for(cfg, data.default_augment)
-    if data.streamed:  # the streamed path's augmentation is the paper's crops (data.transforms.train_transform), made by its workers
-        unused = [f"--{k.replace('_', '-')}" for k in AUGMENT_SETTINGS if k != "hflip" and getattr(augmentation, k)]
-        if unused:
-            raise ConfigError(
-                f"{', '.join(unused)} augment images held in memory; a streamed folder trains on the paper's random crops "
-                "and flips (--hflip, --color-jitter): drop them or use --data-loading memory"
-            )
-    elif cfg.color_jitter:
-        raise ConfigError(f"--color-jitter applies to image folders streamed from disk, not to {cfg.dataset} in memory: drop it or use --data-loading stream")
+    check_augmentation(cfg, data, augmentation)
     # config.yaml records the augmentation and data path actually used, not "dataset default" or "auto".
     cfg = replace(
         cfg, in_channels=in_channels, rotate=augmentation.rotate, translate=augmentation.translate,
@@ -226,6 +228,23 @@ def build_training(cfg: TrainConfig, data: Dataset, device: torch.device, resume
         cfg, data, pre, augmentation, model, step_model, averaged, optimizer, scheduler, steps_per_epoch, device,
         torch.Generator(), margs, loader, scaler,
     )
+
+
+def check_augmentation(cfg: TrainConfig, data: Dataset, augmentation: Augment) -> None:
+    """Refuse augmentation settings the data path would ignore: the in-memory settings on a streamed folder,
+    --color-jitter on images held in memory."""
+    if data.streamed:  # its augmentation is the paper's crops (data.transforms.train_transform), made by its workers
+        unused = [f"--{k.replace('_', '-')}" for k in AUGMENT_SETTINGS if k != "hflip" and getattr(augmentation, k)]
+        if unused:
+            raise ConfigError(
+                f"{', '.join(unused)} augment images held in memory; a streamed folder trains on the paper's "
+                "random crops and flips (--hflip, --color-jitter): drop them or use --data-loading memory"
+            )
+    elif cfg.color_jitter:
+        raise ConfigError(
+            f"--color-jitter applies to image folders streamed from disk, not to {cfg.dataset} in memory: "
+            "drop it or use --data-loading stream"
+        )
 
 
 def load_pretrained(model: GoogLeNet, weights: dict[str, Tensor], source: str) -> None:
@@ -331,10 +350,10 @@ def validate(t: TrainingState) -> SplitMetrics:
     """Eval-mode metrics of the (averaged) weights on the validation split, every sample counted once under torchrun."""
     cfg = t.cfg
     model = t.averaged.module if t.averaged is not None else t.model
+    mine = eval_indices(len(t.data.val), cfg.eval_batch_size, cfg.limit_eval_batches)
+    options = EvalOptions(cfg.eval_batch_size, t.device, cfg.channels_last)
     return evaluate_split(
-        model, t.data.val, t.pre, t.data.num_classes, batch_size=cfg.eval_batch_size, device=t.device,
-        channels_last=cfg.channels_last, indices=eval_indices(len(t.data.val), cfg.eval_batch_size, cfg.limit_eval_batches),
-        reduce=dist_utils.all_reduce_sum,
+        model, t.data.val, t.pre, t.data.num_classes, options, indices=mine, reduce=dist_utils.all_reduce_sum
     )
 
 
@@ -345,7 +364,7 @@ def training_loss_terms(cfg: TrainConfig) -> str:
 
 
 def finish_epoch(t: TrainingState, progress: Progress, epoch: int, started: float, run_dir: Path, board=None) -> bool:
-    """Validate, record the epoch's row, replan under --time, save the checkpoints and log.
+    """Validate, record the epoch's row, replan under --time-limit, save the checkpoints and log.
 
     Returns whether training stops here (the last planned epoch, or --patience ran out).
     """
@@ -364,7 +383,7 @@ def finish_epoch(t: TrainingState, progress: Progress, epoch: int, started: floa
         progress.best_acc, progress.best_epoch = val.accuracy, epoch + 1
     progress.epoch_state = EpochState()
     planned_before = t.cfg.epochs
-    if t.cfg.time:  # every process plans from the same (mean) time, so all stop together
+    if t.cfg.time_limit:  # every process plans from the same (mean) time, so all stop together
         per_epoch = dist_utils.all_reduce_sum(torch.tensor([progress.elapsed], dtype=torch.float64)).item() / dist_utils.world_size() / len(progress.results)
         t.cfg = replace(t.cfg, epochs=planned_epochs(t.cfg, epoch + 1, per_epoch))
         if epoch + 1 < t.cfg.epochs < planned_before:
@@ -387,21 +406,27 @@ def finish_epoch(t: TrainingState, progress: Progress, epoch: int, started: floa
     )
     if t.cfg.epochs != planned_before:
         log(
-            f"--time {t.cfg.time:g} min: {t.cfg.epochs} of {planned_before} epochs fit at {per_epoch:.0f} s per epoch"
+            f"--time-limit {t.cfg.time_limit:g} min: {t.cfg.epochs} of {planned_before} epochs fit "
+            f"at {per_epoch:.0f} s per epoch"
             + (f"; the learning-rate schedule now ends after epoch {t.cfg.epochs}" if t.cfg.epochs > epoch + 1 else ": stopping")
         )
-    # The remaining epochs at the mean epoch time so far, then the final evaluation: every split, each
-    # process its share, at the speed validation just ran.
-    cap = math.inf if t.cfg.limit_eval_batches is None else t.cfg.limit_eval_batches * t.cfg.eval_batch_size
-    n_train, n_val, n_test = (min(len(split), cap) for split in (t.data.train, t.data.val, t.data.test))
-    final_seconds = val_seconds * (n_train + n_val + n_test) / max(n_val, 1)
-    log(finish_estimate(progress.elapsed / len(progress.results) * (t.cfg.epochs - epoch - 1) + final_seconds))
+    log(finish_estimate(seconds_left(t, progress, epoch, val_seconds)))
     if epoch + 1 >= t.cfg.epochs:
         return True
     if t.cfg.patience is not None and epoch + 1 - progress.best_epoch >= t.cfg.patience:
         log(f"early stopping: no better validation accuracy for {t.cfg.patience} epochs")
         return True
     return False
+
+
+def seconds_left(t: TrainingState, progress: Progress, epoch: int, val_seconds: float) -> float:
+    """The remaining epochs at the mean epoch time so far, then the final evaluation: every split, each
+    process its share, at the speed validation just ran (`val_seconds`)."""
+    cfg = t.cfg
+    splits = (t.data.train, t.data.val, t.data.test)
+    n_train, n_val, n_test = (eval_count(len(s), cfg.eval_batch_size, cfg.limit_eval_batches) for s in splits)
+    final_seconds = val_seconds * (n_train + n_val + n_test) / max(n_val, 1)
+    return progress.elapsed / len(progress.results) * (cfg.epochs - epoch - 1) + final_seconds
 
 
 MACHINE_SETTINGS = {"device", "workers"}  # what a resume may change: where it runs, not what it computes
@@ -428,13 +453,14 @@ def fit(cfg: TrainConfig | None = None, resume: str | Path | None = None, **sett
     """Train as `cfg` says (default: the fast preset) with `settings` on top, or resume a run directory; returns the run directory.
 
         googlenet.fit(epochs=1, limit_train_batches=20)            # settings: the fields of TrainConfig
-        googlenet.fit(googlenet.resolve_config("seed", seed=1))    # a preset, as `googlenet train --preset seed --seed 1`
+        googlenet.fit(googlenet.resolve_config("original", seed=1))  # as `googlenet train --preset original --seed 1`
     """
     workers = None
     if resume is not None:  # as the CLI: a resume replays the run as it was configured, on this machine's device and workers
         if set(settings) - MACHINE_SETTINGS:
             raise ConfigError(f"resume continues {resume} exactly as it was configured, so {', '.join(sorted(set(settings) - MACHINE_SETTINGS))} cannot apply")
         workers = settings.pop("workers", None)  # checked against the run's dataset (load_resume_state)
+    settings = with_current_names(settings)  # e.g. time=40, as before time_limit
     cfg = resolve_config(**settings) if cfg is None else replace(cfg, **settings).validate() if settings else cfg
 
     device = select_device(cfg.device)
@@ -473,6 +499,20 @@ def run_training(cfg: TrainConfig, resume: str | Path | None, device: torch.devi
         f"Training GoogLeNet on {t.cfg.dataset} ({len(data.train)} train / {len(data.val)} val / {len(data.test)} test) "
         f"at {t.cfg.image_size} px on {device} in {resolve_amp(t.cfg.amp, device)[1]}, {t.cfg.epochs} epochs, run directory {run_dir}"
     )
+    train_epochs(t, progress, run_dir, board)
+
+    try:
+        with StopFinalEvaluation(run_dir) as final:  # Ctrl-C or SIGTERM here: stop, and --resume finishes the run
+            log(final_summary(write_final_outputs(run_dir, data, device, t.cfg, final.check), run_dir))
+    except DiskFullError as exc:
+        raise _disk_full(exc, run_dir) from None
+    return run_dir
+
+
+def train_epochs(t: TrainingState, progress: Progress, run_dir: Path, board=None) -> None:
+    """The epochs from `progress.start_epoch` on, each validated and saved (finish_epoch), until the last planned
+    one or early stopping. Ctrl-C or SIGTERM stops at a step boundary with last.pt saved for --resume; divergence
+    and a full disk stop with a one-line error that says what is kept."""
     epoch = progress.start_epoch
     last_epoch = progress.start_epoch if progress.finished else t.cfg.epochs  # a finished run resumed: evaluation only
     with StopOnInterrupt() as stop:
@@ -481,7 +521,11 @@ def run_training(cfg: TrainConfig, resume: str | Path | None, device: torch.devi
                 start = time.perf_counter()
                 reseed_for_epoch(t, progress, epoch)
                 quiet = not (sys.stderr.isatty() and dist_utils.is_main())
-                with tqdm(total=t.steps_per_epoch, initial=progress.epoch_state.step, desc=f"epoch {epoch + 1}/{t.cfg.epochs}", leave=False, disable=quiet) as bar:
+                bar = tqdm(
+                    total=t.steps_per_epoch, initial=progress.epoch_state.step, desc=f"epoch {epoch + 1}/{t.cfg.epochs}",
+                    leave=False, disable=quiet,
+                )
+                with bar:
                     train_one_epoch(t, epoch, progress.epoch_state, bar, stop)
                 if finish_epoch(t, progress, epoch, start, run_dir, board):
                     break
@@ -489,7 +533,9 @@ def run_training(cfg: TrainConfig, resume: str | Path | None, device: torch.devi
                     raise TrainingInterrupted
         except TrainingDiverged as exc:
             last = run_dir / "weights" / "last.pt"
-            kept = f"the last good checkpoint (epoch {len(progress.results)}) is kept in {last}" if epoch > 0 and last.is_file() else "no checkpoint was written"
+            kept = "no checkpoint was written"
+            if epoch > 0 and last.is_file():
+                kept = f"the last good checkpoint (epoch {len(progress.results)}) is kept in {last}"
             raise TrainingDiverged(f"{exc}; {kept}") from None
         except KeyboardInterrupt as exc:
             stop_interrupted(exc, run_dir, t, progress, epoch)
@@ -497,13 +543,6 @@ def run_training(cfg: TrainConfig, resume: str | Path | None, device: torch.devi
             raise _disk_full(exc, run_dir) from None
         if stop.requested():  # Ctrl-C while the last epoch was validated or saved: stop before the final evaluation
             stop_before_final_evaluation(run_dir)
-
-    try:
-        with StopFinalEvaluation(run_dir) as final:  # Ctrl-C or SIGTERM here: stop, and --resume finishes the run
-            log(final_summary(write_final_outputs(run_dir, data, device, t.cfg, final.check), run_dir))
-    except DiskFullError as exc:
-        raise _disk_full(exc, run_dir) from None
-    return run_dir
 
 
 def _disk_full(exc: DiskFullError, run_dir: Path) -> DiskFullError:
