@@ -62,7 +62,14 @@ def trained_run(tmp_path_factory) -> Path:
 
 
 def model_args(num_classes: int = 10, in_channels: int = 1) -> dict:
-    return {"num_classes": num_classes, "in_channels": in_channels, "aux_logits": True, "dropout": 0.4, "dropout_aux": 0.7, "init": "caffe"}
+    return {
+        "num_classes": num_classes,
+        "in_channels": in_channels,
+        "aux_logits": True,
+        "dropout": 0.4,
+        "dropout_aux": 0.7,
+        "init": "caffe",
+    }
 
 
 def checkpoint_state(num_classes: int = 10, in_channels: int = 1) -> dict:
@@ -94,7 +101,8 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
 
 
 def one_line_error(capsys, argv: list[str], root: Path) -> str:
-    """In-process: exit 2, one stderr line 'googlenet CMD: error: ...' (after argparse's usage, if any), nothing on disk changed."""
+    """In-process: exit 2, one stderr line 'googlenet CMD: error: ...' (after argparse's usage, if any), nothing on disk
+    changed."""
     before = snapshot(root)
     try:
         code = main(argv)
@@ -113,7 +121,9 @@ def one_line_error(capsys, argv: list[str], root: Path) -> str:
 def run_cli(cwd: Path, *argv: str, timeout: float = 120) -> str:
     """A real process (for what only a process shows: a hang, a signal): exit 2, one stderr line, nothing written."""
     before = snapshot(cwd)
-    proc = subprocess.run([sys.executable, "-m", "googlenet", *argv], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "googlenet", *argv], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr

@@ -13,7 +13,9 @@ from googlenet.data.datasets import _load_mnist
 
 
 def test_fit_load_classify(tmp_path: Path, trained_run: Path):
-    run = googlenet.fit(epochs=1, limit_train_batches=2, limit_eval_batches=1, device="cpu", project=str(tmp_path), name="api")
+    run = googlenet.fit(
+        epochs=1, limit_train_batches=2, limit_eval_batches=1, device="cpu", project=str(tmp_path), name="api"
+    )
     assert run == tmp_path / "api" and (run / "REPORT.md").is_file()
 
     model, meta = googlenet.load_model(trained_run)

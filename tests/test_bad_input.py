@@ -91,14 +91,22 @@ def test_missing_mnist_file(capsys, cwd: Path, mnist_copy: Path):
 
 @pytest.mark.parametrize(
     ("kind", "message"),
-    [("truncated-gz", "cannot be decompressed"), ("random-gz", "cannot be decompressed"), ("flipped-byte", "fails its MD5 check")],
+    [
+        ("truncated-gz", "cannot be decompressed"),
+        ("random-gz", "cannot be decompressed"),
+        ("flipped-byte", "fails its MD5 check"),
+    ],
 )
 def test_corrupted_mnist_file(capsys, cwd: Path, mnist_copy: Path, kind: str, message: str):
     stem = "train-labels-idx1-ubyte"
     good = (mnist_copy / f"{stem}.gz").read_bytes()
     raw = bytearray(gzip.decompress(good))
     raw[100] ^= 0xFF
-    data = {"truncated-gz": good[: len(good) // 2], "random-gz": random.Random(0).randbytes(5000), "flipped-byte": gzip.compress(bytes(raw))}[kind]
+    data = {
+        "truncated-gz": good[: len(good) // 2],
+        "random-gz": random.Random(0).randbytes(5000),
+        "flipped-byte": gzip.compress(bytes(raw)),
+    }[kind]
     mnist_with(mnist_copy, cwd / "mnist", stem, data)
     line = one_line_error(capsys, ["train", "--data-dir", "mnist"], cwd)
     assert stem in line and message in line and "restore the file" in line
@@ -194,7 +202,8 @@ def edited_checkpoint(path: Path, **model_args) -> Path:
 
 
 def test_checkpoint_of_another_class_count(capsys, cwd: Path):
-    save_checkpoint(cwd / "five.pt", checkpoint_state(num_classes=5))  # a consistent 5-class checkpoint (a forged one: test_hostile.py)
+    # a consistent 5-class checkpoint (a forged one: test_hostile.py)
+    save_checkpoint(cwd / "five.pt", checkpoint_state(num_classes=5))
     line = one_line_error(capsys, ["evaluate", "five.pt"], cwd)
     assert "mnist has a class '5' that the checkpoint does not know (its classes: 0, 1, 2, 3, 4)" in line
 
@@ -262,7 +271,9 @@ def test_hostile_checkpoint(capsys, cwd: Path, good_checkpoint: bytes, kind: str
     }[target]
     line = one_line_error(capsys, argv, cwd)
     assert "runs/x/weights/" in line
-    assert any(word in line for word in ("corrupted", "truncated", "not a googlenet checkpoint", "not a PyTorch checkpoint"))
+    assert any(
+        word in line for word in ("corrupted", "truncated", "not a googlenet checkpoint", "not a PyTorch checkpoint")
+    )
 
 
 @pytest.mark.parametrize("kind", HOSTILE)
@@ -319,7 +330,9 @@ def test_huge_idx_dims_below_the_limit_are_refused_too():
 
 def test_unverified_mnist_directory_with_a_hostile_header(tmp_path: Path, mnist_copy: Path):
     """Without the MD5 check the IDX header check still refuses it, via load_dataset's own reader."""
-    root = mnist_with(mnist_copy, tmp_path / "mnist", "train-images-idx3-ubyte", idx_header((0xFFFFFFFF, 28, 28)), gz=False)
+    root = mnist_with(
+        mnist_copy, tmp_path / "mnist", "train-images-idx3-ubyte", idx_header((0xFFFFFFFF, 28, 28)), gz=False
+    )
     with pytest.raises(DataError, match="train-images-idx3-ubyte: IDX header says"):
         _load_mnist(root, verify=False)
     with pytest.raises(DataError, match="train-images-idx3-ubyte fails its MD5 check"):

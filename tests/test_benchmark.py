@@ -21,7 +21,12 @@ def test_matmul_peak_is_positive() -> None:
 
 def test_matmul_peak_is_the_best_shape_and_skips_larger_ones_after_a_slow_one(monkeypatch) -> None:
     """The shapes run from the fewest FLOPs up; the first slow one is the last (bf16 emulated on AVX2 took minutes)."""
-    seconds = {(8, 8, 8): 1e-6, (16, 4, 32): 1e-7, (32, 32, 32): 1.0, (64, 64, 64): 1e-9}  # the fastest is never reached
+    seconds = {
+        (8, 8, 8): 1e-6,
+        (16, 4, 32): 1e-7,
+        (32, 32, 32): 1.0,
+        (64, 64, 64): 1e-9,
+    }  # the fastest is never reached
     timed = []
 
     def fake_time(a, b, device):
@@ -64,7 +69,14 @@ def test_benchmark_command_tiny_budget(capsys) -> None:
     ratios = [float(r) for r in re.findall(r"this project / torchvision: ([0-9.]+)x", out)]
     assert len(ratios) == 2 and all(r > 0 for r in ratios)
     # FLOPs per image are counted, not assumed: the training step costs more than inference.
-    flops = {mode: float(re.search(rf"{mode} step.*?googlenet \(this project\)\s+\S+\s+\S+\s+([0-9,.]+)", out, re.S).group(1).replace(",", "")) for mode in ("train", "eval")}
+    flops = {
+        mode: float(
+            re.search(rf"{mode} step.*?googlenet \(this project\)\s+\S+\s+\S+\s+([0-9,.]+)", out, re.S)
+            .group(1)
+            .replace(",", "")
+        )
+        for mode in ("train", "eval")
+    }
     assert flops["train"] > 2 * flops["eval"]
 
 
@@ -91,7 +103,21 @@ def test_benchmark_refuses_stream_options_it_would_ignore(capsys, flags, names) 
 
 
 def test_benchmark_under_autocast_uses_that_dtypes_peak(capsys) -> None:
-    args = ["benchmark", "--image-size", "32", "--batch-size", "2", "--steps", "1", "--repeats", "1", "--warmup", "0", "--amp", "bf16"]
+    args = [
+        "benchmark",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "2",
+        "--steps",
+        "1",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--amp",
+        "bf16",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "bf16 autocast (--amp bf16); bf16 matmul peak" in out and "fp32" not in out

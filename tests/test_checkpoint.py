@@ -56,7 +56,9 @@ def test_round_trip(saved: Path, state: dict):
     assert load_checkpoint(saved.parent.parent)["epoch"] == 1
 
 
-@pytest.mark.parametrize("failure", [DiskFull(28, "No space left on device"), KeyboardInterrupt()], ids=["oserror", "ctrl-c"])
+@pytest.mark.parametrize(
+    "failure", [DiskFull(28, "No space left on device"), KeyboardInterrupt()], ids=["oserror", "ctrl-c"]
+)
 def test_failed_save_keeps_the_previous_checkpoint_and_no_temp_file(saved: Path, state: dict, monkeypatch, failure):
     before = saved.read_bytes()
     real_save = torch.save
@@ -71,7 +73,10 @@ def test_failed_save_keeps_the_previous_checkpoint_and_no_temp_file(saved: Path,
 
     monkeypatch.setattr(torch, "save", half_then_fail)
     # a full disk becomes the one-line error naming the file (files.DiskFullError); Ctrl-C stays Ctrl-C
-    with pytest.raises(files.DiskFullError if isinstance(failure, OSError) else type(failure), match="no space left on the device at .*last.pt" if isinstance(failure, OSError) else None):
+    with pytest.raises(
+        files.DiskFullError if isinstance(failure, OSError) else type(failure),
+        match="no space left on the device at .*last.pt" if isinstance(failure, OSError) else None,
+    ):
         save_checkpoint(saved, {**state, "epoch": 2})
     assert written and written[0] != saved  # the partial file was a temporary one beside it
     assert saved.read_bytes() == before
@@ -111,7 +116,9 @@ def non_atomic_writes(source: str) -> list[int]:
             node = parents[node]
             if isinstance(node, ast.Call) and called_name(node) in ATOMIC:
                 return True
-            if isinstance(node, ast.With) and any(isinstance(i.context_expr, ast.Call) and called_name(i.context_expr) in ATOMIC for i in node.items):
+            if isinstance(node, ast.With) and any(
+                isinstance(i.context_expr, ast.Call) and called_name(i.context_expr) in ATOMIC for i in node.items
+            ):
                 return True
             if isinstance(node, ast.FunctionDef) and node.name in ATOMIC:
                 return True
@@ -124,7 +131,9 @@ def non_atomic_writes(source: str) -> list[int]:
         name = called_name(node)
         writes = name in WRITE_CALLS
         if name == "open":
-            mode = node.args[1] if len(node.args) > 1 else next((k.value for k in node.keywords if k.arg == "mode"), None)
+            mode = (
+                node.args[1] if len(node.args) > 1 else next((k.value for k in node.keywords if k.arg == "mode"), None)
+            )
             writes = isinstance(mode, ast.Constant) and any(c in str(mode.value) for c in "wax+")
         to_tmp = any(isinstance(a, ast.Name) and a.id == "tmp" for a in node.args)  # a temporary path handed in
         if writes and not to_tmp and not inside_atomic(node):
@@ -148,7 +157,10 @@ def test_run_files_are_written_atomically(module: str):
 
 def test_the_atomic_write_scan_finds_plain_writes():
     assert non_atomic_writes("import torch\ntorch.save(x, 'a.pt')\nopen('r.csv', 'w')\nfig.savefig(p)\n") == [2, 3, 4]
-    assert non_atomic_writes("atomic_save(p, lambda t: torch.save(x, t))\nwith atomic_path(p) as t:\n    open(t, 'wb')\n") == []
+    assert (
+        non_atomic_writes("atomic_save(p, lambda t: torch.save(x, t))\nwith atomic_path(p) as t:\n    open(t, 'wb')\n")
+        == []
+    )
 
 
 # ------------------------------------------------------------------ safe loading
@@ -228,7 +240,9 @@ def test_missing_file_and_empty_run_directory(tmp_path: Path):
 def test_other_files_are_not_googlenet_checkpoints(tmp_path: Path):
     tv = pytest.importorskip("torchvision")
     bare = tmp_path / "torchvision_googlenet.pt"
-    torch.save(tv.models.googlenet(weights=None, aux_logits=True, init_weights=False, num_classes=10).state_dict(), bare)
+    torch.save(
+        tv.models.googlenet(weights=None, aux_logits=True, init_weights=False, num_classes=10).state_dict(), bare
+    )
     with pytest.raises(CheckpointError, match="not a googlenet checkpoint.*pass weights/best.pt"):
         load_checkpoint(bare)
     listed = tmp_path / "list.pt"
@@ -298,4 +312,6 @@ def test_a_checkpoint_written_before_the_redesign_still_loads(tmp_path: Path, te
     x = torch.rand(2, 1, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model(x).logits, torch.tensor(expected["logits"]), rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(googlenet.accelerate(model)(x).logits, torch.tensor(expected["logits"]), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            googlenet.accelerate(model)(x).logits, torch.tensor(expected["logits"]), rtol=1e-4, atol=1e-5
+        )

@@ -168,9 +168,20 @@ def test_cli_flags_map_to_config_fields(captured_fit):
     assert cli.main(argv) == 0
     (cfg,) = captured_fit
     assert cfg == resolve_config(
-        "fast", dataset="cifar10", image_size=64, in_channels=3, lr=0.2, schedule="cosine", warmup_epochs=1.5,
-        average="ema", label_smoothing=0.1, limit_train_batches=3, exist_ok=True, channels_last=False, seed=4,
-    )  # fmt: skip
+        "fast",
+        dataset="cifar10",
+        image_size=64,
+        in_channels=3,
+        lr=0.2,
+        schedule="cosine",
+        warmup_epochs=1.5,
+        average="ema",
+        label_smoothing=0.1,
+        limit_train_batches=3,
+        exist_ok=True,
+        channels_last=False,
+        seed=4,
+    )
 
 
 @pytest.mark.parametrize(
@@ -247,7 +258,9 @@ def test_every_choice_list_is_defined_once_and_documented():
 
     assert CHOICES["init"] == INIT_SCHEMES
     commands = get_args_parser()._subparsers._group_actions[0].choices
-    offered = {a.dest: tuple(a.choices) for c in ("train", "evaluate") for a in commands[c]._actions if a.dest in CHOICES}
+    offered = {
+        a.dest: tuple(a.choices) for c in ("train", "evaluate") for a in commands[c]._actions if a.dest in CHOICES
+    }
     assert tuple(next(a for a in commands["benchmark"]._actions if a.dest == "amp").choices) == CHOICES["amp"]
     assert offered == CHOICES
     for key, values in CHOICES.items():

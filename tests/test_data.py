@@ -19,7 +19,17 @@ import torch.nn.functional as F
 from PIL import Image
 
 from googlenet import data
-from googlenet.data import Augment, DataError, Preprocess, batch_transform, datasets, load_dataset, mnist, read_idx, stratified_split
+from googlenet.data import (
+    Augment,
+    DataError,
+    Preprocess,
+    batch_transform,
+    datasets,
+    load_dataset,
+    mnist,
+    read_idx,
+    stratified_split,
+)
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -82,7 +92,8 @@ def test_builtin_mnist_is_read_once_per_process_and_never_handed_out_to_change(m
 
 def test_mnist_loads_without_torchvision():
     """`import torchvision` takes about a second: only the torchvision datasets and streamed folders need it."""
-    code = "import sys; from googlenet.data import load_dataset; load_dataset('mnist'); print('torchvision' in sys.modules)"
+    code = "import sys; from googlenet.data import load_dataset\n"
+    code += "load_dataset('mnist'); print('torchvision' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip().splitlines()[-1] == "False", out.stdout + out.stderr
 
@@ -150,7 +161,10 @@ def test_read_idx_round_trip():
     [
         (b"\x01\x00\x08\x01\x00\x00\x00\x01\x00", "bad magic number"),
         (b"\x00", "bad magic number"),
-        (b"\x00\x00\x0d\x01\x00\x00\x00\x01\x00\x00\x00\x00", r"only unsigned-byte IDX files are supported \(type 0x0d\)"),
+        (
+            b"\x00\x00\x0d\x01\x00\x00\x00\x01\x00\x00\x00\x00",
+            r"only unsigned-byte IDX files are supported \(type 0x0d\)",
+        ),
         (b"\x00\x00\x08\x00", "0 dimensions"),
         (b"\x00\x00\x08\x05" + b"\x00\x00\x00\x01" * 5 + b"\x00", "5 dimensions"),
         (b"\x00\x00\x08\x03\x00\x00\x00\x02\x00\x00", "header is truncated"),
@@ -220,7 +234,9 @@ def test_stratified_split_is_seeded():
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert not torch.equal(a[1], c[1])
     # Not simply the first images of each class.
-    assert not torch.equal(a[1], torch.sort(torch.cat([torch.nonzero(labels == k).flatten()[:36] for k in range(7)])).values)
+    assert not torch.equal(
+        a[1], torch.sort(torch.cat([torch.nonzero(labels == k).flatten()[:36] for k in range(7)])).values
+    )
 
 
 @pytest.mark.parametrize("fraction", [-0.1, 1.0, 1.5])
@@ -480,9 +496,11 @@ def test_fake_cifar10_loads_when_md5_is_bypassed(tmp_path, monkeypatch):
 
 
 def test_resize_keeps_the_aspect_ratio_and_takes_the_centre_crop():
-    """Preprocess.resize: the shorter side to `resize`, then the centre image_size crop (ImageNet's 256 -> 224), for tensors too."""
+    """Preprocess.resize: the shorter side to `resize`, then the centre image_size crop (ImageNet's 256 -> 224), for
+    tensors too."""
     pre = Preprocess(8, 1, 1, 8, (0.0,), (1 / 255,), resize=10)
     wide = torch.arange(20, dtype=torch.float32).repeat(10, 1)[None, None]  # 10 x 20: already 10 on its shorter side
     torch.testing.assert_close(batch_transform(wide, pre)[0, 0], wide[0, 0, 1:9, 6:14])
     assert Preprocess.from_dict(pre.to_dict()) == pre
-    assert "resize" not in Preprocess(8, 1, 1, 8, (0.0,), (1.0,)).to_dict()  # defaults left out: older versions read the file
+    # defaults left out: older versions read the file
+    assert "resize" not in Preprocess(8, 1, 1, 8, (0.0,), (1.0,)).to_dict()

@@ -23,7 +23,9 @@ import torch.distributed as dist
 from googlenet import distributed as dist_utils
 from googlenet.model import GoogLeNet
 
-pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed with gloo")
+pytestmark = pytest.mark.skipif(
+    not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed with gloo"
+)
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 BASE = [
@@ -36,7 +38,7 @@ BASE = [
 # SGD keeps float-rounding differences as small as they start (Adam divides them by tiny second moments).
 EQUIVALENT = [*BASE, "--dropout", "0", "--dropout-aux", "0", "--no-augment", "--optimizer", "sgd", "--lr", "0.01"]
 
-DRIVER = '''
+DRIVER = """
 import os, signal, sys
 import googlenet.train as train
 
@@ -53,13 +55,26 @@ def step_transform(*args, **kwargs):
 train.batch_transform = step_transform
 from googlenet.cli import main
 sys.exit(main(sys.argv[1:]))
-'''
+"""
 
 
-def run(cwd: Path, argv: list[str], nproc: int | None = None, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+def run(
+    cwd: Path, argv: list[str], nproc: int | None = None, env: dict | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess:
     """`torchrun --standalone --nproc-per-node N ...` (or plain python when nproc is None), never left hanging."""
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)] if nproc else [sys.executable]
-    proc = subprocess.Popen([*launcher, *argv], cwd=cwd, env={**ENV, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    launcher = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)]
+        if nproc
+        else [sys.executable]
+    )
+    proc = subprocess.Popen(
+        [*launcher, *argv],
+        cwd=cwd,
+        env={**ENV, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -141,9 +156,17 @@ def test_ctrl_c_on_one_worker_stops_all_and_resumes_exactly(workdir: Path):
     assert reference.returncode == 0, reference.stderr[-3000:]
 
     # SIGINT reaches rank 1 alone, inside step 2 of epoch 2 (its 5th training step)
-    stopped = run(workdir, ["driver.py", "train", *BASE, "--name", "ddp-stopped"], nproc=2, env={"SIGINT_AT": "5", "SIGINT_RANK": "1"})
+    stopped = run(
+        workdir,
+        ["driver.py", "train", *BASE, "--name", "ddp-stopped"],
+        nproc=2,
+        env={"SIGINT_AT": "5", "SIGINT_RANK": "1"},
+    )
     assert stopped.returncode != 0  # torchrun reports the workers' exit status 130 as a failure
-    assert "Interrupted; progress saved (epoch 2, step 2). Resume with: googlenet train --resume P/ddp-stopped" in stopped.stdout
+    assert (
+        "Interrupted; progress saved (epoch 2, step 2). Resume with: googlenet train --resume P/ddp-stopped"
+        in stopped.stdout
+    )
     state = load(workdir / "P" / "ddp-stopped")
     assert state["epoch"] == 1 and state["epoch_state"]["step"] == 2
     assert len(state["rng_per_rank"]) == 2 and len(state["epoch_state_per_rank"]) == 2
@@ -156,7 +179,9 @@ def test_ctrl_c_on_one_worker_stops_all_and_resumes_exactly(workdir: Path):
     for key in ("model", "averaged_model"):
         assert all(torch.equal(got[key][k], want[key][k]) for k in want[key]), key
     drop_time = [{k: v for k, v in r.items() if k != "epoch_time"} for r in rows(workdir / "P" / "ddp-stopped")]
-    assert drop_time == [{k: v for k, v in r.items() if k != "epoch_time"} for r in rows(workdir / "P" / "ddp-reference")]
+    assert drop_time == [
+        {k: v for k, v in r.items() if k != "epoch_time"} for r in rows(workdir / "P" / "ddp-reference")
+    ]
 
 
 FINAL_DRIVER = """
@@ -180,8 +205,12 @@ def test_ctrl_c_on_one_worker_in_the_final_evaluation_stops_all_after_the_split(
     (workdir / "final_driver.py").write_text(FINAL_DRIVER)
     stopped = run(workdir, ["final_driver.py", "train", *BASE, "--epochs", "1", "--name", "final-stopped"], nproc=2)
     assert stopped.returncode != 0
-    assert "Interrupted during the final evaluation" in stopped.stdout and "googlenet train --resume P/final-stopped" in stopped.stdout
-    assert "evaluating train" in stopped.stdout and "evaluating val" not in stopped.stdout  # both stopped after the split
+    assert (
+        "Interrupted during the final evaluation" in stopped.stdout
+        and "googlenet train --resume P/final-stopped" in stopped.stdout
+    )
+    # both stopped after the split
+    assert "evaluating train" in stopped.stdout and "evaluating val" not in stopped.stdout
     assert "Connection closed" not in stopped.stderr  # no process was left waiting on one that had gone
     run_dir = workdir / "P" / "final-stopped"
     assert not (run_dir / "metrics.json").exists()
@@ -199,10 +228,36 @@ def free_port() -> int:
 
 @pytest.mark.slow
 def test_multi_node_command_on_one_machine(workdir: Path, two_processes):
-    """Two launchers of one process each, joined by c10d rendezvous as two nodes would be: the same run as --standalone."""
-    rdzv = ["--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{free_port()}", "--rdzv-id", "test"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", *rdzv, "-m", "googlenet", "train", *EQUIVALENT, "--name", "nodes"]
-    nodes = [subprocess.Popen(cmd, cwd=workdir, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    """Two launchers of one process each, joined by c10d rendezvous as two nodes would be: the same run as
+    --standalone."""
+    rdzv = [
+        "--nnodes",
+        "2",
+        "--nproc-per-node",
+        "1",
+        "--rdzv-backend",
+        "c10d",
+        "--rdzv-endpoint",
+        f"127.0.0.1:{free_port()}",
+        "--rdzv-id",
+        "test",
+    ]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        *rdzv,
+        "-m",
+        "googlenet",
+        "train",
+        *EQUIVALENT,
+        "--name",
+        "nodes",
+    ]
+    nodes = [
+        subprocess.Popen(cmd, cwd=workdir, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     try:
         outputs = [node.communicate(timeout=900) for node in nodes]
     finally:

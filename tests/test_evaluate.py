@@ -72,7 +72,9 @@ def _compare_with_sklearn(targets: torch.Tensor, preds: torch.Tensor, k: int) ->
     cm = confusion_matrix(targets, preds, k)
     assert cm.tolist() == sklearn_metrics.confusion_matrix(targets.numpy(), preds.numpy(), labels=labels).tolist()
     ours = classification_metrics(cm)
-    ref = sklearn_metrics.classification_report(targets.numpy(), preds.numpy(), labels=labels, output_dict=True, zero_division=0)
+    ref = sklearn_metrics.classification_report(
+        targets.numpy(), preds.numpy(), labels=labels, output_dict=True, zero_division=0
+    )
     for c in labels:
         for key, ref_key in (("precision", "precision"), ("recall", "recall"), ("f1", "f1-score")):
             assert ours[key][c] == pytest.approx(ref[str(c)][ref_key], abs=1e-12), (key, c)
@@ -222,7 +224,9 @@ def test_evaluate_command_all_splits(trained_run, tmp_path, monkeypatch, capsys)
     assert saved["checkpoint"] == str(checkpoint) and saved["classes"] == [str(i) for i in range(10)]
     assert list(saved["splits"]) == ["train", "val", "test"]
     accuracy_line = next(line for line in printed.splitlines() if line.startswith("Accuracy (%)"))
-    assert accuracy_line.split()[2:] == [f"{100 * saved['splits'][s]['accuracy']:.2f}" for s in ("train", "val", "test")]
+    assert accuracy_line.split()[2:] == [
+        f"{100 * saved['splits'][s]['accuracy']:.2f}" for s in ("train", "val", "test")
+    ]
     for split in saved["splits"].values():
         assert np.array(split["confusion_matrix"]).sum() == 50
     class_row = next(line for line in printed.splitlines() if line.startswith("0 "))
@@ -259,4 +263,3 @@ def test_metrics_json_is_consistent(trained_run):
             rows = list(csv.reader(f))
         assert rows[0][1:] == metrics["classes"]
         assert [[int(v) for v in r[1:]] for r in rows[1:]] == m["confusion_matrix"]
-

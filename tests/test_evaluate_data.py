@@ -1,4 +1,5 @@
-"""`googlenet evaluate CHECKPOINT --dataset NAME|imagefolder:PATH`: other data than the training set's, matched by class name."""
+"""`googlenet evaluate CHECKPOINT --dataset NAME|imagefolder:PATH`: other data than the training set's, matched by class
+name."""
 
 from __future__ import annotations
 
@@ -29,7 +30,21 @@ def digit_folder(root: Path, names: dict[int, str], per_class: int = 3) -> Path:
 def test_a_folder_of_class_subfolders_is_all_test_split(trained_run: Path, tmp_path: Path, capsys):
     folder = digit_folder(tmp_path / "digits", {3: "3", 7: "7", 1: "1"})  # a subset of the classes, in another order
     out = tmp_path / "eval.json"
-    assert main(["evaluate", str(trained_run), "--dataset", f"imagefolder:{folder}", "--output", str(out), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(trained_run),
+                "--dataset",
+                f"imagefolder:{folder}",
+                "--output",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())
     assert result["classes"] == [str(i) for i in range(10)]
     support = result["splits"]["test"]["support"]
@@ -45,19 +60,51 @@ def test_unknown_class_names_are_refused(trained_run: Path, tmp_path: Path, caps
 
 
 def test_a_converted_checkpoint_evaluates_on_synset_folders(tmp_path: Path, capsys):
-    """BVLC's weights as `googlenet convert` writes them (random here): no training config, Caffe's preprocessing, wnid folders."""
+    """BVLC's weights as `googlenet convert` writes them (random here): no training config, Caffe's preprocessing, wnid
+    folders."""
     torch.manual_seed(0)
-    margs = {"num_classes": 1000, "in_channels": 3, "aux_logits": True, "dropout": 0.4, "dropout_aux": 0.7, "init": "caffe"}
+    margs = {
+        "num_classes": 1000,
+        "in_channels": 3,
+        "aux_logits": True,
+        "dropout": 0.4,
+        "dropout_aux": 0.7,
+        "init": "caffe",
+    }
     classes = [f"class {i}" for i in range(1000)]
     path = tmp_path / "bvlc.pt"
-    save_checkpoint(path, {"model": GoogLeNet(**margs).state_dict(), "model_args": margs, "classes": classes, "preprocess": dict(CAFFE_PREPROCESS)})
+    save_checkpoint(
+        path,
+        {
+            "model": GoogLeNet(**margs).state_dict(),
+            "model_args": margs,
+            "classes": classes,
+            "preprocess": dict(CAFFE_PREPROCESS),
+        },
+    )
     rng = np.random.default_rng(0)
     for i in range(1000):
         (tmp_path / "val" / f"n{10000000 + i:08d}").mkdir(parents=True)
     for i in (5, 500):
-        Image.fromarray(rng.integers(0, 256, (300, 260, 3), dtype=np.uint8)).save(tmp_path / "val" / f"n{10000000 + i:08d}" / "a.jpg")
+        Image.fromarray(rng.integers(0, 256, (300, 260, 3), dtype=np.uint8)).save(
+            tmp_path / "val" / f"n{10000000 + i:08d}" / "a.jpg"
+        )
     out = tmp_path / "eval.json"
-    assert main(["evaluate", str(path), "--dataset", f"imagefolder:{tmp_path / 'val'}", "--output", str(out), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(path),
+                "--dataset",
+                f"imagefolder:{tmp_path / 'val'}",
+                "--output",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert "synset ids" in capsys.readouterr().out
     support = json.loads(out.read_text())["splits"]["test"]["support"]
     assert sum(support) == 2 and support[5] == support[500] == 1
@@ -68,7 +115,20 @@ def test_a_converted_checkpoint_evaluates_on_synset_folders(tmp_path: Path, caps
 @pytest.mark.parametrize("split", ["val", "all"])
 def test_a_plain_folder_has_no_validation_split(trained_run: Path, tmp_path: Path, capsys, split):
     folder = digit_folder(tmp_path / "digits", {0: "0", 1: "1"}, per_class=1)
-    code = main(["evaluate", str(trained_run), "--dataset", f"imagefolder:{folder}", "--split", split, "--output", str(tmp_path / "e.json"), "--device", "cpu"])
+    code = main(
+        [
+            "evaluate",
+            str(trained_run),
+            "--dataset",
+            f"imagefolder:{folder}",
+            "--split",
+            split,
+            "--output",
+            str(tmp_path / "e.json"),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == (2 if split == "val" else 0)
 
 

@@ -30,7 +30,9 @@ def reference(checkpoint: Path):
 
 def batch(state: dict, n: int) -> torch.Tensor:
     pre = state["preprocess"]
-    return torch.randn(n, pre["in_channels"], pre["image_size"], pre["image_size"], generator=torch.Generator().manual_seed(n))
+    return torch.randn(
+        n, pre["in_channels"], pre["image_size"], pre["image_size"], generator=torch.Generator().manual_seed(n)
+    )
 
 
 @torch.inference_mode()
@@ -107,7 +109,10 @@ def test_onnx_without_the_extra_is_a_one_line_error(capsys, checkpoint, tmp_path
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` fail
     assert main(["export", str(checkpoint), "--format", "onnx", "--output", str(tmp_path / "m.onnx")]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == "googlenet export: error: ONNX export needs onnxruntime: install the onnx extra: pip install 'googlenet[onnx]'"
+    assert (
+        err.strip() == "googlenet export: error: ONNX export needs onnxruntime: install the onnx extra: "
+        "pip install 'googlenet[onnx]'"
+    )
     assert not list(tmp_path.iterdir())  # no file, not even a temporary one
 
 
@@ -115,7 +120,19 @@ def test_output_folder_and_unwritable_output(capsys, checkpoint, tmp_path):
     export(capsys, checkpoint, "safetensors", tmp_path)  # a folder: the checkpoint's name inside it
     assert (tmp_path / "best.safetensors").is_file()
     (tmp_path / "a_file").write_text("")
-    assert main(["export", str(checkpoint), "--format", "safetensors", "--output", str(tmp_path / "a_file" / "m.safetensors")]) == 2
+    assert (
+        main(
+            [
+                "export",
+                str(checkpoint),
+                "--format",
+                "safetensors",
+                "--output",
+                str(tmp_path / "a_file" / "m.safetensors"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("googlenet export: error: cannot write") and len(err.strip().splitlines()) == 1
 

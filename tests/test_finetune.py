@@ -1,4 +1,5 @@
-"""Starting from trained weights (train --weights, --freeze): the paper's own weights converted, checkpoints, exports."""
+"""Starting from trained weights (train --weights, --freeze): the paper's own weights converted, checkpoints,
+exports."""
 
 from __future__ import annotations
 
@@ -23,24 +24,59 @@ def imagenet_like(tmp_path_factory) -> tuple[Path, dict]:
     torch.manual_seed(0)
     weights = GoogLeNet(1000, 3).state_dict()
     path = tmp_path_factory.mktemp("weights") / "bvlc_googlenet.pt"
-    margs = {"num_classes": 1000, "in_channels": 3, "aux_logits": True, "dropout": 0.4, "dropout_aux": 0.7, "init": "caffe"}
-    save_checkpoint(path, {"model": weights, "model_args": margs, "classes": [f"c{i}" for i in range(1000)], "preprocess": dict(CAFFE_PREPROCESS)})
+    margs = {
+        "num_classes": 1000,
+        "in_channels": 3,
+        "aux_logits": True,
+        "dropout": 0.4,
+        "dropout_aux": 0.7,
+        "init": "caffe",
+    }
+    save_checkpoint(
+        path,
+        {
+            "model": weights,
+            "model_args": margs,
+            "classes": [f"c{i}" for i in range(1000)],
+            "preprocess": dict(CAFFE_PREPROCESS),
+        },
+    )
     return path, weights
 
 
 @pytest.mark.slow
 def test_fine_tune_converted_weights_on_mnist(imagenet_like, tmp_path: Path, capsys):
     path, source = imagenet_like
-    argv = ["train", "--weights", str(path), "--freeze", "inception5b", *QUICK, "--project", str(tmp_path), "--name", "ft"]
+    argv = [
+        "train",
+        "--weights",
+        str(path),
+        "--freeze",
+        "inception5b",
+        *QUICK,
+        "--project",
+        str(tmp_path),
+        "--name",
+        "ft",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "re-initialised for 10 classes (the weights have 1000)" in out
     last = torch.load(tmp_path / "ft" / "weights" / "last.pt", weights_only=True)
     frozen = [k for k in source if not k.startswith(("fc.", "aux1.", "aux2."))]
     assert all(torch.equal(last["model"][k], source[k]) for k in frozen)  # everything up to inception5b kept as it was
-    assert last["model"]["fc.weight"].shape == (10, 1024) and not torch.equal(last["model"]["aux1.fc1.0.weight"], source["aux1.fc1.0.weight"])
-    pre = last["preprocess"]  # the weights' input convention, at the run's image size, on grey digits copied to 3 channels
-    assert (pre["in_channels"], pre["data_channels"], pre["channel_order"], pre["mean"]) == (3, 1, "BGR", CAFFE_PREPROCESS["mean"])
+    assert last["model"]["fc.weight"].shape == (10, 1024) and not torch.equal(
+        last["model"]["aux1.fc1.0.weight"], source["aux1.fc1.0.weight"]
+    )
+    pre = last[
+        "preprocess"
+    ]  # the weights' input convention, at the run's image size, on grey digits copied to 3 channels
+    assert (pre["in_channels"], pre["data_channels"], pre["channel_order"], pre["mean"]) == (
+        3,
+        1,
+        "BGR",
+        CAFFE_PREPROCESS["mean"],
+    )
     assert last["config"]["weights"] == str(path) and last["config"]["freeze"] == "inception5b"
 
 
@@ -76,7 +112,10 @@ def test_bad_weights_and_freeze_are_one_line_errors(imagenet_like, tmp_path: Pat
     path, _ = imagenet_like
     cases = [
         (["--weights", str(tmp_path / "missing.pt")], "does not exist"),
-        (["--weights", str(path), "--in-channels", "1"], "conv1.0.weight has shape (64, 3, 7, 7), expected (64, 1, 7, 7)"),
+        (
+            ["--weights", str(path), "--in-channels", "1"],
+            "conv1.0.weight has shape (64, 3, 7, 7), expected (64, 1, 7, 7)",
+        ),
         (["--freeze", "inception9z"], "GoogLeNet has no such layer"),
     ]
     for extra, message in cases:

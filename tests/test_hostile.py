@@ -100,7 +100,9 @@ def ckpt(**edits) -> Setup:
         state = base_state()
         if callable(edits.get("model")):
             state = {**state, "model": edits["model"]({k: v.clone() for k, v in state["model"].items()})}
-        save_checkpoint(cwd / "c.pt", merged(state, {k: v for k, v in edits.items() if k != "model" or not callable(v)}))
+        save_checkpoint(
+            cwd / "c.pt", merged(state, {k: v for k, v in edits.items() if k != "model" or not callable(v)})
+        )
 
     return setup
 
@@ -119,10 +121,18 @@ def exported(raw: dict[str, str] | None = None, **meta_edits) -> Setup:
         from googlenet.model import GoogLeNet
 
         state = base_state()
-        meta = {"classes": state["classes"], "preprocess": state["preprocess"], "model_args": {**state["model_args"], "aux_logits": False}}
+        meta = {
+            "classes": state["classes"],
+            "preprocess": state["preprocess"],
+            "model_args": {**state["model_args"], "aux_logits": False},
+        }
         meta = merged(meta, meta_edits)
         weights = {k: v.contiguous() for k, v in GoogLeNet(10, 1, aux_logits=False).state_dict().items()}
-        save_file(weights, str(cwd / "e.safetensors"), metadata={"format": "pt", **{k: json.dumps(v) for k, v in meta.items()}, **(raw or {})})
+        save_file(
+            weights,
+            str(cwd / "e.safetensors"),
+            metadata={"format": "pt", **{k: json.dumps(v) for k, v in meta.items()}, **(raw or {})},
+        )
 
     return setup
 
@@ -200,7 +210,8 @@ def trained_last(run: Path) -> dict:
 
 
 def forged_run(**edits) -> Setup:
-    """R/: a copy of a trained run (conftest's trained_run) whose last.pt has `edits` (a callable edits the state in place)."""
+    """R/: a copy of a trained run (conftest's trained_run) whose last.pt has `edits` (a callable edits the state in
+    place)."""
 
     def setup(cwd: Path, request) -> None:
         trained = request.getfixturevalue("trained_run")
@@ -210,17 +221,26 @@ def forged_run(**edits) -> Setup:
         for k, v in edits.items():
             v(state) if k == "edit" else state.__setitem__(k, v)
         torch.save(state, run / "weights" / "last.pt")
-        (run / "weights" / ".last.pt.abcd1234.tmp.pt").write_bytes(b"x")  # a stale temporary: kept, as everything, when the resume is refused
+        # a stale temporary: kept, as everything, when the resume is refused
+        (run / "weights" / ".last.pt.abcd1234.tmp.pt").write_bytes(b"x")
 
     return setup
 
 
-MID_EPOCH = {"epoch": 0, "results": [], "best_epoch": -1, "best_acc": -1.0, "epoch_state": {"step": 1, "loss_sum": 1.0, "correct": 0, "seen": 16}}
+MID_EPOCH = {
+    "epoch": 0,
+    "results": [],
+    "best_epoch": -1,
+    "best_acc": -1.0,
+    "epoch_state": {"step": 1, "loss_sum": 1.0, "correct": 0, "seen": 16},
+}
 
 
 def rng_of_size(n: int) -> Callable[[dict], None]:
     def edit(state: dict) -> None:
-        state.update(MID_EPOCH, rng={"torch": torch.zeros(n, dtype=torch.uint8), "augment": torch.zeros(n, dtype=torch.uint8)})
+        state.update(
+            MID_EPOCH, rng={"torch": torch.zeros(n, dtype=torch.uint8), "augment": torch.zeros(n, dtype=torch.uint8)}
+        )
 
     return edit
 
@@ -260,108 +280,460 @@ class Case(NamedTuple):
 UNUSABLE = "use a checkpoint written by googlenet"
 CASES = [
     # 1. checkpoint and export fields are bounded before anything is allocated
-    Case("1-image-size", ckpt(preprocess={"image_size": 100000}), ["predict", "c.pt", "d.png"], "image size 100000 is above the limit of 1024"),
-    Case("1-image-size-evaluate", ckpt(preprocess={"image_size": 100000}), ["evaluate", "c.pt"], "image size 100000 is above the limit"),
-    Case("1-image-size-export", ckpt(preprocess={"image_size": 100000}), ["export", "c.pt"], "image size 100000 is above the limit"),
-    Case("1-averaged-tensor", ckpt(averaged_model=torch.zeros(3)), ["export", "c.pt"], "averaged_model that is not a state dict"),
-    Case("1-averaged-count", ckpt(averaged_count=torch.tensor(-10)), ["predict", "c.pt", "d.png"], "averaged_count that is not a count"),
-    Case("1-native-size", ckpt(preprocess={"native_size": 100000}), ["predict", "c.pt", "d.png"], "native_size must be an integer from 1 to 1024"),
-    Case("1-resize", ckpt(preprocess={"resize": 100000}), ["predict", "c.pt", "d.png"], "resize must be unset or an integer from image_size (32) to 1024"),
-    Case("1-resize-below", ckpt(preprocess={"resize": 16}), ["predict", "c.pt", "d.png"], "resize must be unset or an integer"),
-    Case("1-class-count", ckpt(model_args={"num_classes": 10**12}), ["predict", "c.pt", "d.png"], "num_classes must be an integer from 1 to 100000"),
-    Case("1-class-count-evaluate", ckpt(model_args={"num_classes": 10**12}), ["evaluate", "c.pt"], "has unusable model arguments (num_classes"),
-    Case("1-channels", ckpt(model_args={"in_channels": 10**6}), ["predict", "c.pt", "d.png"], "in_channels must be an integer from 1 to 64"),
-    Case("1-model-arg-type", ckpt(model_args={"dropout": "x"}), ["predict", "c.pt", "d.png"], "dropout must be in [0, 1)"),
-    Case("1-class-count-vs-weights", ckpt(model_args={"num_classes": 5}), ["evaluate", "c.pt"], "fc.weight has shape (10, 1024) but its model arguments say 5 classes"),
-    Case("1-preprocess-channels", ckpt(preprocess={"in_channels": 3}), ["predict", "c.pt", "d.png"], "in_channels 3 is not the model's 1"),
-    Case("1-data-channels", ckpt(preprocess={"data_channels": 1000}), ["predict", "c.pt", "d.png"], "data_channels must be an integer from 1 to 64"),
-    Case("1-mean-nan", ckpt(preprocess={"mean": [float("nan")]}), ["predict", "c.pt", "d.png"], "mean must be a list of 1 to 64 finite numbers"),
-    Case("1-mean-length", ckpt(preprocess={"mean": [0.1] * 5, "std": [0.3] * 5}), ["predict", "c.pt", "d.png"], "cannot feed a 1-channel model"),
+    Case(
+        "1-image-size",
+        ckpt(preprocess={"image_size": 100000}),
+        ["predict", "c.pt", "d.png"],
+        "image size 100000 is above the limit of 1024",
+    ),
+    Case(
+        "1-image-size-evaluate",
+        ckpt(preprocess={"image_size": 100000}),
+        ["evaluate", "c.pt"],
+        "image size 100000 is above the limit",
+    ),
+    Case(
+        "1-image-size-export",
+        ckpt(preprocess={"image_size": 100000}),
+        ["export", "c.pt"],
+        "image size 100000 is above the limit",
+    ),
+    Case(
+        "1-averaged-tensor",
+        ckpt(averaged_model=torch.zeros(3)),
+        ["export", "c.pt"],
+        "averaged_model that is not a state dict",
+    ),
+    Case(
+        "1-averaged-count",
+        ckpt(averaged_count=torch.tensor(-10)),
+        ["predict", "c.pt", "d.png"],
+        "averaged_count that is not a count",
+    ),
+    Case(
+        "1-native-size",
+        ckpt(preprocess={"native_size": 100000}),
+        ["predict", "c.pt", "d.png"],
+        "native_size must be an integer from 1 to 1024",
+    ),
+    Case(
+        "1-resize",
+        ckpt(preprocess={"resize": 100000}),
+        ["predict", "c.pt", "d.png"],
+        "resize must be unset or an integer from image_size (32) to 1024",
+    ),
+    Case(
+        "1-resize-below",
+        ckpt(preprocess={"resize": 16}),
+        ["predict", "c.pt", "d.png"],
+        "resize must be unset or an integer",
+    ),
+    Case(
+        "1-class-count",
+        ckpt(model_args={"num_classes": 10**12}),
+        ["predict", "c.pt", "d.png"],
+        "num_classes must be an integer from 1 to 100000",
+    ),
+    Case(
+        "1-class-count-evaluate",
+        ckpt(model_args={"num_classes": 10**12}),
+        ["evaluate", "c.pt"],
+        "has unusable model arguments (num_classes",
+    ),
+    Case(
+        "1-channels",
+        ckpt(model_args={"in_channels": 10**6}),
+        ["predict", "c.pt", "d.png"],
+        "in_channels must be an integer from 1 to 64",
+    ),
+    Case(
+        "1-model-arg-type", ckpt(model_args={"dropout": "x"}), ["predict", "c.pt", "d.png"], "dropout must be in [0, 1)"
+    ),
+    Case(
+        "1-class-count-vs-weights",
+        ckpt(model_args={"num_classes": 5}),
+        ["evaluate", "c.pt"],
+        "fc.weight has shape (10, 1024) but its model arguments say 5 classes",
+    ),
+    Case(
+        "1-preprocess-channels",
+        ckpt(preprocess={"in_channels": 3}),
+        ["predict", "c.pt", "d.png"],
+        "in_channels 3 is not the model's 1",
+    ),
+    Case(
+        "1-data-channels",
+        ckpt(preprocess={"data_channels": 1000}),
+        ["predict", "c.pt", "d.png"],
+        "data_channels must be an integer from 1 to 64",
+    ),
+    Case(
+        "1-mean-nan",
+        ckpt(preprocess={"mean": [float("nan")]}),
+        ["predict", "c.pt", "d.png"],
+        "mean must be a list of 1 to 64 finite numbers",
+    ),
+    Case(
+        "1-mean-length",
+        ckpt(preprocess={"mean": [0.1] * 5, "std": [0.3] * 5}),
+        ["predict", "c.pt", "d.png"],
+        "cannot feed a 1-channel model",
+    ),
     Case("1-std-zero", ckpt(preprocess={"std": [0.0]}), ["predict", "c.pt", "d.png"], "std must be positive"),
-    Case("1-std-text", ckpt(preprocess={"std": "wide"}), ["predict", "c.pt", "d.png"], "std must be a list of 1 to 64 finite numbers"),
-    Case("1-channel-order", ckpt(preprocess={"channel_order": "GBR"}), ["predict", "c.pt", "d.png"], "channel_order must be RGB or BGR"),
-    Case("1-preprocess-unknown", ckpt(preprocess={"gamma": 2.2}), ["predict", "c.pt", "d.png"], "unknown field 'gamma'"),
-    Case("1-preprocess-not-dict", ckpt(preprocess=[1, 2]), ["predict", "c.pt", "d.png"], "unusable preprocessing settings (not a mapping)"),
-    Case("1-classes-count", ckpt(classes=["a", "b", "c"]), ["predict", "c.pt", "d.png"], "10 class names expected, got 3"),
-    Case("1-classes-newline", ckpt(classes=[f"c{i}" for i in range(9)] + ["a\nb"]), ["predict", "c.pt", "d.png"], "is not printable text"),
-    Case("1-classes-surrogate", ckpt(classes=[f"c{i}" for i in range(9)] + ["\udcff"]), ["predict", "c.pt", "d.png"], "unusable class names"),
-    Case("1-config-image-size", ckpt(config={"image_size": 100000}), ["evaluate", "c.pt"], "unusable training config (image size 100000 is above the limit"),
-    Case("1-config-dataset-type", ckpt(config={"dataset": 5}), ["evaluate", "c.pt"], "unusable training config (dataset must be text"),
-    Case("1-config-not-dict", ckpt(config="fast"), ["evaluate", "c.pt"], "unusable training config (a configuration must be a mapping"),
-    Case("1-safetensors-image-size", exported(preprocess={"image_size": 100000}), ["predict", "e.safetensors", "d.png"], "image size 100000 is above the limit"),
-    Case("1-safetensors-native-size", exported(preprocess={"native_size": 100000}), ["predict", "e.safetensors", "d.png"], "native_size must be an integer"),
-    Case("1-safetensors-classes", exported(model_args={"num_classes": 10**12}), ["predict", "e.safetensors", "d.png"], "num_classes must be an integer from 1 to 100000"),
-    Case("1-safetensors-not-json", exported(raw={"preprocess": "{image_size: 1e9"}), ["predict", "e.safetensors", "d.png"], "has malformed googlenet metadata"),
+    Case(
+        "1-std-text",
+        ckpt(preprocess={"std": "wide"}),
+        ["predict", "c.pt", "d.png"],
+        "std must be a list of 1 to 64 finite numbers",
+    ),
+    Case(
+        "1-channel-order",
+        ckpt(preprocess={"channel_order": "GBR"}),
+        ["predict", "c.pt", "d.png"],
+        "channel_order must be RGB or BGR",
+    ),
+    Case(
+        "1-preprocess-unknown", ckpt(preprocess={"gamma": 2.2}), ["predict", "c.pt", "d.png"], "unknown field 'gamma'"
+    ),
+    Case(
+        "1-preprocess-not-dict",
+        ckpt(preprocess=[1, 2]),
+        ["predict", "c.pt", "d.png"],
+        "unusable preprocessing settings (not a mapping)",
+    ),
+    Case(
+        "1-classes-count", ckpt(classes=["a", "b", "c"]), ["predict", "c.pt", "d.png"], "10 class names expected, got 3"
+    ),
+    Case(
+        "1-classes-newline",
+        ckpt(classes=[f"c{i}" for i in range(9)] + ["a\nb"]),
+        ["predict", "c.pt", "d.png"],
+        "is not printable text",
+    ),
+    Case(
+        "1-classes-surrogate",
+        ckpt(classes=[f"c{i}" for i in range(9)] + ["\udcff"]),
+        ["predict", "c.pt", "d.png"],
+        "unusable class names",
+    ),
+    Case(
+        "1-config-image-size",
+        ckpt(config={"image_size": 100000}),
+        ["evaluate", "c.pt"],
+        "unusable training config (image size 100000 is above the limit",
+    ),
+    Case(
+        "1-config-dataset-type",
+        ckpt(config={"dataset": 5}),
+        ["evaluate", "c.pt"],
+        "unusable training config (dataset must be text",
+    ),
+    Case(
+        "1-config-not-dict",
+        ckpt(config="fast"),
+        ["evaluate", "c.pt"],
+        "unusable training config (a configuration must be a mapping",
+    ),
+    Case(
+        "1-safetensors-image-size",
+        exported(preprocess={"image_size": 100000}),
+        ["predict", "e.safetensors", "d.png"],
+        "image size 100000 is above the limit",
+    ),
+    Case(
+        "1-safetensors-native-size",
+        exported(preprocess={"native_size": 100000}),
+        ["predict", "e.safetensors", "d.png"],
+        "native_size must be an integer",
+    ),
+    Case(
+        "1-safetensors-classes",
+        exported(model_args={"num_classes": 10**12}),
+        ["predict", "e.safetensors", "d.png"],
+        "num_classes must be an integer from 1 to 100000",
+    ),
+    Case(
+        "1-safetensors-not-json",
+        exported(raw={"preprocess": "{image_size: 1e9"}),
+        ["predict", "e.safetensors", "d.png"],
+        "has malformed googlenet metadata",
+    ),
     # 2. non-finite weights are refused, not exported with "Max |difference| 0" or predicted as nan
-    Case("2-nan-export", ckpt(model=nan_weights), ["export", "c.pt"], "holds non-finite weights (NaN or infinity in fc.weight)"),
+    Case(
+        "2-nan-export",
+        ckpt(model=nan_weights),
+        ["export", "c.pt"],
+        "holds non-finite weights (NaN or infinity in fc.weight)",
+    ),
     Case("2-nan-predict", ckpt(model=nan_weights), ["predict", "c.pt", "d.png"], "holds non-finite weights"),
     Case("2-nan-evaluate", ckpt(model=nan_weights), ["evaluate", "c.pt"], "holds non-finite weights"),
     # 3. a forged last.pt: every field checked before anything is written (the stale temporary file stays too)
-    Case("3-epoch-state-key", forged_run(edit=lambda s: s.update(MID_EPOCH, epoch_state={**MID_EPOCH["epoch_state"], "extra": 1})), ["train", "--resume", "R"], "epoch_state must hold exactly step, loss_sum, correct, seen"),
-    Case("3-results-not-list", forged_run(results="epoch 1"), ["train", "--resume", "R"], "results must be a list of one row per finished epoch"),
-    Case("3-results-field", forged_run(edit=lambda s: s["results"][0].update(colour=1)), ["train", "--resume", "R"], "results row 1 is not a row of results.csv"),
-    Case("3-results-value", forged_run(edit=lambda s: s["results"][0].update(val_acc="high")), ["train", "--resume", "R"], "results row 1 has val_acc = 'high', not a number"),
-    Case("3-rng-size", forged_run(edit=rng_of_size(7)), ["train", "--resume", "R"], "rng torch is not a CPU generator state"),
-    Case("3-epoch-beyond", forged_run(epoch=9), ["train", "--resume", "R"], "epoch 9 does not fit its config's 1 epochs"),
-    Case("3-best-epoch", forged_run(best_epoch=7), ["train", "--resume", "R"], "best_epoch 7 is not one of its 1 finished epochs"),
-    Case("3-best-acc", forged_run(best_acc=float("nan")), ["train", "--resume", "R"], "best_acc nan is not an accuracy"),
-    Case("3-config-type", forged_run(edit=lambda s: s["config"].update(epochs="two")), ["train", "--resume", "R"], "epochs must be an integer, got 'two'"),
-    Case("3-epochs-vs-schedule", forged_run(edit=lambda s: s["config"].update(epochs=3)), ["train", "--resume", "R"], "its schedule (3 steps, at step 3) does not match its config (3 epochs of 3 steps)"),
-    Case("3-schedule-step", forged_run(edit=lambda s: s["scheduler"].update(last_epoch=2)), ["train", "--resume", "R"], "does not match its config"),
-    Case("3-scheduler-type", forged_run(scheduler=[1]), ["train", "--resume", "R"], "its optimizer and scheduler states are not mappings"),
-    Case("3-optimizer", forged_run(optimizer={"state": {}, "param_groups": 5}), ["train", "--resume", "R"], "optimiser, schedule or averaged weights do not match this run"),
-    Case("3-nan-weights", forged_run(edit=lambda s: s["model"]["fc.bias"].fill_(float("inf"))), ["train", "--resume", "R"], "holds non-finite weights (NaN or infinity in fc.bias)"),
+    Case(
+        "3-epoch-state-key",
+        forged_run(edit=lambda s: s.update(MID_EPOCH, epoch_state={**MID_EPOCH["epoch_state"], "extra": 1})),
+        ["train", "--resume", "R"],
+        "epoch_state must hold exactly step, loss_sum, correct, seen",
+    ),
+    Case(
+        "3-results-not-list",
+        forged_run(results="epoch 1"),
+        ["train", "--resume", "R"],
+        "results must be a list of one row per finished epoch",
+    ),
+    Case(
+        "3-results-field",
+        forged_run(edit=lambda s: s["results"][0].update(colour=1)),
+        ["train", "--resume", "R"],
+        "results row 1 is not a row of results.csv",
+    ),
+    Case(
+        "3-results-value",
+        forged_run(edit=lambda s: s["results"][0].update(val_acc="high")),
+        ["train", "--resume", "R"],
+        "results row 1 has val_acc = 'high', not a number",
+    ),
+    Case(
+        "3-rng-size",
+        forged_run(edit=rng_of_size(7)),
+        ["train", "--resume", "R"],
+        "rng torch is not a CPU generator state",
+    ),
+    Case(
+        "3-epoch-beyond", forged_run(epoch=9), ["train", "--resume", "R"], "epoch 9 does not fit its config's 1 epochs"
+    ),
+    Case(
+        "3-best-epoch",
+        forged_run(best_epoch=7),
+        ["train", "--resume", "R"],
+        "best_epoch 7 is not one of its 1 finished epochs",
+    ),
+    Case(
+        "3-best-acc", forged_run(best_acc=float("nan")), ["train", "--resume", "R"], "best_acc nan is not an accuracy"
+    ),
+    Case(
+        "3-config-type",
+        forged_run(edit=lambda s: s["config"].update(epochs="two")),
+        ["train", "--resume", "R"],
+        "epochs must be an integer, got 'two'",
+    ),
+    Case(
+        "3-epochs-vs-schedule",
+        forged_run(edit=lambda s: s["config"].update(epochs=3)),
+        ["train", "--resume", "R"],
+        "its schedule (3 steps, at step 3) does not match its config (3 epochs of 3 steps)",
+    ),
+    Case(
+        "3-schedule-step",
+        forged_run(edit=lambda s: s["scheduler"].update(last_epoch=2)),
+        ["train", "--resume", "R"],
+        "does not match its config",
+    ),
+    Case(
+        "3-scheduler-type",
+        forged_run(scheduler=[1]),
+        ["train", "--resume", "R"],
+        "its optimizer and scheduler states are not mappings",
+    ),
+    Case(
+        "3-optimizer",
+        forged_run(optimizer={"state": {}, "param_groups": 5}),
+        ["train", "--resume", "R"],
+        "optimiser, schedule or averaged weights do not match this run",
+    ),
+    Case(
+        "3-nan-weights",
+        forged_run(edit=lambda s: s["model"]["fc.bias"].fill_(float("inf"))),
+        ["train", "--resume", "R"],
+        "holds non-finite weights (NaN or infinity in fc.bias)",
+    ),
     # 4. flags: every range checked in one place (config.TrainConfig.validate) before a run directory exists
     Case("4-seed-negative", nothing, ["train", "--seed", "-1"], "seed must not be negative, got -1"),
     Case("4-seed-huge", nothing, ["train", "--seed", str(2**70)], "seed must be at most 4294967295"),
-    Case("4-label-smoothing", nothing, ["train", "--label-smoothing", "5"], "label_smoothing must be in [0, 1), got 5.0"),
+    Case(
+        "4-label-smoothing", nothing, ["train", "--label-smoothing", "5"], "label_smoothing must be in [0, 1), got 5.0"
+    ),
     Case("4-crop-padding", nothing, ["train", "--crop-padding", "-5"], "crop_padding must not be negative, got -5"),
     Case("4-in-channels", nothing, ["train", "--in-channels", "-3"], "in_channels must be positive (or unset), got -3"),
-    Case("4-image-size", nothing, ["train", "--image-size", "100000"], "image size 100000 is above the limit of 1024 (memory): use --image-size 1024 or less"),
+    Case(
+        "4-image-size",
+        nothing,
+        ["train", "--image-size", "100000"],
+        "image size 100000 is above the limit of 1024 (memory): use --image-size 1024 or less",
+    ),
     Case("4-eval-batch", nothing, ["train", "--eval-batch-size", "100000000"], "eval_batch_size must be at most 4096"),
     Case("4-time-huge", nothing, ["train", "--time-limit", "1e300"], "time_limit must be at most 1000000"),
     Case("4-elastic-sigma", nothing, ["train", "--elastic-sigma", "1e300"], "elastic_sigma must be at most 1000"),
     Case("4-scale", nothing, ["train", "--scale", "1.5"], "scale must be in [0, 1), got 1.5"),
     Case("4-momentum", nothing, ["train", "--momentum", "-0.5"], "momentum must be in [0, 1), got -0.5"),
-    Case("4-nesterov", nothing, ["train", "--optimizer", "sgd", "--nesterov", "--momentum", "0"], "nesterov needs a momentum"),
-    Case("4-summary-image-size", nothing, ["summary", "--image-size", "100000"], "image size 100000 is above the limit of 1024"),
-    Case("4-summary-classes", nothing, ["summary", "--num-classes", str(10**12)], "--num-classes must be an integer from 1 to 100000"),
-    Case("4-summary-channels", nothing, ["summary", "--in-channels", "1000"], "--in-channels must be an integer from 1 to 64"),
-    Case("4-benchmark-batch", nothing, ["benchmark", "--batch-size", "1000000"], "--batch-size must be an integer from 1 to 4096"),
+    Case(
+        "4-nesterov",
+        nothing,
+        ["train", "--optimizer", "sgd", "--nesterov", "--momentum", "0"],
+        "nesterov needs a momentum",
+    ),
+    Case(
+        "4-summary-image-size",
+        nothing,
+        ["summary", "--image-size", "100000"],
+        "image size 100000 is above the limit of 1024",
+    ),
+    Case(
+        "4-summary-classes",
+        nothing,
+        ["summary", "--num-classes", str(10**12)],
+        "--num-classes must be an integer from 1 to 100000",
+    ),
+    Case(
+        "4-summary-channels",
+        nothing,
+        ["summary", "--in-channels", "1000"],
+        "--in-channels must be an integer from 1 to 64",
+    ),
+    Case(
+        "4-benchmark-batch",
+        nothing,
+        ["benchmark", "--batch-size", "1000000"],
+        "--batch-size must be an integer from 1 to 4096",
+    ),
     # 5. --config files: types per setting, only bounded regular files are read
     Case("5-int-key", config_file("1: 2\n"), ["train", "--config", "c.yaml"], "c.yaml: 1 is not a setting name"),
-    Case("5-name-list", config_file("name: [a, b]\n"), ["train", "--config", "c.yaml"], "name must be text (quote it in YAML), got ['a', 'b']"),
+    Case(
+        "5-name-list",
+        config_file("name: [a, b]\n"),
+        ["train", "--config", "c.yaml"],
+        "name must be text (quote it in YAML), got ['a', 'b']",
+    ),
     Case("5-project-int", config_file("project: 5\n"), ["train", "--config", "c.yaml"], "project must be text"),
     Case("5-dataset-int", config_file("dataset: 5\n"), ["train", "--config", "c.yaml"], "dataset must be text"),
-    Case("5-bool-text", config_file("augment: maybe\n"), ["train", "--config", "c.yaml"], "augment must be true or false, got 'maybe'"),
-    Case("5-non-utf8", config_file(b"epochs: 2\nname: caf\xe9\n"), ["train", "--config", "c.yaml"], "c.yaml is not UTF-8 text (byte 20): save it as UTF-8"),
-    Case("5-dev-zero", link("c.yaml", "/dev/zero"), ["train", "--config", "c.yaml"], "config file c.yaml is not a regular file"),
-    Case("5-directory", directory("c.yaml"), ["train", "--config", "c.yaml"], "config file c.yaml is not a regular file"),
-    Case("5-too-big", config_file("# padding\n" * (MAX_CONFIG_BYTES // 10 + 1)), ["train", "--config", "c.yaml"], "more than the 1,048,576 a config can be"),
+    Case(
+        "5-bool-text",
+        config_file("augment: maybe\n"),
+        ["train", "--config", "c.yaml"],
+        "augment must be true or false, got 'maybe'",
+    ),
+    Case(
+        "5-non-utf8",
+        config_file(b"epochs: 2\nname: caf\xe9\n"),
+        ["train", "--config", "c.yaml"],
+        "c.yaml is not UTF-8 text (byte 20): save it as UTF-8",
+    ),
+    Case(
+        "5-dev-zero",
+        link("c.yaml", "/dev/zero"),
+        ["train", "--config", "c.yaml"],
+        "config file c.yaml is not a regular file",
+    ),
+    Case(
+        "5-directory", directory("c.yaml"), ["train", "--config", "c.yaml"], "config file c.yaml is not a regular file"
+    ),
+    Case(
+        "5-too-big",
+        config_file("# padding\n" * (MAX_CONFIG_BYTES // 10 + 1)),
+        ["train", "--config", "c.yaml"],
+        "more than the 1,048,576 a config can be",
+    ),
     Case("5-bad-date", config_file("seed: 2024-13-45\n"), ["train", "--config", "c.yaml"], "c.yaml is not valid YAML"),
-    Case("5-deep-nesting", config_file("epochs: " + "[" * 20000 + "]" * 20000 + "\n"), ["train", "--config", "c.yaml"], "c.yaml is not valid YAML"),
-    Case("5-billion-laughs", config_file("a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nname: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"), ["train", "--config", "c.yaml"], "unknown setting(s) a, b, c"),
-    Case("19.7-epochs-text", config_file('epochs: "two"\n'), ["train", "--config", "c.yaml"], "epochs must be an integer, got 'two'"),
-    Case("19.7-preset-unknown", config_file("preset: huge\n"), ["train", "--config", "c.yaml"], "preset 'huge' in the config file is not one of fast, original, paper"),
+    Case(
+        "5-deep-nesting",
+        config_file("epochs: " + "[" * 20000 + "]" * 20000 + "\n"),
+        ["train", "--config", "c.yaml"],
+        "c.yaml is not valid YAML",
+    ),
+    Case(
+        "5-billion-laughs",
+        config_file(
+            "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, "
+            "*b, *b, *b, *b]\nname: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+        ),
+        ["train", "--config", "c.yaml"],
+        "unknown setting(s) a, b, c",
+    ),
+    Case(
+        "19.7-epochs-text",
+        config_file('epochs: "two"\n'),
+        ["train", "--config", "c.yaml"],
+        "epochs must be an integer, got 'two'",
+    ),
+    Case(
+        "19.7-preset-unknown",
+        config_file("preset: huge\n"),
+        ["train", "--config", "c.yaml"],
+        "preset 'huge' in the config file is not one of fast, original, paper",
+    ),
     # 7. a run name is one folder name: nothing is written outside --project
     Case("7-name-up", nothing, ["train", "--name", "../../etc/x"], "run name '../../etc/x' is not one folder name"),
     Case("7-name-absolute", nothing, ["train", "--name", "/abs/path"], "run name '/abs/path' is not one folder name"),
     Case("7-project-and-up", nothing, ["train", "--project", "P", "--name", "../../../x"], "is not one folder name"),
     Case("7-name-dotdot", nothing, ["train", "--name", ".."], "run name '..' is not one folder name"),
     Case("7-name-empty", nothing, ["train", "--name", ""], "run name '' is not one folder name"),
-    Case("7-project-file", a_file("P"), ["train", "--project", "P", "--batch-size", "16"], "--project P is a file, not a folder"),
+    Case(
+        "7-project-file",
+        a_file("P"),
+        ["train", "--project", "P", "--batch-size", "16"],
+        "--project P is a file, not a folder",
+    ),
     # 8-11. datasets
-    Case("8-fashion-magic", fashion_mnist(b"\x12\x34"), ["train", "--dataset", "fashion-mnist", "--data-dir", "data"], "fashion-mnist in data has a corrupted or foreign file"),
-    Case("8-fashion-type", fashion_mnist(b"\0\0\x99"), ["train", "--dataset", "fashion-mnist", "--data-dir", "data"], "has a corrupted or foreign file"),
-    Case("9-bomb", image_folder(bomb), ["train", "--dataset", "imagefolder:imgs", "--batch-size", "2"], "imgs/a/bomb.png has too many pixels to decode safely"),
-    Case("10-non-utf8-class", image_folder(non_utf8_class), ["train", "--dataset", "imagefolder:imgs", "--batch-size", "2"], "class folder b'caf\\xe9' in imgs: its name is not valid UTF-8: rename it"),
-    Case("10-newline-class", image_folder(newline_class), ["train", "--dataset", "imagefolder:imgs", "--batch-size", "2"], "has a control character"),
-    Case("11-class-link", image_folder(class_link_outside), ["train", "--dataset", "imagefolder:imgs", "--batch-size", "2"], "class folder imgs/c is a link to"),
-    Case("11-split-link", image_folder(split_link_to_root), ["train", "--dataset", "imagefolder:imgs", "--batch-size", "2"], "split folder imgs/train is a link to /, outside the image folder imgs"),
+    Case(
+        "8-fashion-magic",
+        fashion_mnist(b"\x12\x34"),
+        ["train", "--dataset", "fashion-mnist", "--data-dir", "data"],
+        "fashion-mnist in data has a corrupted or foreign file",
+    ),
+    Case(
+        "8-fashion-type",
+        fashion_mnist(b"\0\0\x99"),
+        ["train", "--dataset", "fashion-mnist", "--data-dir", "data"],
+        "has a corrupted or foreign file",
+    ),
+    Case(
+        "9-bomb",
+        image_folder(bomb),
+        ["train", "--dataset", "imagefolder:imgs", "--batch-size", "2"],
+        "imgs/a/bomb.png has too many pixels to decode safely",
+    ),
+    Case(
+        "10-non-utf8-class",
+        image_folder(non_utf8_class),
+        ["train", "--dataset", "imagefolder:imgs", "--batch-size", "2"],
+        "class folder b'caf\\xe9' in imgs: its name is not valid UTF-8: rename it",
+    ),
+    Case(
+        "10-newline-class",
+        image_folder(newline_class),
+        ["train", "--dataset", "imagefolder:imgs", "--batch-size", "2"],
+        "has a control character",
+    ),
+    Case(
+        "11-class-link",
+        image_folder(class_link_outside),
+        ["train", "--dataset", "imagefolder:imgs", "--batch-size", "2"],
+        "class folder imgs/c is a link to",
+    ),
+    Case(
+        "11-split-link",
+        image_folder(split_link_to_root),
+        ["train", "--dataset", "imagefolder:imgs", "--batch-size", "2"],
+        "split folder imgs/train is a link to /, outside the image folder imgs",
+    ),
     # 15. evaluate/export --output checked before the work
-    Case("15-evaluate-output-dir", both(ckpt(), directory("out")), ["evaluate", "c.pt", "--output", "out"], "--output out is a directory: pass a file name inside it"),
-    Case("15-evaluate-output-under-file", both(ckpt(), a_file("f")), ["evaluate", "c.pt", "--output", "f/m.json"], "cannot write --output f/m.json: f is a file, not a folder"),
-    Case("15-export-output-under-file", both(ckpt(), a_file("f")), ["export", "c.pt", "--output", "f/x.safetensors"], "f is a file, not a folder"),
+    Case(
+        "15-evaluate-output-dir",
+        both(ckpt(), directory("out")),
+        ["evaluate", "c.pt", "--output", "out"],
+        "--output out is a directory: pass a file name inside it",
+    ),
+    Case(
+        "15-evaluate-output-under-file",
+        both(ckpt(), a_file("f")),
+        ["evaluate", "c.pt", "--output", "f/m.json"],
+        "cannot write --output f/m.json: f is a file, not a folder",
+    ),
+    Case(
+        "15-export-output-under-file",
+        both(ckpt(), a_file("f")),
+        ["export", "c.pt", "--output", "f/x.safetensors"],
+        "f is a file, not a folder",
+    ),
 ]
 
 
@@ -412,7 +784,9 @@ def test_tiny_onecycle_run_and_sigterm_during_the_final_evaluation(cwd: Path, ca
     (cwd / "driver.py").write_text(DRIVER)
     argv = ["train", "--epochs", "1", "--limit-train-batches", "4", "--limit-eval-batches", "1", "--batch-size", "16",
             "--eval-batch-size", "50", "--device", "cpu", "--project", "P", "--name", "t"]  # fmt: skip
-    proc = subprocess.run([sys.executable, "driver.py", *argv], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "driver.py", *argv], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 130, proc.stderr
     assert "Traceback" not in proc.stderr and "ZeroDivisionError" not in proc.stderr
     assert "Interrupted during the final evaluation; training is finished and saved in weights/. " in proc.stdout
@@ -422,13 +796,19 @@ def test_tiny_onecycle_run_and_sigterm_during_the_final_evaluation(cwd: Path, ca
     assert not [p for p in run.rglob(".*") if ".tmp" in p.name]  # the interrupted writes left nothing behind
 
     line = one_line_error(capsys, ["report", "P/t"], cwd)
-    assert line.endswith("P/t is unfinished (no metrics.json: training or its final evaluation was interrupted): finish it with googlenet train --resume P/t")
+    assert line.endswith(
+        "P/t is unfinished (no metrics.json: training or its final evaluation was interrupted): finish it with "
+        "googlenet train --resume P/t"
+    )
 
     stale = run / "weights" / ".last.pt.k3y_0abc.tmp.pt"  # as a SIGKILL during a checkpoint save leaves it
     stale.write_bytes(b"\0" * 1000)
     assert main(["train", "--resume", "P/t"]) == 0
     out = capsys.readouterr().out
-    assert "Resuming P/t: its training ended after epoch 1 of 1; running the final evaluation and writing the report" in out
+    assert (
+        "Resuming P/t: its training ended after epoch 1 of 1; running the final evaluation and writing the report"
+        in out
+    )
     assert "Removed 1 temporary file(s) an interrupted save left: .last.pt.k3y_0abc.tmp.pt" in out
     assert "at epoch 2" not in out and not stale.exists()
     assert (run / "metrics.json").is_file() and (run / "REPORT.md").is_file()
@@ -440,7 +820,8 @@ def test_tiny_onecycle_run_and_sigterm_during_the_final_evaluation(cwd: Path, ca
 
 @pytest.fixture
 def file_size_limit():
-    """`ulimit -f 1024` (1 MiB) for this process, as a full disk: writes beyond it fail with EFBIG (Python ignores SIGXFSZ)."""
+    """`ulimit -f 1024` (1 MiB) for this process, as a full disk: writes beyond it fail with EFBIG (Python ignores
+    SIGXFSZ)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, hard))
     yield
@@ -457,13 +838,20 @@ def test_full_disk_on_export(capsys, cwd: Path):
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     err = capsys.readouterr().err
-    assert code == 2 and err.strip() == "googlenet export: error: file too large at c.safetensors: free space (or raise the file size limit) and run the command again"
+    assert (
+        code == 2
+        and err.strip()
+        == "googlenet export: error: file too large at c.safetensors: free space (or raise the file size limit) "
+        "and run the command again"
+    )
     assert snapshot(cwd) == before
 
 
 def test_full_disk_on_a_checkpoint_save(tmp_path: Path, file_size_limit):
     last = tmp_path / "weights" / "last.pt"
-    with pytest.raises(files.DiskFullError, match=r"file too large at .*last.pt: free space"):  # torch.save's "unexpected pos"
+    with pytest.raises(
+        files.DiskFullError, match=r"file too large at .*last.pt: free space"
+    ):  # torch.save's "unexpected pos"
         save_checkpoint(last, base_state())
     assert list((tmp_path / "weights").iterdir()) == []
 
@@ -475,7 +863,9 @@ def test_full_disk_during_training_says_how_to_resume(tmp_path: Path):
     assert str(_disk_full(exc, tmp_path)).endswith("and start the run again")  # no last.pt yet
     (tmp_path / "weights").mkdir()
     (tmp_path / "weights" / "last.pt").write_bytes(b"x")
-    assert str(_disk_full(exc, tmp_path)).endswith(f"free space (or raise the file size limit) and resume with googlenet train --resume {tmp_path}")
+    assert str(_disk_full(exc, tmp_path)).endswith(
+        f"free space (or raise the file size limit) and resume with googlenet train --resume {tmp_path}"
+    )
 
 
 # ------------------------------------------------------------------ the rest of the items
@@ -490,7 +880,9 @@ def test_huge_image_gets_one_line_of_ours_not_pils_warning(capsys, cwd: Path):
     assert main(["predict", "c.pt", "big.png", "--topk", "1"]) == 0
     captured = capsys.readouterr()
     assert captured.out.startswith("big.png")
-    assert captured.err.strip() == "note: image big.png is 10000x10000 pixels (100 Mpx): decoding it takes time and memory"
+    assert (
+        captured.err.strip() == "note: image big.png is 10000x10000 pixels (100 Mpx): decoding it takes time and memory"
+    )
     # over PIL's error limit (900 Mpx claimed): predict's warning for the file it skips, then its error line
     (cwd / "bomb.png").write_bytes(png_header(30000, 30000))
     assert main(["predict", "c.pt", "bomb.png"]) == 2
@@ -540,7 +932,11 @@ def test_preset_in_the_config_file_is_honoured(tmp_path: Path, monkeypatch):
 
 
 @FUZZ
-@given(st.one_of(st.binary(max_size=64), st.tuples(st.lists(st.integers(0, 40), min_size=0, max_size=5), st.binary(max_size=64))))
+@given(
+    st.one_of(
+        st.binary(max_size=64), st.tuples(st.lists(st.integers(0, 40), min_size=0, max_size=5), st.binary(max_size=64))
+    )
+)
 def test_read_idx_fuzzed(data):
     """Any bytes: an array exactly as big as the file says and holds, or a DataError; never a huge allocation."""
     if isinstance(data, tuple):  # a plausible header with random dimensions and payload
@@ -555,10 +951,17 @@ def test_read_idx_fuzzed(data):
 
 
 SETTING_VALUES = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
-    st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
-)  # fmt: skip
-SETTING_NAMES = st.sampled_from([f.name for f in __import__("dataclasses").fields(TrainConfig)] + ["bogus", "learning_rate"])
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+SETTING_NAMES = st.sampled_from(
+    [f.name for f in __import__("dataclasses").fields(TrainConfig)] + ["bogus", "learning_rate"]
+)
 
 
 @FUZZ
@@ -591,19 +994,38 @@ def _metadata() -> dict:
     return {k: copy.deepcopy(state[k]) for k in ("model_args", "preprocess", "classes", "config")}
 
 
-FIELDS = [("model_args", k) for k in ("num_classes", "in_channels", "aux_logits", "dropout", "init", "extra")] + [
-    ("preprocess", k) for k in ("image_size", "in_channels", "data_channels", "native_size", "mean", "std", "channel_order", "resize", "extra")
-] + [("config", k) for k in ("image_size", "batch_size", "dataset", "seed")] + [("classes", None), ("preprocess", None), ("model_args", None)]
+FIELDS = (
+    [("model_args", k) for k in ("num_classes", "in_channels", "aux_logits", "dropout", "init", "extra")]
+    + [
+        ("preprocess", k)
+        for k in (
+            "image_size",
+            "in_channels",
+            "data_channels",
+            "native_size",
+            "mean",
+            "std",
+            "channel_order",
+            "resize",
+            "extra",
+        )
+    ]
+    + [("config", k) for k in ("image_size", "batch_size", "dataset", "seed")]
+    + [("classes", None), ("preprocess", None), ("model_args", None)]
+)
 METADATA_VALUES = st.one_of(
-    SETTING_VALUES, st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=4), st.sampled_from(["RGB", "BGR", 0, 31, 32, 1024, 1025]),
+    SETTING_VALUES,
+    st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=4),
+    st.sampled_from(["RGB", "BGR", 0, 31, 32, 1024, 1025]),
     st.lists(st.text(max_size=4), min_size=10, max_size=10),
-)  # fmt: skip
+)
 
 
 @FUZZ
 @given(st.lists(st.tuples(st.sampled_from(FIELDS), METADATA_VALUES), min_size=1, max_size=3))
 def test_checkpoint_metadata_fuzzed(edits):
-    """Valid metadata with up to three fields replaced: a CheckpointError, or metadata every tool can use within the bounds."""
+    """Valid metadata with up to three fields replaced: a CheckpointError, or metadata every tool can use within the
+    bounds."""
     meta = _metadata()
     for (section, key), value in edits:
         if key is None:
@@ -616,7 +1038,11 @@ def test_checkpoint_metadata_fuzzed(edits):
         assert "\n" not in str(exc) and str(exc).startswith("m.pt ")
     else:  # what predict, evaluate and export build from it works and stays small
         pre = Preprocess.from_dict(meta["preprocess"])
-        assert 31 <= pre.image_size <= 1024 and pre.native_size <= 1024 and pre.in_channels == meta["model_args"].get("in_channels", 3)
+        assert (
+            31 <= pre.image_size <= 1024
+            and pre.native_size <= 1024
+            and pre.in_channels == meta["model_args"].get("in_channels", 3)
+        )
         assert meta["model_args"]["num_classes"] <= 100_000
         assert meta["classes"] is None or len(meta["classes"]) == meta["model_args"]["num_classes"]
         from googlenet.data import batch_transform
@@ -638,7 +1064,7 @@ def test_final_evaluation_handler_restores_the_previous_ones(tmp_path: Path):
     assert info.value.code == 130
 
 
-# ------------------------------------------------------------------ issue 29: crafted .caffemodel files, --images, SIGTERM
+# ----------------------------------------------------------------- crafted .caffemodel files, --images, SIGTERM
 
 from test_caffe import HOSTILE_FILES, Hostile  # noqa: E402  (the table of crafted files lives beside the reader's tests)
 
@@ -648,7 +1074,9 @@ def test_hostile_caffemodel_on_the_command_line(case: Hostile, capsys, cwd: Path
     """`googlenet convert` on each crafted file: exit 2, one line naming the problem and the fix, nothing written."""
     (cwd / "m.caffemodel").write_bytes(case.make())
     line = one_line_error(capsys, ["convert", "m.caffemodel"], cwd)
-    assert line.startswith("googlenet convert: error: m.caffemodel: ") and line.endswith("download it again if this copy is damaged)"), line
+    assert line.startswith("googlenet convert: error: m.caffemodel: ") and line.endswith(
+        "download it again if this copy is damaged)"
+    ), line
 
 
 CONVERT_DRIVER = """
@@ -671,15 +1099,33 @@ def test_caffemodel_bombs_of_issue_29_in_a_fresh_process(tmp_path: Path):
     peak memory is still low, converting them all raises its peak by less than 100 MB, a second at most each."""
     cases = {c.id: c for c in HOSTILE_FILES}
     paths = []
-    for name in ("repeated-tiny-nested", "packed-dims", "unpacked-floats", "unpacked-doubles", "many-layers", "floats-between-fields"):
+    for name in (
+        "repeated-tiny-nested",
+        "packed-dims",
+        "unpacked-floats",
+        "unpacked-doubles",
+        "many-layers",
+        "floats-between-fields",
+    ):
         paths.append(tmp_path / f"{name}.caffemodel")
         paths[-1].write_bytes(cases[name].make())
     (tmp_path / "driver.py").write_text(CONVERT_DRIVER)
-    proc = subprocess.run([sys.executable, "driver.py", *map(str, paths)], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "driver.py", *map(str, paths)],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout.strip().splitlines()[-1])
     for path, row in zip(paths, rows):
-        assert row["code"] == 2 and row["err"].count("\n") == 1 and row["err"].startswith(f"googlenet convert: error: {path}: "), row
+        assert (
+            row["code"] == 2
+            and row["err"].count("\n") == 1
+            and row["err"].startswith(f"googlenet convert: error: {path}: ")
+        ), row
         assert row["seconds"] < 5, (path.name, row)
         assert not path.with_suffix(".pt").exists()
     assert sum(row["grew"] for row in rows) < 100 << 20, rows
@@ -690,7 +1136,11 @@ def test_benchmark_images_is_bounded(capsys, cwd: Path):
     from googlenet.benchmark import MAX_IMAGES
 
     line = one_line_error(capsys, ["benchmark", "--data-loading", "stream", "--images", "1000000"], cwd)
-    assert f"--images must be an integer from 1 to {MAX_IMAGES:,}" in line and "got 1000000" in line and "--images 20000 or less" in line
+    assert (
+        f"--images must be an integer from 1 to {MAX_IMAGES:,}" in line
+        and "got 1000000" in line
+        and "--images 20000 or less" in line
+    )
     assert "from 1 to 20,000" in one_line_error(capsys, ["benchmark", "--data-loading", "stream", "--images", "0"], cwd)
 
 
@@ -736,15 +1186,22 @@ def test_streamed_benchmark_removes_its_jpegs_and_restores_sigterm(tmp_path: Pat
 
 
 def test_sigterm_while_the_benchmark_makes_jpegs_leaves_no_folder(tmp_path: Path):
-    """A real process: SIGTERM once its googlenet-jpegs-* folder has JPEGs in it; it exits 130 and the folder is gone."""
+    """A real process: SIGTERM once its googlenet-jpegs-* folder has JPEGs in it; it exits 130 and the folder is
+    gone."""
     import time
 
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
     argv = ["benchmark", "--data-loading", "stream", "--images", "3000", "--workers", "0", "--image-size", "32",
             "--batch-size", "2", "--steps", "1", "--repeats", "1", "--warmup", "0", "--device", "cpu"]  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "googlenet", *argv], cwd=tmp_path, env={**ENV, "TMPDIR": str(tmpdir)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "googlenet", *argv],
+        cwd=tmp_path,
+        env={**ENV, "TMPDIR": str(tmpdir)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while not any(tmpdir.glob("googlenet-jpegs-*/class*/*.jpg")):

@@ -58,7 +58,11 @@ def test_works_from_a_clone_that_is_not_installed(tmp_path):
     clone = tmp_path / "clone"
     clone.mkdir()
     shutil.copy(REPO / "hubconf.py", clone / "hubconf.py")
-    shutil.copytree(REPO / "src" / "googlenet", clone / "src" / "googlenet", ignore=shutil.ignore_patterns("datasets", "__pycache__"))
+    shutil.copytree(
+        REPO / "src" / "googlenet",
+        clone / "src" / "googlenet",
+        ignore=shutil.ignore_patterns("datasets", "__pycache__"),
+    )
     script = textwrap.dedent(
         f"""
         import torch

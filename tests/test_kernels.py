@@ -54,7 +54,8 @@ def _check_accelerated(size: int, train: bool, speedups=K.ALL, channels_last: bo
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("size", [32, 64, pytest.param(224, marks=pytest.mark.slow)])
 def test_accelerated_model_equals_the_plain_model(size: int, train: bool) -> None:
-    """At 32 px inception4 runs on 2x2 maps and inception5 on 1x1 (cropped kernels, GEMMs over the map); at 64 px inception5 on 2x2."""
+    """At 32 px inception4 runs on 2x2 maps and inception5 on 1x1 (cropped kernels, GEMMs over the map); at 64 px
+    inception5 on 2x2."""
     _check_accelerated(size, train, batch=1 if size == 224 else 2)
 
 
@@ -182,13 +183,27 @@ def test_cropped_conv_matches_the_full_kernel(kernel, height, width):
 
 @pytest.mark.parametrize(
     "kernel,height,width",
-    [(3, 1, 1), (3, 2, 2), (3, 1, 2), (3, 2, 1), (5, 1, 1), (5, 2, 2), (5, 3, 3), (5, 2, 3), (5, 3, 1)],  # maps of at most kernel // 2 + 1 pixels a side
+    [
+        (3, 1, 1),
+        (3, 2, 2),
+        (3, 1, 2),
+        (3, 2, 1),
+        (5, 1, 1),
+        (5, 2, 2),
+        (5, 3, 3),
+        (5, 2, 3),
+        (5, 3, 1),
+    ],  # maps of at most kernel // 2 + 1 pixels a side
 )
 def test_small_map_gemm_matches_the_convolution(kernel, height, width):
     """Where the cropped kernel reaches the whole map it runs as one GEMM: same outputs and gradients."""
     torch.manual_seed(0)
     conv = nn.Conv2d(5, 6, kernel, padding=kernel // 2).double()
-    x = torch.randn(3, 5, height, width, dtype=torch.float64).contiguous(memory_format=torch.channels_last).requires_grad_()
+    x = (
+        torch.randn(3, 5, height, width, dtype=torch.float64)
+        .contiguous(memory_format=torch.channels_last)
+        .requires_grad_()
+    )
     full = conv(x)
     grads = torch.autograd.grad(full.square().sum(), (x, conv.weight, conv.bias))
     out = K.cropped_conv2d(x, conv, matmul_small_maps=True)
@@ -233,7 +248,11 @@ def test_small_map_gemm_under_cpu_autocast_matches_conv2d():
 @pytest.mark.parametrize("side", [1, 2, 5])
 def test_conv1x1_gemm_matches_conv2d(side):
     torch.manual_seed(0)
-    x = torch.randn(3, 6, side, side, dtype=torch.float64).contiguous(memory_format=torch.channels_last).requires_grad_()
+    x = (
+        torch.randn(3, 6, side, side, dtype=torch.float64)
+        .contiguous(memory_format=torch.channels_last)
+        .requires_grad_()
+    )
     w = torch.randn(4, 6, 1, 1, dtype=torch.float64, requires_grad=True)
     b = torch.randn(4, dtype=torch.float64, requires_grad=True)
     out = K.conv1x1(x, w, b)

@@ -160,7 +160,13 @@ def test_inception_blocks_follow_table1(net):
 
 def test_stem_matches_table1(net):
     conv1, conv2, conv3 = net.conv1[0], net.conv2[0], net.conv3[0]
-    assert (conv1.in_channels, conv1.out_channels, conv1.kernel_size, conv1.stride, conv1.padding) == (3, 64, (7, 7), (2, 2), (3, 3))
+    assert (conv1.in_channels, conv1.out_channels, conv1.kernel_size, conv1.stride, conv1.padding) == (
+        3,
+        64,
+        (7, 7),
+        (2, 2),
+        (3, 3),
+    )
     assert (conv2.in_channels, conv2.out_channels, conv2.kernel_size) == (64, 64, (1, 1))
     assert (conv3.in_channels, conv3.out_channels, conv3.kernel_size, conv3.padding) == (64, 192, (3, 3), (1, 1))
     assert net.fc.in_features == 1024 and net.fc.out_features == 10
@@ -338,7 +344,10 @@ def test_aux_heads_at_224_pool_14x14_with_5x5_stride3():
     torch.manual_seed(0)
     model = GoogLeNet(10, 3)
     seen: list[tuple[torch.Tensor, torch.Tensor]] = []
-    hooks = [aux.pool.register_forward_hook(lambda _m, inp, out: seen.append((inp[0], out))) for aux in (model.aux1, model.aux2)]
+    hooks = [
+        aux.pool.register_forward_hook(lambda _m, inp, out: seen.append((inp[0], out)))
+        for aux in (model.aux1, model.aux2)
+    ]
     with torch.no_grad():
         out = model(torch.randn(1, 3, 224, 224))
     for h in hooks:

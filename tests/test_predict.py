@@ -54,7 +54,9 @@ def expected(checkpoint: Path, digits) -> torch.Tensor:
 def predict(capsys, *argv: str, notes: int = 0) -> str:
     assert main(["predict", *argv, "--device", "cpu"]) == 0
     out = capsys.readouterr()
-    assert len(out.err.splitlines()) == notes and all(line.startswith("note: ") for line in out.err.splitlines()), out.err
+    assert len(out.err.splitlines()) == notes and all(line.startswith("note: ") for line in out.err.splitlines()), (
+        out.err
+    )
     return out.out
 
 
@@ -115,14 +117,27 @@ def test_colour_grey_jpeg_and_other_sizes(capsys, checkpoint, digits, tmp_path):
     grey_rgb = tmp_path / "grey_as_rgb.png"
     Image.merge("RGB", [digit] * 3).save(grey_rgb)  # R = G = B: converts back to the same grey exactly
     tinted = tmp_path / "tinted.jpg"
-    Image.merge("RGB", [digit, digit.point(lambda v: v // 2), Image.new("L", digit.size)]).resize((90, 60)).save(tinted, quality=90)
+    Image.merge("RGB", [digit, digit.point(lambda v: v // 2), Image.new("L", digit.size)]).resize((90, 60)).save(
+        tinted, quality=90
+    )
     big = tmp_path / "big.jpeg"
     digit.resize((200, 200), Image.Resampling.BICUBIC).save(big)
     small = tmp_path / "small.png"
     digit.resize((20, 20)).save(small)
 
     # the two RGB files are colour images to a 1-channel model: converted, with a note each
-    records = predict_json(capsys, str(checkpoint), str(paths[0]), str(grey_rgb), str(tinted), str(big), str(small), "--topk", "10", notes=2)
+    records = predict_json(
+        capsys,
+        str(checkpoint),
+        str(paths[0]),
+        str(grey_rgb),
+        str(tinted),
+        str(big),
+        str(small),
+        "--topk",
+        "10",
+        notes=2,
+    )
     assert len(records) == 5
     for record in records:
         assert sum(p["probability"] for p in record["predictions"]) == pytest.approx(1.0, abs=1e-5)
@@ -151,7 +166,9 @@ def test_directories_and_globs_expand(capsys, checkpoint, digits, tmp_path):
     expected_files = sorted([folder / p.name for p in paths[:2]] + [folder / "sub" / "c.PNG"])
     assert expand_images([str(folder)]) == expected_files
     # A glob then a file it already matched: each image once, in order.
-    assert expand_images([str(folder / "*.png"), str(folder / paths[0].name)]) == sorted(folder / p.name for p in paths[:2])
+    assert expand_images([str(folder / "*.png"), str(folder / paths[0].name)]) == sorted(
+        folder / p.name for p in paths[:2]
+    )
     records = predict_json(capsys, str(checkpoint), str(folder), "--topk", "1")
     assert [r["image"] for r in records] == [str(p) for p in expected_files]
     records = predict_json(capsys, str(checkpoint), str(folder / "**" / "*.png"), "--topk", "1")
@@ -179,10 +196,27 @@ def one_line_error(capsys, argv: list[str]) -> str:
     return err
 
 
-def test_an_unreadable_image_is_skipped_the_others_predicted_and_the_exit_status_says_so(capsys, checkpoint, digits, tmp_path):
+def test_an_unreadable_image_is_skipped_the_others_predicted_and_the_exit_status_says_so(
+    capsys, checkpoint, digits, tmp_path
+):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not a PNG")
-    assert main(["predict", str(checkpoint), str(digits[0][0]), str(bad), str(digits[0][1]), "--device", "cpu", "--topk", "1"]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                str(checkpoint),
+                str(digits[0][0]),
+                str(bad),
+                str(digits[0][1]),
+                "--device",
+                "cpu",
+                "--topk",
+                "1",
+            ]
+        )
+        == 2
+    )
     out = capsys.readouterr()
     assert [line.split()[0] for line in out.out.splitlines()] == [str(digits[0][0]), str(digits[0][1])]
     warning, error = out.err.splitlines()

@@ -77,7 +77,9 @@ def test_report_leads_with_results_flags_a_partial_run_and_shows_the_errors(trai
     text = (trained_run / "REPORT.md").read_text()
     assert text.index("## Results") < text.index("## Model summary")
     assert "**Partial run** (--limit-train-batches 3, --limit-eval-batches 1)" in text
-    assert (trained_run / "errors_test.png").is_file() and "![Test errors](errors_test.png)" in text  # 3 batches: plenty of errors
+    assert (
+        trained_run / "errors_test.png"
+    ).is_file() and "![Test errors](errors_test.png)" in text  # 3 batches: plenty of errors
     assert "Top-5 accuracy (%)" in text  # 10 classes; a 2-class run says top-2 (test_evaluate)
 
 
@@ -110,9 +112,16 @@ def test_env_json_and_report_state_the_precision(trained_run, tmp_path):
 
 
 def test_final_summary_names_each_split_and_the_report():
-    metrics = {"best_epoch": 3, "classes": ["a", "b"], "splits": {"train": {"accuracy": 0.5, "top5": 1.0}, "test": {"accuracy": 0.25, "top5": 1.0}}}
+    metrics = {
+        "best_epoch": 3,
+        "classes": ["a", "b"],
+        "splits": {"train": {"accuracy": 0.5, "top5": 1.0}, "test": {"accuracy": 0.25, "top5": 1.0}},
+    }
     text = googlenet.report.final_summary(metrics, Path("runs/train/exp"))
-    assert text.splitlines() == ["Best checkpoint (epoch 3) accuracy: train 50.00%, test 25.00%", "Results saved to runs/train/exp (report: runs/train/exp/REPORT.md)"]
+    assert text.splitlines() == [
+        "Best checkpoint (epoch 3) accuracy: train 50.00%, test 25.00%",
+        "Results saved to runs/train/exp (report: runs/train/exp/REPORT.md)",
+    ]
 
 
 def test_report_of_malformed_run_files_is_a_one_line_error(trained_run, tmp_path, capsys):
@@ -123,4 +132,3 @@ def test_report_of_malformed_run_files_is_a_one_line_error(trained_run, tmp_path
         assert cli.main(["report", str(copy)]) == 2
         err = capsys.readouterr().err
         assert "has unreadable run files" in err and err.count("\n") == 1
-

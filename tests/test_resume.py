@@ -39,7 +39,10 @@ ARGS = [
 ]  # fmt: skip
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
-def googlenet_here(cwd: Path, *argv: str, sigint_at: tuple[int, ...] = (), nan_at: int = 0) -> subprocess.CompletedProcess:
+
+def googlenet_here(
+    cwd: Path, *argv: str, sigint_at: tuple[int, ...] = (), nan_at: int = 0
+) -> subprocess.CompletedProcess:
     """`googlenet ARGV` run by `main` in this process with one thread (as the processes here), with a real SIGINT
     from inside the training steps `sigint_at` (counted from 1) and a NaN loss at step `nan_at`.
     stderr holds what went to sys.stderr (the signal handler's own line goes to file descriptor 2)."""
@@ -98,7 +101,10 @@ def assert_same_run(run: Path, reference: Path) -> None:
         assert not differ, f"{key}: {len(differ)} tensors differ, e.g. {differ[0]}"
     assert (got["epoch"], got["best_epoch"], got["best_acc"]) == (want["epoch"], want["best_epoch"], want["best_acc"])
     assert rows(run) == rows(reference)
-    assert json.loads((run / "metrics.json").read_text())["splits"] == json.loads((reference / "metrics.json").read_text())["splits"]
+    assert (
+        json.loads((run / "metrics.json").read_text())["splits"]
+        == json.loads((reference / "metrics.json").read_text())["splits"]
+    )
     assert (run / "REPORT.md").is_file()
 
 
@@ -121,8 +127,14 @@ def reference(workdir: Path) -> Path:
 def test_sigkill_mid_run_then_resume_is_exact(workdir: Path, reference: Path):
     run, snapshot = workdir / "P" / "killed", workdir / "P" / "from-epoch-1"
     last = run / "weights" / "last.pt"
-    proc = subprocess.Popen([sys.executable, "-m", "googlenet", "train", *ARGS, "--name", "killed"], cwd=workdir, env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "googlenet", "train", *ARGS, "--name", "killed"],
+        cwd=workdir,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 900
         while not last.exists():  # appears (atomically, by rename) when epoch 1 ends
@@ -151,7 +163,9 @@ def test_sigkill_mid_run_then_resume_is_exact(workdir: Path, reference: Path):
         assert_same_run(resumed, reference)
     # env.json keeps the first process's environment and adds the resume's
     env = json.loads((run / "env.json").read_text())
-    assert "--resume" not in env["command"] and [e["command"].split()[1:3] for e in env["resumed"]] == [["train", "--resume"]]
+    assert "--resume" not in env["command"] and [e["command"].split()[1:3] for e in env["resumed"]] == [
+        ["train", "--resume"]
+    ]
     # the resumed run said where it continued, and wrote nothing outside its directory
     assert sorted(p.name for p in (workdir / "P").iterdir()) == ["from-epoch-1", "killed", "reference"]
 
@@ -165,7 +179,9 @@ def test_ctrl_c_mid_epoch_saves_the_step_and_resumes_exactly(workdir: Path, refe
     assert "Traceback" not in done.stderr
     assert "stopping after the current step" in capfd.readouterr().err
     line = next(x for x in done.stdout.splitlines() if "--resume" in x)
-    assert line.startswith("Interrupted; progress saved (epoch 2, step 2)") and line.endswith("googlenet train --resume P/ctrl-c")
+    assert line.startswith("Interrupted; progress saved (epoch 2, step 2)") and line.endswith(
+        "googlenet train --resume P/ctrl-c"
+    )
 
     state = load(run)
     assert state["epoch"] == 1 and state["epoch_state"]["step"] == 2 and state["epoch_state"]["seen"] == 32
@@ -183,7 +199,10 @@ def test_second_ctrl_c_stops_at_once_and_keeps_the_epoch_checkpoint(workdir: Pat
     run = workdir / "P" / "ctrl-c-twice"
     done = googlenet_here(workdir, "train", *ARGS, "--name", "ctrl-c-twice", sigint_at=(STEPS + 2, STEPS + 2))
     assert done.returncode == 130 and "Traceback" not in done.stderr
-    assert "Interrupted mid-step; the previous checkpoint, weights/last.pt, is kept. Resume with: googlenet train --resume P/ctrl-c-twice" in done.stdout
+    assert (
+        "Interrupted mid-step; the previous checkpoint, weights/last.pt, is kept. Resume with: googlenet train "
+        "--resume P/ctrl-c-twice" in done.stdout
+    )
     state = load(run)
     assert state["epoch"] == 1 and state["epoch_state"] is None  # the end-of-epoch-1 checkpoint, untouched
     assert [p.name for p in (run / "weights").iterdir() if p.name.startswith(".")] == []  # no temp files
@@ -199,9 +218,13 @@ def test_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(workd
     lines = [x for x in done.stderr.splitlines() if x.strip()]
     assert len(lines) == 1, done.stderr
     epoch, step = divmod(nan_at - 1, STEPS)
-    assert lines[0].startswith(f"googlenet train: error: loss became nan at epoch {epoch + 1}, step {step + 1}: lower --lr")
+    assert lines[0].startswith(
+        f"googlenet train: error: loss became nan at epoch {epoch + 1}, step {step + 1}: lower --lr"
+    )
     if kept:
-        assert lines[0].endswith(f"the last good checkpoint (epoch 1) is kept in {Path('P', name, 'weights', 'last.pt')}")
+        assert lines[0].endswith(
+            f"the last good checkpoint (epoch 1) is kept in {Path('P', name, 'weights', 'last.pt')}"
+        )
         state = load(run)
         assert state["epoch"] == 1 and state["epoch_state"] is None
         assert all(torch.isfinite(t).all() for t in state["model"].values())

@@ -31,10 +31,11 @@ def test_explicit_run_name_must_be_new_unless_exist_ok(tmp_path):
     assert next_run_dir(resolve_config(project=str(tmp_path), exist_ok=True)) == tmp_path / "exp"
 
 
-
-
 def test_commands_are_recorded_as_typed_without_machine_paths():
-    assert command_line(["/root/.pyenv/versions/3.11.7/bin/googlenet", "train", "--seed", "1"]) == "googlenet train --seed 1"
+    assert (
+        command_line(["/root/.pyenv/versions/3.11.7/bin/googlenet", "train", "--seed", "1"])
+        == "googlenet train --seed 1"
+    )
     assert command_line(["/usr/lib/python3/site-packages/googlenet/__main__.py", "train"]) == "googlenet train"
     assert command_line(["googlenet", "train", "--name", "my run"]) == "googlenet train --name 'my run'"
 

@@ -29,13 +29,24 @@ def test_keep_freed_memory_serves_large_tensors_from_the_heap():
 
 # ------------------------------------------------------------------- --amp auto
 
-AVX2 = {"architecture": "x86_64", "avx2": True, "avx512_f": False, "avx512_bf16": False, "amx_bf16": False, "amx_tile": False}
+AVX2 = {
+    "architecture": "x86_64",
+    "avx2": True,
+    "avx512_f": False,
+    "avx512_bf16": False,
+    "amx_bf16": False,
+    "amx_tile": False,
+}
 
 
 @pytest.mark.parametrize(
     "capabilities, unit",
     [
-        ({**AVX2, "avx512_f": True, "avx512_bf16": True, "amx_bf16": True, "amx_tile": True}, "AMX"),  # Sapphire Rapids and later
+        # Sapphire Rapids and later
+        (
+            {**AVX2, "avx512_f": True, "avx512_bf16": True, "amx_bf16": True, "amx_tile": True},
+            "AMX",
+        ),
         ({**AVX2, "avx512_f": True, "avx512_bf16": True}, "AVX512-BF16"),  # Zen 4/5, Cooper Lake
         ({**AVX2, "avx512_f": True}, None),  # AVX-512 without bf16 (Skylake-X)
         (AVX2, None),
@@ -50,7 +61,11 @@ def test_native_bf16_reads_pytorchs_processor_capabilities(monkeypatch, capabili
 
 @pytest.mark.parametrize(
     "flags, unit",
-    [("fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile", "AMX"), ("fpu avx2 avx512f avx512_bf16", "AVX512-BF16"), ("fpu sse2 avx2", None)],
+    [
+        ("fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile", "AMX"),
+        ("fpu avx2 avx512f avx512_bf16", "AVX512-BF16"),
+        ("fpu sse2 avx2", None),
+    ],
 )
 def test_native_bf16_falls_back_to_the_linux_flags(monkeypatch, tmp_path, flags, unit):
     cpuinfo = tmp_path / "cpuinfo"
@@ -69,7 +84,13 @@ def test_native_bf16_falls_back_to_the_linux_flags(monkeypatch, tmp_path, flags,
         ("AVX512-BF16", "cpu", torch.bfloat16, "bf16 autocast (auto: the processor has AVX512-BF16)"),
         (None, "cpu", None, "fp32 (auto: no native bf16 on this processor)"),  # AVX2 only, or not known
         ("compute capability 9.0", "cuda", torch.bfloat16, "bf16 autocast (auto: the GPU has compute capability 9.0)"),
-        (None, "cuda", torch.float16, "fp16 autocast with gradient scaling (auto: the GPU has no native bf16)"),  # T4, V100
+        # T4, V100
+        (
+            None,
+            "cuda",
+            torch.float16,
+            "fp16 autocast with gradient scaling (auto: the GPU has no native bf16)",
+        ),
         ("AMX", "mps", None, "fp32 (auto: autocast on CUDA and native-bf16 CPUs only, not mps)"),
     ],
 )
@@ -119,7 +140,9 @@ def test_env_json_records_the_precision_that_ran(monkeypatch):
 # ------------------------------------------------ what a GPU run decides, checked on the CPU
 
 
-@pytest.mark.parametrize("device, deterministic, tuned", [("cuda", False, True), ("cuda", True, False), ("cpu", False, False)])
+@pytest.mark.parametrize(
+    "device, deterministic, tuned", [("cuda", False, True), ("cuda", True, False), ("cpu", False, False)]
+)
 def test_cudnn_benchmark_only_on_cuda_and_never_with_deterministic(monkeypatch, device, deterministic, tuned):
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", not tuned)  # the opposite first; restored after the test
     monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda *a, **k: None)  # not this process's for good

@@ -72,7 +72,9 @@ def test_both_paths_hold_the_same_images_in_the_same_order(folder: Path):
     assert disk.classes == memory.classes and disk.channels == memory.channels == 3
     # the split is the in-memory path's: the images and labels of today's loader, squeezed at SIZE
     today = load_dataset(f"imagefolder:{folder}", image_size=SIZE)
-    assert [len(today.split(s)) for s in ("train", "val", "test")] == [len(disk.split(s)) for s in ("train", "val", "test")]
+    assert [len(today.split(s)) for s in ("train", "val", "test")] == [
+        len(disk.split(s)) for s in ("train", "val", "test")
+    ]
     assert torch.equal(today.test.labels, disk.test.labels)
     assert torch.equal(today.test.images, torch.stack([load_image(p, 3, SIZE) for p in disk.test.files]))
 
@@ -126,12 +128,23 @@ def test_auto_streams_a_folder_over_the_memory_budget(folder: Path):
 
 def test_memory_loading_over_the_budget_refuses(folder: Path, capsys, monkeypatch):
     monkeypatch.chdir(folder.parent)
-    argv = ["train", "--dataset", "imagefolder:imgs", "--data-loading", "memory", "--memory-budget", "0.0001", "--image-size", "32"]
+    argv = [
+        "train",
+        "--dataset",
+        "imagefolder:imgs",
+        "--data-loading",
+        "memory",
+        "--memory-budget",
+        "0.0001",
+        "--image-size",
+        "32",
+    ]
     line = one_line_error(capsys, argv, folder.parent)
     assert "need about" in line and "more than the memory budget of 0.0 GB" in line and "--data-loading stream" in line
     line = one_line_error(capsys, ["train", "--data-loading", "stream"], folder.parent)  # MNIST is not a folder
     assert "--data-loading stream reads image folders (imagefolder:PATH), not mnist" in line
-    line = one_line_error(capsys, ["train", "--workers", "2", "--memory-budget", "1"], folder.parent)  # nor read by workers
+    # nor read by workers
+    line = one_line_error(capsys, ["train", "--workers", "2", "--memory-budget", "1"], folder.parent)
     assert "--workers, --memory-budget set how an image folder is read; mnist is held in memory" in line
 
 
@@ -156,7 +169,9 @@ def test_unreadable_files_give_the_in_memory_paths_error_also_from_a_worker(tmp_
         list(eval_batches(split, torch.arange(4), 2, "cpu"))
     for exc in (crops.value, evaluation.value):
         assert "\n" not in str(exc) and "Traceback" not in str(exc)
-        assert str(exc).startswith(f"cannot read image {path}: ") and str(exc).endswith("; pass a valid PNG or JPEG file")
+        assert str(exc).startswith(f"cannot read image {path}: ") and str(exc).endswith(
+            "; pass a valid PNG or JPEG file"
+        )
     assert str(memory.value).startswith(f"cannot read image {path}: ")
 
 
@@ -172,8 +187,9 @@ def test_streamed_training_refuses_the_in_memory_augmentation(folder: Path, caps
 # ------------------------------------------------------------------ end to end
 
 ARGS = [
-    "--dataset", "imagefolder:imgs", "--data-loading", "stream", "--workers", "1", "--image-size", "32", "--epochs", "2",
-    "--limit-train-batches", "3", "--batch-size", "8", "--eval-batch-size", "16", "--deterministic", "--device", "cpu", "--project", "P",
+    "--dataset", "imagefolder:imgs", "--data-loading", "stream", "--workers", "1", "--image-size", "32",
+    "--epochs", "2", "--limit-train-batches", "3", "--batch-size", "8", "--eval-batch-size", "16",
+    "--deterministic", "--device", "cpu", "--project", "P",
 ]  # fmt: skip
 
 
@@ -209,7 +225,8 @@ def test_streamed_run_trains_evaluates_and_resumes_exactly(folder: Path, monkeyp
     run = folder.parent / "P" / "ctrl-c"
     assert torch.load(run / "weights" / "last.pt", weights_only=True)["epoch_state"]["step"] == 2
     monkeypatch.setattr(train, "batch_transform", transform)
-    assert main(["train", "--resume", "P/ctrl-c", "--workers", "2"]) == 0  # another machine's worker count: the same batches
+    # another machine's worker count: the same batches
+    assert main(["train", "--resume", "P/ctrl-c", "--workers", "2"]) == 0
     got, want = (torch.load(r / "weights" / "last.pt", weights_only=True) for r in (run, reference))
     assert all(torch.equal(got["model"][k], want["model"][k]) for k in want["model"])
     assert rows(run) == rows(reference)
@@ -230,7 +247,8 @@ data = load_dataset("imagefolder:" + sys.argv[1], val_fraction=0.15, image_size=
 torch.manual_seed(0)
 model = GoogLeNet(num_classes=3, in_channels=3).eval()
 cfg = SimpleNamespace(limit_eval_batches=None, eval_batch_size=4, channels_last=False)
-t = SimpleNamespace(cfg=cfg, data=data, pre=Preprocess.for_dataset(data, 32), model=model, averaged=None, device=torch.device("cpu"))
+pre = Preprocess.for_dataset(data, 32)
+t = SimpleNamespace(cfg=cfg, data=data, pre=pre, model=model, averaged=None, device=torch.device("cpu"))
 m = validate(t)
 if dist_utils.is_main():
     print("RESULT", len(data.val), int(m.confusion.sum()), repr(m.loss), repr(m.accuracy))

@@ -1,4 +1,5 @@
-"""--tensorboard: the per-epoch scalars of results.csv, readable by TensorBoard; a one-line error without the package."""
+"""--tensorboard: the per-epoch scalars of results.csv, readable by TensorBoard; a one-line error without the
+package."""
 
 from __future__ import annotations
 

@@ -51,7 +51,9 @@ def test_loss_is_main_plus_weighted_aux():
 
 def test_loss_without_aux_is_the_main_loss():
     out, target = _outputs(1)
-    torch.testing.assert_close(T.googlenet_loss(out._replace(aux1=None, aux2=None), target), F.cross_entropy(out.logits, target))
+    torch.testing.assert_close(
+        T.googlenet_loss(out._replace(aux1=None, aux2=None), target), F.cross_entropy(out.logits, target)
+    )
 
 
 def test_loss_label_smoothing_applies_to_every_term():
@@ -229,9 +231,15 @@ def test_ema_average_warms_up():
         with torch.no_grad():
             model.weight.fill_(value)
         averaged.update_parameters(model)
-        expected = value if expected is None else min(0.9, (1 + n) / (10 + n)) * expected + (1 - min(0.9, (1 + n) / (10 + n))) * value
+        expected = (
+            value
+            if expected is None
+            else min(0.9, (1 + n) / (10 + n)) * expected + (1 - min(0.9, (1 + n) / (10 + n))) * value
+        )
         assert averaged.module.weight.item() == pytest.approx(expected)
-    assert T.ema_decay(0.998, 1) == pytest.approx(2 / 11) and T.ema_decay(0.998, 4_000) < 0.998 == T.ema_decay(0.998, 5_000)
+    assert T.ema_decay(0.998, 1) == pytest.approx(2 / 11) and T.ema_decay(0.998, 4_000) < 0.998 == T.ema_decay(
+        0.998, 5_000
+    )
 
 
 def test_augmentation_for():
@@ -239,7 +247,9 @@ def test_augmentation_for():
     cfg = resolve_config()
     assert googlenet.data.augmentation_for(cfg, digits) == digits
     assert googlenet.data.augmentation_for(resolve_config(augment=False), digits) == googlenet.data.Augment()
-    assert googlenet.data.augmentation_for(resolve_config(rotate=0.0, hflip=True), digits) == dataclasses.replace(digits, rotate=0.0, hflip=True)
+    assert googlenet.data.augmentation_for(resolve_config(rotate=0.0, hflip=True), digits) == dataclasses.replace(
+        digits, rotate=0.0, hflip=True
+    )
 
 
 # ----------------------------------------------------- the CLI, end to end
@@ -290,10 +300,18 @@ def test_results_csv_and_checkpoints(trained_run):
     assert metrics["splits"]["val"]["loss"] == pytest.approx(row["val_loss"], abs=1e-5)
 
 
-
-
 def test_existing_run_name_exits_2(trained_run, capsys):
-    argv = ["train", "--epochs", "1", "--limit-train-batches", "1", "--project", str(trained_run.parent), "--name", trained_run.name]
+    argv = [
+        "train",
+        "--epochs",
+        "1",
+        "--limit-train-batches",
+        "1",
+        "--project",
+        str(trained_run.parent),
+        "--name",
+        trained_run.name,
+    ]
     before = (trained_run / "results.csv").read_text()
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
@@ -351,5 +369,3 @@ def test_default_recipe_learns_beyond_chance():
     chance = 1.6 * math.log(10)
     assert np.mean(losses[-5:]) < chance - 0.08, losses
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.2, losses
-
-

@@ -29,7 +29,9 @@ from googlenet.model import GoogLeNetOutput
 
 
 def resize(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=h < x.shape[-2] or w < x.shape[-1])
+    return F.interpolate(
+        x, size=(h, w), mode="bilinear", align_corners=False, antialias=h < x.shape[-2] or w < x.shape[-1]
+    )
 
 
 def index144(scale: int, square: int, crop: int, mirrored: int = 0) -> int:
@@ -282,7 +284,9 @@ def test_evaluate_command_with_tta(tmp_path, small_mnist, monkeypatch, capsys):
     assert "Test-time augmentation: flip (2 views per image, softmax averaged)" in printed
     saved = json.loads((tmp_path / "evaluate_val_flip.json").read_text())  # beside the plain figures, never over them
     assert saved["tta"] == "flip" and list(saved["splits"]) == ["val"] and sum(saved["splits"]["val"]["support"]) == 40
-    direct = evaluate_all(load_checkpoint(tmp_path / "ckpt.pt"), small_mnist.last, torch.device("cpu"), ("val",), tta="flip")
+    direct = evaluate_all(
+        load_checkpoint(tmp_path / "ckpt.pt"), small_mnist.last, torch.device("cpu"), ("val",), tta="flip"
+    )
     assert saved["splits"]["val"]["accuracy"] == direct["val"]["accuracy"]
     assert saved["splits"]["val"]["loss"] == pytest.approx(direct["val"]["loss"], rel=1e-5)
 

@@ -32,7 +32,7 @@ import torchvision
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .config import MAX_BATCH_SIZE, ConfigError, TrainConfig, check_count, check_image_size
+from .config import MAX_BATCH_SIZE, MAX_WORKERS, ConfigError, TrainConfig, check_count, check_image_size
 from .data import (
     DIGITS,
     FileSplit,
@@ -69,7 +69,8 @@ def _pooled(side: int) -> int:
 
 
 def conv1x1_shapes(image_size: int, batch_size: int) -> list[tuple[int, int, int]]:
-    """(M, K, N) of the GEMMs the network's 1x1 convolutions run as at this size and batch: (batch x H x W) x C_in @ C_in x C_out.
+    """(M, K, N) of the GEMMs the network's 1x1 convolutions run as at this size and batch: (batch x H x W) x C_in @
+    C_in x C_out.
 
     One per map size: conv2's, and the fused 1x1s (kernels.fuse_1x1) of inception3a, 4a and 5a,
     whose outputs are the ch1x1 + ch3x3red + ch5x5red columns of Table 1.
@@ -123,7 +124,8 @@ def gemm_name(shape: tuple[int, int, int]) -> str:
 
 
 class TorchvisionAdapter(nn.Module):
-    """torchvision's googlenet behind GoogLeNet's interface: 1-channel input repeated to 3, outputs as GoogLeNetOutput."""
+    """torchvision's googlenet behind GoogLeNet's interface: 1-channel input repeated to 3, outputs as
+    GoogLeNetOutput."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -133,7 +135,8 @@ class TorchvisionAdapter(nn.Module):
         out = self.model(x.expand(-1, 3, -1, -1))  # torchvision's googlenet takes 3 channels
         if isinstance(out, torch.Tensor):  # eval mode: the logits alone
             return GoogLeNetOutput(out)
-        return GoogLeNetOutput(out.logits, out.aux_logits1, out.aux_logits2)  # torchvision's order is (logits, aux2, aux1)
+        # torchvision's order is (logits, aux2, aux1)
+        return GoogLeNetOutput(out.logits, out.aux_logits1, out.aux_logits2)
 
 
 def make_step(
@@ -201,12 +204,17 @@ def check_arguments(args) -> None:
     streaming = args.data_loading == "stream"
     if streaming and args.mode == "eval":
         raise ConfigError(
-            "--data-loading stream times the training pipeline beside the training step: use --mode train or --mode both"
+            "--data-loading stream times the training pipeline beside the training step: use --mode train or --mode "
+            "both"
         )
     if not streaming and (args.data or args.workers is not None or args.images is not None):
-        raise ConfigError("--data, --workers and --images set what the streamed pipeline reads: add --data-loading stream")
+        raise ConfigError(
+            "--data, --workers and --images set what the streamed pipeline reads: add --data-loading stream"
+        )
     if args.data and args.images is not None:
-        raise ConfigError("--images sets how many synthetic JPEGs to make when there is no --data: leave one of them out")
+        raise ConfigError(
+            "--images sets how many synthetic JPEGs to make when there is no --data: leave one of them out"
+        )
     if args.images is not None:
         check_images(args.images)  # before anything is loaded
 
@@ -215,7 +223,9 @@ def run_benchmark(args) -> None:
     """Time the variants interleaved and print img/s, GFLOP/s and the fraction of the matmul peak."""
     check_arguments(args)
     device = select_device(args.device)
-    cfg = replace(TrainConfig(), image_size=args.image_size, batch_size=args.batch_size, amp=args.amp, compile=args.compile)
+    cfg = replace(
+        TrainConfig(), image_size=args.image_size, batch_size=args.batch_size, amp=args.amp, compile=args.compile
+    )
     # The peak that matters is that of the dtype the matrix multiplies run in (AMX's bf16 peak is 6x its fp32 one).
     amp, described = resolve_amp(cfg.amp, device)  # auto: what googlenet train runs on this machine
     data = load_dataset("mnist", val_fraction=cfg.val_fraction, seed=cfg.seed)
@@ -227,7 +237,11 @@ def run_benchmark(args) -> None:
         variants = step_variants(args, cfg, data, batch, pre, train, device)
         timing = time_variants(variants, args, device, amp or torch.float32)
         print(f"{mode} step, {args.image_size} px, batch {args.batch_size}, {timing.heading(device, args, described)}")
-        print(format_table(["model", "img/s", "range", "MFLOP/img", "GFLOP/s", "of peak", "vs ours"], timing.rows(), "text"))
+        print(
+            format_table(
+                ["model", "img/s", "range", "MFLOP/img", "GFLOP/s", "of peak", "vs ours"], timing.rows(), "text"
+            )
+        )
         step_ms = 1000 * args.batch_size / statistics.median(timing.rates[OURS])
         data_ms = data_pipeline_ms(batch[0], pre, train, device, args.repeats * args.steps)
         what = f"index, {'augment, ' if train else ''}resize, normalise"
@@ -243,7 +257,9 @@ def run_benchmark(args) -> None:
 OURS, TORCHVISION = "googlenet (this project)", "torchvision googlenet"
 
 
-def step_variants(args, cfg: TrainConfig, data, batch, pre: Preprocess, train: bool, device: torch.device) -> dict[str, Callable[[], None]]:
+def step_variants(
+    args, cfg: TrainConfig, data, batch, pre: Preprocess, train: bool, device: torch.device
+) -> dict[str, Callable[[], None]]:
     """The steps to time, by name: this project's; with --variants its speed-ups one by one; torchvision's."""
 
     def ours(on: Collection[str] = tuple(SPEEDUPS)) -> nn.Module:
@@ -262,7 +278,9 @@ def step_variants(args, cfg: TrainConfig, data, batch, pre: Preprocess, train: b
         variants["  + fused Adam (= this project)"] = step(ours(), True)
     if args.compare == "torchvision":
         torch.manual_seed(0)
-        tv = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=True, num_classes=data.num_classes)
+        tv = torchvision.models.googlenet(
+            weights=None, aux_logits=True, init_weights=True, num_classes=data.num_classes
+        )
         variants[TORCHVISION] = step(TorchvisionAdapter(tv), False)
     return variants
 
@@ -369,8 +387,6 @@ def streamed_pipeline(args) -> tuple[float, int, str]:
     """`--data-loading stream`: (images per second, workers, what was read) of the streamed training pipeline alone
     (stream.pipeline_images_per_second) over --data PATH, or over a temporary folder of --images synthetic JPEGs,
     removed on every way out: an error, Ctrl-C or SIGTERM (see TerminateAsInterrupt)."""
-    from .config import MAX_WORKERS
-
     workers = default_workers() if args.workers is None else args.workers
     check_count("--workers", workers, MAX_WORKERS, low=0)
     images = DEFAULT_IMAGES if args.images is None else args.images
@@ -391,7 +407,11 @@ def _pipeline_rate(root: Path, args, workers: int) -> float:
 
 def streamed_pipeline_line(rate: float, workers: int, what: str, step_rate: float) -> str:
     """The streamed pipeline's img/s beside the training step's, and which of the two limits training."""
-    verdict = "keeps up with the step" if rate >= step_rate else f"is the bottleneck: {step_rate / rate:.1f}x slower than the step"
+    verdict = (
+        "keeps up with the step"
+        if rate >= step_rate
+        else f"is the bottleneck: {step_rate / rate:.1f}x slower than the step"
+    )
     return (
         f"streamed data pipeline (read, decode, random-resized crop, flip; {workers} worker(s), {what}): "
         f"{rate:,.0f} img/s vs the training step's {step_rate:,.0f} img/s: it {verdict}"

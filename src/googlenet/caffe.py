@@ -61,7 +61,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .checkpoint import save_checkpoint
 from .errors import UserError
+from .model import GoogLeNet
 
 __all__ = [
     "BVLC_GOOGLENET_SHA1",
@@ -110,7 +112,14 @@ CAFFE_PREPROCESS: dict[str, Any] = {
     "resize": 256,  # the shorter side to 256, then the 224 x 224 centre crop (the test phase of train_val.prototxt)
 }
 
-MODEL_ARGS: dict[str, Any] = {"num_classes": 1000, "in_channels": 3, "aux_logits": True, "dropout": 0.4, "dropout_aux": 0.7, "init": "caffe"}
+MODEL_ARGS: dict[str, Any] = {
+    "num_classes": 1000,
+    "in_channels": 3,
+    "aux_logits": True,
+    "dropout": 0.4,
+    "dropout_aux": 0.7,
+    "init": "caffe",
+}
 
 # V1LayerParameter.LayerType values of the layers that carry weights (caffe.proto).
 _V1_TYPES = {4: "Convolution", 14: "InnerProduct", 39: "Deconvolution"}
@@ -119,7 +128,14 @@ _V1_TYPES = {4: "Convolution", 14: "InnerProduct", 39: "Deconvolution"}
 def _caffe_layers() -> dict[str, str]:
     """Caffe layer name -> module path in `GoogLeNet`, in the order of train_val.prototxt."""
     layers = {"conv1/7x7_s2": "conv1.0", "conv2/3x3_reduce": "conv2.0", "conv2/3x3": "conv3.0"}
-    branches = {"1x1": "branch1.0", "3x3_reduce": "branch2.0.0", "3x3": "branch2.1.0", "5x5_reduce": "branch3.0.0", "5x5": "branch3.1.0", "pool_proj": "branch4.1.0"}
+    branches = {
+        "1x1": "branch1.0",
+        "3x3_reduce": "branch2.0.0",
+        "3x3": "branch2.1.0",
+        "5x5_reduce": "branch3.0.0",
+        "5x5": "branch3.1.0",
+        "pool_proj": "branch4.1.0",
+    }
     aux = {"conv": "conv.0", "fc": "fc1.0", "classifier": "fc2"}
     for block in ("3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b"):
         layers.update({f"inception_{block}/{caffe}": f"inception{block}.{ours}" for caffe, ours in branches.items()})
@@ -195,7 +211,8 @@ class _Reader:
             self.read += 1
             if self.read > MAX_FIELDS:
                 raise CaffeError(
-                    f"more than {MAX_FIELDS:,} protobuf fields in its layers and blobs, where bvlc_googlenet.caffemodel "
+                    f"more than {MAX_FIELDS:,} protobuf fields in its layers and blobs, where "
+                    "bvlc_googlenet.caffemodel "
                     "has a few thousand: the file is corrupted or not a .caffemodel"
                 )
             key_start = pos
@@ -209,19 +226,28 @@ class _Reader:
             elif wire == 2:
                 size, pos = self.varint(pos, end, where)
                 if size > end - pos:
-                    raise CaffeError(f"the file is truncated or corrupted: {where} field {number} declares {size} bytes but only {end - pos} remain")
+                    raise CaffeError(
+                        f"the file is truncated or corrupted: {where} field {number} declares {size} bytes but only "
+                        f"{end - pos} remain"
+                    )
                 yield number, wire, pos, pos + size, 0
                 pos += size
             elif wire in (1, 5):
                 size = 8 if wire == 1 else 4
                 if size > end - pos:
-                    raise CaffeError(f"the file is truncated or corrupted: {where} field {number} declares {size} bytes but only {end - pos} remain")
+                    raise CaffeError(
+                        f"the file is truncated or corrupted: {where} field {number} declares {size} bytes but only "
+                        f"{end - pos} remain"
+                    )
                 keylen = pos - key_start
                 run_end = key_start + self._run(key_start, keylen + size, keylen, end) * (keylen + size)
                 yield number, wire, key_start, run_end, keylen
                 pos = run_end
             else:  # 3 and 4 are protobuf's deprecated groups, never used by Caffe; 6 and 7 do not exist
-                raise CaffeError(f"the file is corrupted or not a .caffemodel: {where} field {number} has wire type {wire}, which Caffe never writes")
+                raise CaffeError(
+                    f"the file is corrupted or not a .caffemodel: {where} field {number} has wire type {wire}, which "
+                    "Caffe never writes"
+                )
 
     def _run(self, start: int, stride: int, keylen: int, end: int) -> int:
         """How many records of `stride` bytes from `start` (before `end`) begin with the first one's key (at least 1).
@@ -257,7 +283,8 @@ class _Reader:
         return np.frombuffer(self.buf, np.uint8, count=b - a, offset=a).reshape(-1, stride)[:, keylen:]
 
     def text(self, a: int, b: int) -> str:
-        """A string field, cut to MAX_NAME_BYTES (longer names are no GoogLeNet layer's, and error messages quote them)."""
+        """A string field, cut to MAX_NAME_BYTES (longer names are no GoogLeNet layer's, and error messages quote
+        them)."""
         cut = b - a > MAX_NAME_BYTES
         return bytes(self.buf[a : min(b, a + MAX_NAME_BYTES)]).decode("utf-8", "replace") + ("..." if cut else "")
 
@@ -293,7 +320,8 @@ def _blob(r: _Reader, start: int, end: int, where: str) -> Tensor:
                     shape.append(_signed(dim, 64))
                     if len(shape) > MAX_BLOB_AXES:
                         raise CaffeError(
-                            f"{where}: a blob shape with more than {MAX_BLOB_AXES} axes, where GoogLeNet's blobs have at most "
+                            f"{where}: a blob shape with more than {MAX_BLOB_AXES} axes, where GoogLeNet's blobs have "
+                            "at most "
                             f"{MAX_BLOB_AXES}: this is not bvlc_googlenet"
                         )
         elif 1 <= number <= 4 and wire == 0:
@@ -321,10 +349,16 @@ def _blob(r: _Reader, start: int, end: int, where: str) -> Tensor:
     if any(d < 0 for d in shape):
         raise CaffeError(f"{where}: a blob of shape {tuple(shape)}: the file is corrupted")
     if itemsize and nbytes % itemsize:
-        raise CaffeError(f"{where}: {nbytes} bytes of {'float' if itemsize == 4 else 'double'} values, not a multiple of {itemsize}: the file is corrupted")
+        raise CaffeError(
+            f"{where}: {nbytes} bytes of {'float' if itemsize == 4 else 'double'} values, not a multiple of "
+            f"{itemsize}: the file is corrupted"
+        )
     count, needed = nbytes // itemsize if itemsize else 0, math.prod(shape)
     if count != needed:
-        raise CaffeError(f"{where}: {count} values for a blob of shape {tuple(shape)} ({needed} values): the file is truncated or corrupted")
+        raise CaffeError(
+            f"{where}: {count} values for a blob of shape {tuple(shape)} ({needed} values): the file is truncated or "
+            "corrupted"
+        )
     dtype = "<f8" if itemsize == 8 else "<f4"
     if joined is not None:
         values = np.frombuffer(joined, dtype)
@@ -350,12 +384,16 @@ def _layer(r: _Reader, start: int, end: int, v1: bool, index: int) -> tuple[str,
         elif number == blobs_field and wire == 2:
             if len(blobs) == BLOBS_PER_LAYER:
                 raise CaffeError(
-                    f"layer {name!r} has more than {BLOBS_PER_LAYER} blobs, where GoogLeNet's layers have {BLOBS_PER_LAYER} "
+                    f"layer {name!r} has more than {BLOBS_PER_LAYER} blobs, where GoogLeNet's layers have "
+                    f"{BLOBS_PER_LAYER} "
                     "(weights and biases): this is not bvlc_googlenet"
                 )
             blobs.append((a, b))
         elif v1 and number == 1 and wire == 2:
-            raise CaffeError(f"layer {name!r} is in Caffe's V0 format (before 2014)", fix="upgrade the file with Caffe's upgrade_net_proto_binary")
+            raise CaffeError(
+                f"layer {name!r} is in Caffe's V0 format (before 2014)",
+                fix="upgrade the file with Caffe's upgrade_net_proto_binary",
+            )
     return name, kind, blobs
 
 
@@ -377,11 +415,14 @@ def parse_net(data: bytes | memoryview) -> tuple[str, list[CaffeLayer]]:
             continue
         formats.add(number)
         if len(formats) == 2:
-            raise CaffeError("the file mixes current (layer) and V1 (layers) layers, which Caffe refuses: the file is corrupted")
+            raise CaffeError(
+                "the file mixes current (layer) and V1 (layers) layers, which Caffe refuses: the file is corrupted"
+            )
         count += 1
         if count > MAX_LAYERS:
             raise CaffeError(
-                f"more than {MAX_LAYERS:,} layers, where BVLC's GoogLeNet has {TRAIN_VAL_LAYERS} (train_val.prototxt) and the "
+                f"more than {MAX_LAYERS:,} layers, where BVLC's GoogLeNet has {TRAIN_VAL_LAYERS} (train_val.prototxt) "
+                "and the "
                 "split layers Caffe adds: this is not bvlc_googlenet"
             )
         name, kind, blobs = _layer(r, a, b, v1=number == 2, index=count)
@@ -389,11 +430,16 @@ def parse_net(data: bytes | memoryview) -> tuple[str, list[CaffeLayer]]:
             continue
         if len(layers) == WEIGHTED_LAYERS:
             raise CaffeError(
-                f"layer {name!r} is layer {len(layers) + 1} with weights, more than GoogLeNet's {WEIGHTED_LAYERS}: this is not bvlc_googlenet"
+                f"layer {name!r} is layer {len(layers) + 1} with weights, more than GoogLeNet's {WEIGHTED_LAYERS}: "
+                "this is not bvlc_googlenet"
             )
-        layers.append(CaffeLayer(name, kind, [_blob(r, a, b, f"layer {name!r} blob {i}") for i, (a, b) in enumerate(blobs)]))
+        layers.append(
+            CaffeLayer(name, kind, [_blob(r, a, b, f"layer {name!r} blob {i}") for i, (a, b) in enumerate(blobs)])
+        )
     if not layers:
-        raise CaffeError("the file holds no layers with weights: it is not a .caffemodel (a prototxt, an empty or a corrupted file?)")
+        raise CaffeError(
+            "the file holds no layers with weights: it is not a .caffemodel (a prototxt, an empty or a corrupted file?)"
+        )
     return ("V1 layers" if formats == {2} else "layer"), layers
 
 
@@ -402,8 +448,6 @@ def parse_net(data: bytes | memoryview) -> tuple[str, list[CaffeLayer]]:
 
 def _expected_shapes() -> dict[str, torch.Size]:
     """The state dict shapes of the GoogLeNet BVLC trained (built on the meta device: no memory, no init cost)."""
-    from .model import GoogLeNet
-
     with torch.device("meta"):
         model = GoogLeNet(**{k: v for k, v in MODEL_ARGS.items() if k != "init"}, init="pytorch")
     return {k: v.shape for k, v in model.state_dict().items()}
@@ -417,34 +461,47 @@ def _shape_matches(stored: tuple[int, ...], expected: tuple[int, ...]) -> bool:
 
 
 def caffe_state_dict(layers: list[CaffeLayer]) -> dict[str, Tensor]:
-    """GoogLeNet's state dict from the weighted layers of bvlc_googlenet; a one-line CaffeError names the first layer that differs."""
+    """GoogLeNet's state dict from the weighted layers of bvlc_googlenet; a one-line CaffeError names the first layer
+    that differs."""
     shapes = _expected_shapes()
     state: dict[str, Tensor] = {}
     seen: set[str] = set()
     for layer in layers:
         name = layer.name
         if name not in CAFFE_LAYERS:
-            raise CaffeError(f"layer {name!r} ({layer.type or 'no type'}, with weights) is not a layer of GoogLeNet: this is not bvlc_googlenet")
+            raise CaffeError(
+                f"layer {name!r} ({layer.type or 'no type'}, with weights) is not a layer of GoogLeNet: this is not "
+                "bvlc_googlenet"
+            )
         if name in seen:
             raise CaffeError(f"layer {name!r} appears twice with weights: this is not bvlc_googlenet")
         seen.add(name)
         module = CAFFE_LAYERS[name]
         wanted = "InnerProduct" if module == "fc" or module.endswith(("fc1.0", "fc2")) else "Convolution"
         if layer.type and layer.type != wanted:
-            raise CaffeError(f"layer {name!r} is a {layer.type} layer but GoogLeNet's is a {wanted}: this is not bvlc_googlenet")
+            raise CaffeError(
+                f"layer {name!r} is a {layer.type} layer but GoogLeNet's is a {wanted}: this is not bvlc_googlenet"
+            )
         if len(layer.blobs) != 2:
-            raise CaffeError(f"layer {name!r} has {len(layer.blobs)} blob(s) but GoogLeNet's has 2 (weights and biases): this is not bvlc_googlenet")
+            raise CaffeError(
+                f"layer {name!r} has {len(layer.blobs)} blob(s) but GoogLeNet's has 2 (weights and biases): this is "
+                "not bvlc_googlenet"
+            )
         for what, blob in zip(("weight", "bias"), layer.blobs):
             expected = tuple(shapes[f"{module}.{what}"])
             if not _shape_matches(tuple(blob.shape), expected):
                 raise CaffeError(
-                    f"layer {name!r} has {what} shape {tuple(blob.shape)} but GoogLeNet needs {expected}: this is not bvlc_googlenet"
+                    f"layer {name!r} has {what} shape {tuple(blob.shape)} but GoogLeNet needs {expected}: this is not "
+                    "bvlc_googlenet"
                 )
             state[f"{module}.{what}"] = blob.reshape(expected)
     missing = [name for name in CAFFE_LAYERS if name not in seen]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise CaffeError(f"layer {missing[0]!r} of GoogLeNet is missing{more}: no layer of that name with weights: this is not bvlc_googlenet")
+        raise CaffeError(
+            f"layer {missing[0]!r} of GoogLeNet is missing{more}: no layer of that name with weights: this is not "
+            "bvlc_googlenet"
+        )
     return {k: state[k] for k in shapes}  # in the model's own order
 
 
@@ -455,12 +512,15 @@ def _read(path: Path) -> bytes:
     if size > MAX_FILE_BYTES:
         raise CaffeError(
             f"{path} is {size:,} bytes, more than a bvlc_googlenet.caffemodel can be ({MAX_FILE_BYTES:,}: its "
-            f"{GOOGLENET_PARAMETERS:,} parameters as doubles with their gradients, plus 16 MiB), refused without reading it: {FIX}"
+            f"{GOOGLENET_PARAMETERS:,} parameters as doubles with their gradients, plus 16 MiB), refused without "
+            f"reading it: {FIX}"
         )
     with path.open("rb") as f:
         data = f.read(size + 1)  # no more than stat said (read(n) allocates n bytes), and one to see it grow
     if len(data) != size:
-        raise CaffeError(f"{path} changed while it was read ({size:,} bytes, then {len(data):,}): convert it once it is complete")
+        raise CaffeError(
+            f"{path} changed while it was read ({size:,} bytes, then {len(data):,}): convert it once it is complete"
+        )
     return data
 
 
@@ -475,7 +535,11 @@ def convert_caffemodel(path: str | Path) -> dict[str, Any]:
     except CaffeError as exc:
         raise CaffeError(f"{path}: {exc}: {exc.fix}") from None
     del data, layers  # the file's bytes and the blobs as read: only `weights` is kept
-    from torchvision.models import GoogLeNet_Weights  # the 1000 ILSVRC 2012 names in Caffe's order (sorted synsets); no download
+    # the 1000 ILSVRC 2012 names in Caffe's order (sorted synsets); no download
+    from torchvision.models import (
+        GoogLeNet_Weights,
+    )
+
     return {
         "model": weights,
         "model_args": dict(MODEL_ARGS),
@@ -490,9 +554,8 @@ def convert_caffemodel(path: str | Path) -> dict[str, Any]:
 
 
 def main_convert(path: str | Path, output: str | Path | None = None) -> Path:
-    """Convert `path` and save the checkpoint atomically to `output` (default: beside it, as .pt); print what was done."""
-    from .checkpoint import save_checkpoint
-
+    """Convert `path` and save the checkpoint atomically to `output` (default: beside it, as .pt); print what was
+    done."""
     path = Path(path)
     out = Path(output) if output is not None else path.with_suffix(".pt")
     if out.is_dir():
@@ -502,15 +565,22 @@ def main_convert(path: str | Path, output: str | Path | None = None) -> Path:
     state = convert_caffemodel(path)
     save_checkpoint(out, state)
     params = sum(t.numel() for t in state["model"].values())
-    print(f"Converted {path} ({state['caffe_format']} format, {len(CAFFE_LAYERS)} weighted layers, {params:,} parameters) to {out}")
+    print(
+        f"Converted {path} ({state['caffe_format']} format, {len(CAFFE_LAYERS)} weighted layers, {params:,} "
+        f"parameters) to {out}"
+    )
     if state["sha1_matches_release"]:
         print(f"sha1 {state['source_sha1']} matches the released bvlc_googlenet.caffemodel")
     else:
         print(
-            f"sha1 {state['source_sha1']} does not match the released bvlc_googlenet.caffemodel ({BVLC_GOOGLENET_SHA1}): "
+            f"sha1 {state['source_sha1']} does not match the released bvlc_googlenet.caffemodel "
+            f"({BVLC_GOOGLENET_SHA1}): "
             "its layers and shapes are GoogLeNet's, but these are other weights (fine-tuned, re-saved or corrupted?)"
         )
-    print("Input as in Caffe: BGR, pixel values 0-255 minus the mean (B, G, R) = (104, 117, 123), 256 px resize, 224 x 224 centre crop")
+    print(
+        "Input as in Caffe: BGR, pixel values 0-255 minus the mean (B, G, R) = (104, 117, 123), 256 px resize, 224 x "
+        "224 centre crop"
+    )
     return out
 
 

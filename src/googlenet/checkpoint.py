@@ -20,9 +20,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from .config import CHOICES, MAX_CHANNELS, MAX_CLASSES, MAX_IMAGE_SIZE, ConfigError, TrainConfig, image_size_problem, quote_value
+from .config import (
+    CHOICES,
+    MAX_CHANNELS,
+    MAX_CLASSES,
+    MAX_IMAGE_SIZE,
+    ConfigError,
+    TrainConfig,
+    image_size_problem,
+    quote_value,
+)
 from .data import Preprocess
 from .data.folders import class_name_problem
 from .errors import UserError
@@ -77,21 +87,29 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         unsafe = re.search(r"GLOBAL ([\w.]+)|unrecognized function (\S+)", str(exc))
         if unsafe:
             raise CheckpointError(
-                f"checkpoint {path} was refused: it would import {unsafe.group(1) or unsafe.group(2)}, which a checkpoint of weights never needs "
+                f"checkpoint {path} was refused: it would import {unsafe.group(1) or unsafe.group(2)}, which a "
+                "checkpoint of weights never needs "
                 "(possibly a code payload); nothing in it was run: only load checkpoints written by googlenet"
             ) from None
-        raise CheckpointError(f"checkpoint {path} is corrupted or not a PyTorch checkpoint: use another checkpoint, e.g. weights/best.pt") from None
+        raise CheckpointError(
+            f"checkpoint {path} is corrupted or not a PyTorch checkpoint: use another checkpoint, e.g. weights/best.pt"
+        ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError) as exc:
         raise CheckpointError(
-            f"checkpoint {path} is truncated or corrupted ({type(exc).__name__}): use another checkpoint, e.g. weights/best.pt"
+            f"checkpoint {path} is truncated or corrupted ({type(exc).__name__}): use another checkpoint, e.g. "
+            "weights/best.pt"
         ) from None
     if not isinstance(state, dict) or "model" not in state or "model_args" not in state:
         raise CheckpointError(
-            f"{path} is not a googlenet checkpoint (no model weights and arguments; a bare state dict or another tool's file?): "
+            f"{path} is not a googlenet checkpoint (no model weights and arguments; a bare state dict or another "
+            "tool's file?): "
             "pass weights/best.pt or weights/last.pt of a googlenet train run"
         )
     if not isinstance(state["model"], dict) or not isinstance(state["model_args"], dict):
-        raise CheckpointError(f"{path} is not a googlenet checkpoint (its model or model_args is not a mapping): pass one written by googlenet train")
+        raise CheckpointError(
+            f"{path} is not a googlenet checkpoint (its model or model_args is not a mapping): pass one written by "
+            "googlenet train"
+        )
     version = state.get("format_version", 0)
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(f"{path} was written by a newer googlenet: upgrade the package")
@@ -101,8 +119,24 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 # ------------------------------------------------------------------ what a file may say
 
-MODEL_ARG_TYPES = {"num_classes": int, "in_channels": int, "aux_logits": bool, "dropout": float, "dropout_aux": float, "init": str}
-PREPROCESS_KEYS = {"image_size", "in_channels", "data_channels", "native_size", "mean", "std", "channel_order", "resize"}
+MODEL_ARG_TYPES = {
+    "num_classes": int,
+    "in_channels": int,
+    "aux_logits": bool,
+    "dropout": float,
+    "dropout_aux": float,
+    "init": str,
+}
+PREPROCESS_KEYS = {
+    "image_size",
+    "in_channels",
+    "data_channels",
+    "native_size",
+    "mean",
+    "std",
+    "channel_order",
+    "resize",
+}
 
 
 def _integer(value: Any, low: int, high: int) -> bool:
@@ -155,25 +189,44 @@ def _preprocess_problem(pre: Any, in_channels: int) -> str | None:
         return f"native_size must be an integer from 1 to {MAX_IMAGE_SIZE}, got {quote_value(pre['native_size'])}"
     resize = pre.get("resize")
     if resize is not None and not _integer(resize, size, MAX_IMAGE_SIZE):
-        return f"resize must be unset or an integer from image_size ({size}) to {MAX_IMAGE_SIZE}, got {quote_value(resize)}"
+        return (
+            f"resize must be unset or an integer from image_size ({size}) to {MAX_IMAGE_SIZE}, "
+            f"got {quote_value(resize)}"
+        )
     if pre.get("channel_order", "RGB") not in ("RGB", "BGR"):
         return f"channel_order must be RGB or BGR, got {quote_value(pre.get('channel_order'))}"
     mean, std = pre["mean"], pre["std"]
     for name, values in (("mean", mean), ("std", std)):
-        if not isinstance(values, (list, tuple)) or not 1 <= len(values) <= MAX_CHANNELS or not all(_number(v) for v in values):
+        if (
+            not isinstance(values, (list, tuple))
+            or not 1 <= len(values) <= MAX_CHANNELS
+            or not all(_number(v) for v in values)
+        ):
             return f"{name} must be a list of 1 to {MAX_CHANNELS} finite numbers, got {quote_value(values)}"
     if len(mean) != len(std) or not all(v > 0 for v in std):
-        return f"mean and std must have one value per channel and std must be positive, got {quote_value(mean)} and {quote_value(std)}"
+        return (
+            "mean and std must have one value per channel and std must be positive, "
+            f"got {quote_value(mean)} and {quote_value(std)}"
+        )
     # data.batch_transform: the stored channels, normalised (mean and std broadcast), then mapped to the model's
-    channels = data_channels if len(mean) in (1, data_channels) else len(mean) if data_channels == 1 and len(mean) == in_channels else None
+    channels = (
+        data_channels
+        if len(mean) in (1, data_channels)
+        else len(mean)
+        if data_channels == 1 and len(mean) == in_channels
+        else None
+    )
     if channels is None or (channels != in_channels and 1 not in (channels, in_channels)):
-        return f"{data_channels}-channel images with {len(mean)} mean value(s) cannot feed a {in_channels}-channel model"
+        return (
+            f"{data_channels}-channel images with {len(mean)} mean value(s) cannot feed a {in_channels}-channel model"
+        )
     return None
 
 
 def _classes_problem(classes: Any, num_classes: int) -> str | None:
     if not isinstance(classes, (list, tuple)) or len(classes) != num_classes:
-        return f"{num_classes} class names expected, got {quote_value(classes) if not isinstance(classes, (list, tuple)) else len(classes)}"
+        got = quote_value(classes) if not isinstance(classes, (list, tuple)) else len(classes)
+        return f"{num_classes} class names expected, got {got}"
     for name in classes:
         problem = class_name_problem(name)
         if problem:
@@ -192,35 +245,53 @@ def validate_metadata(state: dict[str, Any], source: str) -> None:
     args = state.get("model_args")
     problem = _model_args_problem(args)
     if problem:
-        raise CheckpointError(f"{source} has unusable model arguments ({problem}): use a checkpoint written by googlenet")
+        raise CheckpointError(
+            f"{source} has unusable model arguments ({problem}): use a checkpoint written by googlenet"
+        )
     num_classes, in_channels = args["num_classes"], args.get("in_channels", 3)
     averaged, count = state.get("averaged_model"), state.get("averaged_count")
     if averaged is not None and not isinstance(averaged, dict):
-        raise CheckpointError(f"{source} has an averaged_model that is not a state dict: use a checkpoint written by googlenet")
-    if count is not None and not (isinstance(count, torch.Tensor) and count.numel() == 1 and not count.is_floating_point() and int(count) >= 0):
-        raise CheckpointError(f"{source} has an averaged_count that is not a count of updates: use a checkpoint written by googlenet")
+        raise CheckpointError(
+            f"{source} has an averaged_model that is not a state dict: use a checkpoint written by googlenet"
+        )
+    if count is not None and not (
+        isinstance(count, torch.Tensor) and count.numel() == 1 and not count.is_floating_point() and int(count) >= 0
+    ):
+        raise CheckpointError(
+            f"{source} has an averaged_count that is not a count of updates: use a checkpoint written by googlenet"
+        )
     weights = state.get("model")
     if isinstance(weights, dict):
-        for key, dim, expected, what in (("fc.weight", 0, num_classes, "classes"), ("conv1.0.weight", 1, in_channels, "input channels")):
+        for key, dim, expected, what in (
+            ("fc.weight", 0, num_classes, "classes"),
+            ("conv1.0.weight", 1, in_channels, "input channels"),
+        ):
             tensor = weights.get(key)
             if isinstance(tensor, torch.Tensor) and (tensor.dim() <= dim or tensor.shape[dim] != expected):
                 raise CheckpointError(
-                    f"{source} does not match the model: {key} has shape {tuple(tensor.shape)} but its model arguments say {expected} {what} "
+                    f"{source} does not match the model: {key} has shape {tuple(tensor.shape)} but its model arguments "
+                    f"say {expected} {what} "
                     "(another class count or channel count?): use a checkpoint written by googlenet"
                 )
     if "preprocess" in state:
         problem = _preprocess_problem(state["preprocess"], in_channels)
         if problem:
-            raise CheckpointError(f"{source} has unusable preprocessing settings ({problem}): use a checkpoint written by googlenet")
+            raise CheckpointError(
+                f"{source} has unusable preprocessing settings ({problem}): use a checkpoint written by googlenet"
+            )
     if state.get("classes") is not None:
         problem = _classes_problem(state["classes"], num_classes)
         if problem:
-            raise CheckpointError(f"{source} has unusable class names ({problem}): use a checkpoint written by googlenet")
+            raise CheckpointError(
+                f"{source} has unusable class names ({problem}): use a checkpoint written by googlenet"
+            )
     if state.get("config") is not None:
         try:  # the run's name and project are not read back (a resume writes where the checkpoint is)
             TrainConfig.from_dict(state["config"]).validate(run_location=False)  # where it ran does not matter here
         except ConfigError as exc:
-            raise CheckpointError(f"{source} holds an unusable training config ({exc}): use a checkpoint written by googlenet") from None
+            raise CheckpointError(
+                f"{source} holds an unusable training config ({exc}): use a checkpoint written by googlenet"
+            ) from None
 
 
 def model_from_checkpoint(state: dict[str, Any], averaged: bool = True) -> GoogLeNet:
@@ -228,13 +299,18 @@ def model_from_checkpoint(state: dict[str, Any], averaged: bool = True) -> GoogL
     try:
         model = GoogLeNet(**state["model_args"])
     except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{state.get('source', 'checkpoint')} has unusable model arguments ({exc}): use a checkpoint written by googlenet") from None
+        raise CheckpointError(
+            f"{state.get('source', 'checkpoint')} has unusable model arguments ({exc}): use a checkpoint written by "
+            "googlenet"
+        ) from None
     weights = evaluation_weights(state) if averaged else state["model"]
     load_weights(model, weights, state.get("source", "checkpoint"))
     return model
 
 
-def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str = "checkpoint", skip: tuple[str, ...] = ()) -> None:
+def load_weights(
+    model: nn.Module, weights: dict[str, torch.Tensor], source: str = "checkpoint", skip: tuple[str, ...] = ()
+) -> None:
     """Load a state dict, turning shape and key mismatches into one clear line.
 
     The auxiliary heads may be absent (inference exports have none); keys
@@ -243,9 +319,15 @@ def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str
     own = model.state_dict()
     if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
         raise CheckpointError(f"{source} does not hold a state dict of tensors: use a checkpoint written by googlenet")
-    for k, v in weights.items():  # NaN weights would give NaN probabilities, exports that "match" and a dead fine-tuning
+    for (
+        k,
+        v,
+    ) in weights.items():  # NaN weights would give NaN probabilities, exports that "match" and a dead fine-tuning
         if v.is_floating_point() and not bool(torch.isfinite(v).all()):
-            raise CheckpointError(f"{source} holds non-finite weights (NaN or infinity in {k}): use another checkpoint, e.g. an earlier one")
+            raise CheckpointError(
+                f"{source} holds non-finite weights (NaN or infinity in {k}): use another checkpoint, e.g. an earlier "
+                "one"
+            )
     if skip:
         own = {k: v for k, v in own.items() if not k.startswith(skip)}
         weights = {k: v for k, v in weights.items() if not k.startswith(skip)}
@@ -279,7 +361,18 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
 
 
 # What a checkpoint says about its model, as `load_model` returns it (the training state stays behind).
-METADATA = ("classes", "preprocess", "model_args", "config", "dataset", "best_epoch", "best_acc", "source", "source_sha1", "sha1_matches_release")
+METADATA = (
+    "classes",
+    "preprocess",
+    "model_args",
+    "config",
+    "dataset",
+    "best_epoch",
+    "best_acc",
+    "source",
+    "source_sha1",
+    "sha1_matches_release",
+)
 
 
 def metadata(state: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -288,7 +381,11 @@ def metadata(state: dict[str, Any], path: Path) -> dict[str, Any]:
     meta = {k: state[k] for k in METADATA if k in state}
     run_dir = path if path.is_dir() else path.parent.parent
     try:
-        meta["metrics"] = json.loads((run_dir / "metrics.json").read_text())["splits"] if (run_dir / "config.yaml").is_file() else None
+        meta["metrics"] = (
+            json.loads((run_dir / "metrics.json").read_text())["splits"]
+            if (run_dir / "config.yaml").is_file()
+            else None
+        )
     except (OSError, ValueError, KeyError, TypeError):
         meta["metrics"] = None
     return meta
@@ -307,7 +404,8 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
 
 
 def evaluation_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The weights a checkpoint is evaluated with: its averaged weights (EMA, Polyak) when it has them, else the model's."""
+    """The weights a checkpoint is evaluated with: its averaged weights (EMA, Polyak) when it has them, else the
+    model's."""
     averaged = state.get("averaged_model")
     return averaged if isinstance(averaged, dict) and averaged else state["model"]
 
@@ -316,13 +414,13 @@ def preprocess_from_checkpoint(state: dict[str, Any]) -> Preprocess:
     try:
         return Preprocess.from_dict(state["preprocess"])
     except (KeyError, TypeError) as exc:
-        raise CheckpointError(f"checkpoint lacks its preprocessing settings ({exc}): re-export it from googlenet") from None
+        raise CheckpointError(
+            f"checkpoint lacks its preprocessing settings ({exc}): re-export it from googlenet"
+        ) from None
 
 
 def load_safetensors(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[GoogLeNet, dict[str, Any]]:
     """Rebuild the eval-mode network and its metadata from an exported .safetensors file (no pickle)."""
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path} does not exist: pass a .safetensors file written by googlenet export")
@@ -332,14 +430,20 @@ def load_safetensors(path: str | Path, map_location: str | torch.device = "cpu")
             raw = f.metadata() or {}
             weights = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({type(exc).__name__}: {str(exc)[:120]})") from None
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({type(exc).__name__}: {str(exc)[:120]})"
+        ) from None
     missing = [k for k in ("classes", "preprocess", "model_args") if k not in raw]
     if missing:
-        raise CheckpointError(f"{path} has no googlenet metadata ({', '.join(missing)} missing): export it with googlenet export")
+        raise CheckpointError(
+            f"{path} has no googlenet metadata ({', '.join(missing)} missing): export it with googlenet export"
+        )
     try:
         meta: dict[str, Any] = {k: json.loads(v) for k, v in raw.items() if k in METADATA_KEYS}
     except (ValueError, TypeError, RecursionError) as exc:
-        raise CheckpointError(f"{path} has malformed googlenet metadata ({type(exc).__name__}): export it again") from None
+        raise CheckpointError(
+            f"{path} has malformed googlenet metadata ({type(exc).__name__}): export it again"
+        ) from None
     validate_metadata({**meta, "model": weights}, str(path))  # bounds first: the model is built from these numbers
     model = GoogLeNet(**{**meta["model_args"], "aux_logits": False})
     load_weights(model, weights, str(path))

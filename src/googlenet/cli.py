@@ -41,22 +41,49 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     bool_opt = argparse.BooleanOptionalAction
     g = p.add_argument_group("run")
     g.add_argument(
-        "--preset", choices=[*PRESETS, *OLD_PRESET_NAMES], metavar="{" + ",".join(PRESETS) + "}",
+        "--preset",
+        choices=[*PRESETS, *OLD_PRESET_NAMES],
+        metavar="{" + ",".join(PRESETS) + "}",
         help="starting recipe: fast (CPU), original (the seed README's; also read as its old name, seed), paper (SGD, "
         "-4%% every 8 epochs, Polyak); the defaults below are fast's (default: fast, or the --config file's preset)",
     )
-    g.add_argument("--config", metavar="FILE.yaml", help="YAML file of settings (overrides the preset; flags override it)")
-    g.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its weights/last.pt, exactly as it was configured")
+    g.add_argument(
+        "--config", metavar="FILE.yaml", help="YAML file of settings (overrides the preset; flags override it)"
+    )
+    g.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue an interrupted run from its weights/last.pt, exactly as it was configured",
+    )
     g.add_argument("--project", help="parent directory of run directories")
     g.add_argument("--name", help="run directory name (auto-incremented: exp, exp2, ...)")
     g.add_argument("--exist-ok", action=bool_opt, default=None, help="reuse an existing run directory")
-    g.add_argument("--seed", type=int, help="seed of the split, the initialisation, the batch order and the augmentation")
+    g.add_argument(
+        "--seed", type=int, help="seed of the split, the initialisation, the batch order and the augmentation"
+    )
     g.add_argument("--deterministic", action=bool_opt, default=None, help="deterministic algorithms (slower)")
     g.add_argument("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
-    g.add_argument("--limit-train-batches", type=int, metavar="N", help="at most N batches per epoch (quick runs; with --limit-eval-batches)")
-    g.add_argument("--limit-eval-batches", type=int, metavar="N", help="evaluate at most N batches per split (quick runs)")
-    g.add_argument("--tensorboard", action=bool_opt, default=None, help="also log the per-epoch scalars for TensorBoard in RUN/tensorboard (extra: googlenet[tensorboard])")
-    g.add_argument("--patience", type=int, metavar="EPOCHS", help="stop early after this many epochs without a better validation accuracy")
+    g.add_argument(
+        "--limit-train-batches",
+        type=int,
+        metavar="N",
+        help="at most N batches per epoch (quick runs; with --limit-eval-batches)",
+    )
+    g.add_argument(
+        "--limit-eval-batches", type=int, metavar="N", help="evaluate at most N batches per split (quick runs)"
+    )
+    g.add_argument(
+        "--tensorboard",
+        action=bool_opt,
+        default=None,
+        help="also log the per-epoch scalars for TensorBoard in RUN/tensorboard (extra: googlenet[tensorboard])",
+    )
+    g.add_argument(
+        "--patience",
+        type=int,
+        metavar="EPOCHS",
+        help="stop early after this many epochs without a better validation accuracy",
+    )
 
     g = p.add_argument_group("data")
     g.add_argument("--dataset", help=f"{', '.join(DATASET_NAMES)} or imagefolder:PATH (mnist is built in)")
@@ -66,28 +93,65 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--image-size", type=int, help="model input side in pixels (paper: 224)")
     g.add_argument("--in-channels", type=int, help="model input channels (unset: the weights', else the dataset's)")
     g.add_argument(
-        "--data-loading", choices=CHOICES["data_loading"],
-        help="memory: decode every image first (fast for MNIST and small folders); stream: read an image folder from disk "
+        "--data-loading",
+        choices=CHOICES["data_loading"],
+        help="memory: decode every image first (fast for MNIST and small folders); stream: read an image folder from "
+        "disk "
         "with DataLoader workers and the paper's crops (ImageNet); auto: stream a folder over --memory-budget",
     )
-    g.add_argument("--memory-budget", type=float, metavar="GB", help="decoded images the in-memory path may hold (unset: half of this machine's memory, shared among torchrun's processes on it)")
-    g.add_argument("--workers", type=int, metavar="N", help="DataLoader processes reading a streamed folder (unset: the cores, up to 8, shared among torchrun's processes)")
+    g.add_argument(
+        "--memory-budget",
+        type=float,
+        metavar="GB",
+        help="decoded images the in-memory path may hold (unset: half of this machine's memory, shared among "
+        "torchrun's processes on it)",
+    )
+    g.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="DataLoader processes reading a streamed folder (unset: the cores, up to 8, shared among torchrun's "
+        "processes)",
+    )
 
     g = p.add_argument_group("augmentation (unset: the dataset's defaults, see googlenet datasets)")
     g.add_argument("--augment", action=bool_opt, default=None, help="training augmentation on/off")
     g.add_argument("--rotate", type=float, metavar="DEG", help="largest random rotation, in degrees")
-    g.add_argument("--translate", type=float, metavar="FRACTION", help="largest random shift, as a fraction of the side")
+    g.add_argument(
+        "--translate", type=float, metavar="FRACTION", help="largest random shift, as a fraction of the side"
+    )
     g.add_argument("--scale", type=float, metavar="FRACTION", help="largest random zoom in or out, relative")
     g.add_argument("--hflip", action=bool_opt, default=None, help="random horizontal flips")
-    g.add_argument("--crop-padding", type=int, metavar="PX", help="random crops of the image padded by PX native pixels")
-    g.add_argument("--elastic", type=float, metavar="PX", help="elastic distortion strength (Simard et al.: 34; 0 = off)")
+    g.add_argument(
+        "--crop-padding", type=int, metavar="PX", help="random crops of the image padded by PX native pixels"
+    )
+    g.add_argument(
+        "--elastic", type=float, metavar="PX", help="elastic distortion strength (Simard et al.: 34; 0 = off)"
+    )
     g.add_argument("--elastic-sigma", type=float, metavar="PX", help="smoothness of the elastic distortion")
-    g.add_argument("--color-jitter", type=float, metavar="STRENGTH", help="streamed folders: random brightness, contrast and saturation of this strength, e.g. 0.4 (0: off)")
+    g.add_argument(
+        "--color-jitter",
+        type=float,
+        metavar="STRENGTH",
+        help="streamed folders: random brightness, contrast and saturation of this strength, e.g. 0.4 (0: off)",
+    )
 
     g = p.add_argument_group("starting point (fine-tuning)")
-    g.add_argument("--weights", metavar="FILE", help="start from these weights: a googlenet checkpoint or run directory, googlenet convert's file, or a .safetensors export; classifiers for another class count start afresh")
-    g.add_argument("--weights-preprocess", action=bool_opt, default=None, help="normalise as the weights were trained: their channel order, mean and std")
-    g.add_argument("--freeze", metavar="LAYER", help="keep the layers up to and including LAYER fixed, e.g. inception4e")
+    g.add_argument(
+        "--weights",
+        metavar="FILE",
+        help="start from these weights: a googlenet checkpoint or run directory, googlenet convert's file, or a "
+        ".safetensors export; classifiers for another class count start afresh",
+    )
+    g.add_argument(
+        "--weights-preprocess",
+        action=bool_opt,
+        default=None,
+        help="normalise as the weights were trained: their channel order, mean and std",
+    )
+    g.add_argument(
+        "--freeze", metavar="LAYER", help="keep the layers up to and including LAYER fixed, e.g. inception4e"
+    )
 
     g = p.add_argument_group("model")
     g.add_argument("--dropout", type=float, help="before the main classifier (paper 0.4)")
@@ -98,7 +162,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, help="number of epochs (with --time-limit: the most)")
     g.add_argument(
-        "--time-limit", "--time", type=float, metavar="MINUTES",  # --time: its name before (config.OLD_SETTING_NAMES)
+        "--time-limit",
+        "--time",
+        type=float,
+        metavar="MINUTES",  # --time: its name before (config.OLD_SETTING_NAMES)
         help="train and validate for at most this long: fewer epochs, and a shorter schedule, on slower machines "
         "(0: no limit, every epoch on every machine)",
     )
@@ -113,12 +180,19 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--step-epochs", type=int, help="step schedule: epochs between decays (paper 8)")
     g.add_argument("--step-gamma", type=float, help="step schedule: factor per decay (paper 0.96)")
     g.add_argument("--label-smoothing", type=float, help="label smoothing of the training loss (paper: none)")
-    g.add_argument("--average", choices=CHOICES["average"], help="weight averaging, validated and saved (paper: polyak)")
+    g.add_argument(
+        "--average", choices=CHOICES["average"], help="weight averaging, validated and saved (paper: polyak)"
+    )
     g.add_argument("--ema-decay", type=float, help="ema: weight of the old average per step, after a warm-up")
 
     g = p.add_argument_group("speed")
     g.add_argument("--channels-last", action=bool_opt, default=None, help="channels_last memory format")
-    g.add_argument("--amp", choices=CHOICES["amp"], help="autocast (auto: bf16 on CUDA and on CPUs with AMX or AVX512-BF16, fp32 elsewhere; the run's env.json and REPORT.md say which ran)")
+    g.add_argument(
+        "--amp",
+        choices=CHOICES["amp"],
+        help="autocast (auto: bf16 on CUDA and on CPUs with AMX or AVX512-BF16, fp32 elsewhere; the run's env.json and "
+        "REPORT.md say which ran)",
+    )
     g.add_argument("--compile", action=bool_opt, default=None, help="torch.compile the model")
     g.add_argument("--eval-batch-size", type=int, help="batch size of validation and evaluation")
 
@@ -140,7 +214,9 @@ class Parser(argparse.ArgumentParser):
             message += _did_you_mean(bad.group(1), choices)
         unknown = re.match(r"unrecognized arguments: (\S+)", message)
         if unknown:
-            message += _did_you_mean(unknown.group(1).split("=")[0], [o for a in self._actions for o in a.option_strings])
+            message += _did_you_mean(
+                unknown.group(1).split("=")[0], [o for a in self._actions for o in a.option_strings]
+            )
         super().error(message)
 
 
@@ -155,7 +231,11 @@ class _Formatter(argparse.HelpFormatter):
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="googlenet", description="GoogLeNet (Inception-v1), faithful to the paper, and the toolkit around it.", formatter_class=_Formatter)
+    parser = Parser(
+        prog="googlenet",
+        description="GoogLeNet (Inception-v1), faithful to the paper, and the toolkit around it.",
+        formatter_class=_Formatter,
+    )
     parser.add_argument("--version", action="version", version=f"googlenet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
 
@@ -167,19 +247,25 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     p = command("evaluate", "metrics of a checkpoint on train/val/test")
     p.add_argument("checkpoint", help="a .pt checkpoint or a run directory")
-    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"], help="which split(s) to evaluate")
+    p.add_argument(
+        "--split", default="test", choices=["train", "val", "test", "all"], help="which split(s) to evaluate"
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--dataset", help="evaluate on this data instead of the training set's: a dataset name or imagefolder:PATH (class names must match)")
+    p.add_argument(
+        "--dataset",
+        help="evaluate on this data instead of the training set's: a dataset name or imagefolder:PATH (class names "
+        "must match)",
+    )
     p.add_argument("--data-dir", help="where the dataset is (torchvision datasets)")
     p.add_argument("--output", help="where to save the metrics JSON (unset: beside the checkpoint's run)")
     p.add_argument(
         "--tta",
         default="none",
         choices=CHOICES["tta"],
-        help="test-time augmentation, softmax averaged over the views: flip (image and mirror, 2 views), crops10 (4 corners + centre "
+        help="test-time augmentation, softmax averaged over the views: flip (image and mirror, 2 views), crops10 (4 "
+        "corners + centre "
         "and mirrors), crops144 (the paper's 4 scales x 3 squares x 6 crops x mirror)",
     )
-
 
     p = command("report", "rebuild a run's report, plots and tables from its files")
     p.add_argument("run_dir", help="a run directory, e.g. runs/train/exp")
@@ -193,14 +279,18 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     p = command("datasets", "the datasets, whether they are available and their split sizes")
     p.add_argument("--data-dir", help="where torchvision datasets are (unset: ~/.cache/googlenet/data)")
-    p.add_argument("--val-fraction", type=float, default=TrainConfig.val_fraction, help="validation share of the training set")
+    p.add_argument(
+        "--val-fraction", type=float, default=TrainConfig.val_fraction, help="validation share of the training set"
+    )
 
     p = command("predict", "classify image files with a checkpoint")
     p.add_argument("checkpoint", help="a .pt checkpoint, a run directory, or an exported .safetensors or .onnx file")
     p.add_argument("images", nargs="+", help="image files, directories or globs")
     p.add_argument("--topk", type=int, default=5, help="classes shown per image (at most the class count)")
     p.add_argument("--format", default="table", choices=["table", "json", "csv"], help="output format")
-    p.add_argument("--invert", action="store_true", help="invert grey levels (dark-on-light scans for MNIST-style models)")
+    p.add_argument(
+        "--invert", action="store_true", help="invert grey levels (dark-on-light scans for MNIST-style models)"
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
 
     p = command("export", "export the inference network (onnx, pt2, safetensors)")
@@ -214,20 +304,50 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     p = command("benchmark", "training/inference throughput and fraction of the matmul peak")
     p.add_argument("--image-size", type=int, default=32, help="input side in pixels")
-    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="images per step (as googlenet train's default)")
-    p.add_argument("--mode", default="train", choices=["train", "eval", "both"], help="training step, inference step or both")
+    p.add_argument(
+        "--batch-size", type=int, default=TrainConfig.batch_size, help="images per step (as googlenet train's default)"
+    )
+    p.add_argument(
+        "--mode", default="train", choices=["train", "eval", "both"], help="training step, inference step or both"
+    )
     p.add_argument("--compare", choices=["torchvision"], help="time torchvision's googlenet in the same run")
     p.add_argument("--steps", type=int, default=10, help="timed steps per repetition")
     p.add_argument("--repeats", type=int, default=5, help="repetitions (the median is reported)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--amp", default="auto", choices=CHOICES["amp"], help="autocast, as googlenet train's --amp (applies to every model timed; auto: what googlenet train runs on this machine)")
-    p.add_argument("--compile", action="store_true", help="torch.compile every model timed, as googlenet train --compile (this project's without its CPU speed-ups)")
-    p.add_argument("--variants", action="store_true", help="also time the speed-ups one by one, each added to the previous ones")
-    p.add_argument("--data-loading", default="memory", choices=["memory", "stream"], help="stream: also time the streamed data pipeline alone (DataLoader workers, JPEG decoding, the paper's crops at --image-size)")
-    p.add_argument("--data", metavar="PATH", help="--data-loading stream: an image folder to read (unset: a temporary folder of --images synthetic JPEGs)")
-    p.add_argument("--images", type=int, help="--data-loading stream without --data: synthetic JPEGs to make (unset: 2000)")
-    p.add_argument("--workers", type=int, help="--data-loading stream: DataLoader processes (unset: as googlenet train's default)")
+    p.add_argument(
+        "--amp",
+        default="auto",
+        choices=CHOICES["amp"],
+        help="autocast, as googlenet train's --amp (applies to every model timed; auto: what googlenet train runs on "
+        "this machine)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile every model timed, as googlenet train --compile (this project's without its CPU speed-ups)",
+    )
+    p.add_argument(
+        "--variants", action="store_true", help="also time the speed-ups one by one, each added to the previous ones"
+    )
+    p.add_argument(
+        "--data-loading",
+        default="memory",
+        choices=["memory", "stream"],
+        help="stream: also time the streamed data pipeline alone (DataLoader workers, JPEG decoding, the paper's crops "
+        "at --image-size)",
+    )
+    p.add_argument(
+        "--data",
+        metavar="PATH",
+        help="--data-loading stream: an image folder to read (unset: a temporary folder of --images synthetic JPEGs)",
+    )
+    p.add_argument(
+        "--images", type=int, help="--data-loading stream without --data: synthetic JPEGs to make (unset: 2000)"
+    )
+    p.add_argument(
+        "--workers", type=int, help="--data-loading stream: DataLoader processes (unset: as googlenet train's default)"
+    )
 
     for name, p in sub.choices.items():
         if name == "train":
@@ -324,7 +444,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except OSError as exc:  # disk full, permission denied, ...: the file and the reason
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"googlenet {args.command}: error: {where}{exc.strerror or exc}: check the path and free space", file=sys.stderr)
+        print(
+            f"googlenet {args.command}: error: {where}{exc.strerror or exc}: check the path and free space",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -56,7 +56,8 @@ MAX_WORKERS = 256  # DataLoader worker processes
 MAX_CONFIG_BYTES = 1 << 20  # a --config file is a few hundred bytes; a link to /dev/zero must not be read to the end
 
 
-# The built-in and torchvision datasets (data.DATASETS describes them); here so the CLI can list them without loading torch.
+# The built-in and torchvision datasets (data.DATASETS describes them); here so the CLI can list them without loading
+# torch.
 DATASET_NAMES = ("mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100")
 # Every setting that takes one of a list, defined once: the CLI's choices, validate() and docs/usage.md
 # (tests/test_config.py checks the docs) read them here. `init` repeats model.INIT_SCHEMES (tested equal):
@@ -120,7 +121,11 @@ def check_image_size(size: int) -> None:
 
     problem = image_size_problem(size)
     if problem:
-        fix = f"use --image-size {MAX_IMAGE_SIZE} or less" if size > MAX_IMAGE_SIZE else f"use --image-size {MIN_IMAGE_SIZE} or more"
+        fix = (
+            f"use --image-size {MAX_IMAGE_SIZE} or less"
+            if size > MAX_IMAGE_SIZE
+            else f"use --image-size {MIN_IMAGE_SIZE} or more"
+        )
         raise ConfigError(f"{problem}: {fix}")
 
 
@@ -150,8 +155,11 @@ class TrainConfig:
     # memory (decode everything first), stream (image folders: read from disk by DataLoader workers, with the paper's
     # crops; stream.py) or auto (stream an image folder whose decoded images would exceed memory_budget)
     data_loading: str = "auto"
-    memory_budget: float | None = None  # GB of decoded images the in-memory path may hold; None = half of this machine's memory, shared among torchrun's processes on it
-    workers: int | None = None  # DataLoader processes of the streamed path; None = the cores (up to 8), shared among torchrun's processes
+    # GB of decoded images the in-memory path may hold; None = half of this machine's memory, shared among torchrun's
+    # processes on it
+    memory_budget: float | None = None
+    # DataLoader processes of the streamed path; None = the cores (up to 8), shared among torchrun's processes
+    workers: int | None = None
     # augmentation (None = the dataset's default, see data.DATASETS)
     augment: bool = True  # master switch for training augmentation
     rotate: float | None = None  # max rotation in degrees
@@ -161,11 +169,14 @@ class TrainConfig:
     crop_padding: int | None = None  # random crop after padding, native pixels
     elastic: float | None = None  # elastic distortion strength, native pixels (Simard et al. 2003: 34)
     elastic_sigma: float = 4.0  # smoothness of the elastic distortion, native pixels
-    # streamed path: brightness, contrast and saturation jitter of this strength (0 = off; stands in for Howard 2013's photometric distortions)
+    # streamed path: brightness, contrast and saturation jitter of this strength (0 = off; stands in for Howard 2013's
+    # photometric distortions)
     color_jitter: float = 0.0
     # starting point (fine-tuning)
-    weights: str | None = None  # start from these weights: a googlenet checkpoint, `googlenet convert`'s file or a .safetensors export
-    weights_preprocess: bool = True  # normalise as the weights were trained (channel order, mean, std), not with the dataset's statistics
+    # start from these weights: a googlenet checkpoint, `googlenet convert`'s file or a .safetensors export
+    weights: str | None = None
+    # normalise as the weights were trained (channel order, mean, std), not with the dataset's statistics
+    weights_preprocess: bool = True
     freeze: str | None = None  # keep the layers up to and including this one fixed (e.g. inception4e)
     # model
     dropout: float = 0.4  # paper: 0.4 before the main classifier
@@ -198,13 +209,15 @@ class TrainConfig:
     deterministic: bool = False  # deterministic algorithms (slower)
     device: str = "auto"  # auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps
     channels_last: bool = True  # memory format: faster convolutions on CPU and CUDA, same math
-    amp: str = "auto"  # auto (bf16 on CUDA and on CPUs with AMX or AVX512-BF16, else off: runtime.resolve_amp), off, bf16, fp16
+    # auto (bf16 on CUDA and on CPUs with AMX or AVX512-BF16, else off: runtime.resolve_amp), off, bf16, fp16
+    amp: str = "auto"
     compile: bool = False  # torch.compile the model (CUDA)
     limit_train_batches: int | None = None  # stop each epoch after N batches (quick runs)
     limit_eval_batches: int | None = None  # evaluate on at most N batches (quick runs)
     patience: int | None = None  # early stopping: epochs without a better validation accuracy
     eval_batch_size: int = 500
-    tensorboard: bool = False  # also write the per-epoch scalars to RUN/tensorboard (pip install 'googlenet[tensorboard]')
+    # also write the per-epoch scalars to RUN/tensorboard (pip install 'googlenet[tensorboard]')
+    tensorboard: bool = False
     project: str = "runs/train"  # run directories go under here
     name: str = "exp"  # run directory name (auto-incremented: exp, exp2, ...)
     exist_ok: bool = False  # reuse an existing run directory
@@ -257,11 +270,18 @@ class TrainConfig:
         if problem:
             raise ConfigError(problem)
         if self.data_loading == "stream" and not self.dataset.startswith("imagefolder:"):
-            raise ConfigError(f"--data-loading stream reads image folders (imagefolder:PATH), not {self.dataset}: use --data-loading auto or memory")
-        folder_only = [k for k in ("workers", "memory_budget") if getattr(self, k) is not None] + ["color_jitter"] * bool(self.color_jitter)
+            raise ConfigError(
+                f"--data-loading stream reads image folders (imagefolder:PATH), not {self.dataset}: use --data-loading "
+                "auto or memory"
+            )
+        folder_only = [k for k in ("workers", "memory_budget") if getattr(self, k) is not None] + [
+            "color_jitter"
+        ] * bool(self.color_jitter)
         if folder_only and not self.dataset.startswith("imagefolder:"):  # never ignored silently
             names = ", ".join(f"--{k.replace('_', '-')}" for k in folder_only)
-            raise ConfigError(f"{names} set how an image folder is read; {self.dataset} is held in memory: leave {names} out")
+            raise ConfigError(
+                f"{names} set how an image folder is read; {self.dataset} is held in memory: leave {names} out"
+            )
         if self.optimizer == "sgd" and self.nesterov and self.momentum == 0:
             raise ConfigError("nesterov needs a momentum: set --momentum (e.g. 0.9) or --no-nesterov")
         return self
@@ -333,8 +353,14 @@ def _within(value: float, low: float, high: float, low_open: bool, high_open: bo
 
 
 def _out_of_range(key: str, value: float, low: float, high: float, low_open: bool, high_open: bool) -> str:
-    """`epochs must be positive, got 0`, `dropout must be in [0, 1), got 1.0`, `seed must be at most 4294967295, got ...`."""
-    unset = " (or unset)" if key in ("in_channels", "crop_padding", "limit_train_batches", "limit_eval_batches", "patience", "memory_budget") else ""
+    """`epochs must be positive, got 0`, `dropout must be in [0, 1), got 1.0`, `seed must be at most 4294967295, got
+    ...`."""
+    unset = (
+        " (or unset)"
+        if key
+        in ("in_channels", "crop_padding", "limit_train_batches", "limit_eval_batches", "patience", "memory_budget")
+        else ""
+    )
     below = value < low or (low_open and value == low)
     if (low, high, low_open, high_open) == (0, 1, True, True):
         return f"{key} must be between 0 and 1, got {value}"
@@ -343,8 +369,13 @@ def _out_of_range(key: str, value: float, low: float, high: float, low_open: boo
     if below and low == 0 and not low_open:
         return f"{key} must not be negative{' (0: no limit)' if key == 'time_limit' else ''}, got {value}"
     if below:
-        return f"{key} must be positive{unset}, got {value}" if low in (0, 1) else f"{key} must be at least {low}, got {value}"
-    return f"{key} must be {'below' if high_open else 'at most'} {f'{high:g}' if isinstance(high, float) else high}{unset}, got {value}"
+        return (
+            f"{key} must be positive{unset}, got {value}"
+            if low in (0, 1)
+            else f"{key} must be at least {low}, got {value}"
+        )
+    bound = f"{high:g}" if isinstance(high, float) else high
+    return f"{key} must be {'below' if high_open else 'at most'} {bound}{unset}, got {value}"
 
 
 # Each preset lists only what differs from the dataclass defaults above.
@@ -399,9 +430,14 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"config file {path} is not a regular file (a directory, FIFO or device?): pass a YAML file")
+            raise ConfigError(
+                f"config file {path} is not a regular file (a directory, FIFO or device?): pass a YAML file"
+            )
         if info.st_size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"config file {path} is {info.st_size:,} bytes, more than the {MAX_CONFIG_BYTES:,} a config can be: pass a YAML file of settings")
+            raise ConfigError(
+                f"config file {path} is {info.st_size:,} bytes, more than the {MAX_CONFIG_BYTES:,} a config can be: "
+                "pass a YAML file of settings"
+            )
         with os.fdopen(os.dup(fd), "rb") as f:
             raw = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
@@ -418,7 +454,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    except (ValueError, RecursionError, OverflowError) as exc:  # e.g. `2024-13-45` read as a date, or nesting thousands deep
+    except (
+        ValueError,
+        RecursionError,
+        OverflowError,
+    ) as exc:  # e.g. `2024-13-45` read as a date, or nesting thousands deep
         raise ConfigError(f"config file {path} is not valid YAML ({type(exc).__name__}): check its values") from None
     if data is None:
         return {}
@@ -426,11 +466,15 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} must hold a mapping of setting: value")
     bad = [k for k in data if not isinstance(k, str)]
     if bad:
-        raise ConfigError(f"config file {path}: {quote_value(bad[0])} is not a setting name: use names such as epochs or lr")
+        raise ConfigError(
+            f"config file {path}: {quote_value(bad[0])} is not a setting name: use names such as epochs or lr"
+        )
     return {k.replace("-", "_"): v for k, v in data.items()}
 
 
-def resolve_config(preset: str | None = None, file_values: dict[str, Any] | None = None, **overrides: Any) -> TrainConfig:
+def resolve_config(
+    preset: str | None = None, file_values: dict[str, Any] | None = None, **overrides: Any
+) -> TrainConfig:
     """Dataclass defaults < preset < YAML file < command-line overrides.
 
     A `preset:` in the file is honoured unless `preset` names one (the command line's --preset wins); else fast.

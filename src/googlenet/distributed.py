@@ -78,7 +78,9 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
 
 def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
     """This process's sample order for `epoch` (DistributedSampler, set_epoch, drop_last)."""
-    sampler = DistributedSampler(range(n), num_replicas=world_size(), rank=rank(), shuffle=True, seed=seed, drop_last=True)
+    sampler = DistributedSampler(
+        range(n), num_replicas=world_size(), rank=rank(), shuffle=True, seed=seed, drop_last=True
+    )
     sampler.set_epoch(epoch)
     return torch.tensor(list(sampler), dtype=torch.long)
 

@@ -228,12 +228,18 @@ def _tta_log_probs(model: nn.Module, images: Tensor, pre: Preprocess, options: E
     return acc - math.log(tta_view_count(options.tta))
 
 
-# ------------------------------------------------ a checkpoint on whole splits: the final evaluation, googlenet evaluate
+# ------------------------------------------- a checkpoint on whole splits: the final evaluation, googlenet evaluate
 
 
 def evaluate_all(
-    state: dict[str, Any], data: Dataset, device: torch.device, splits=("train", "val", "test"), limit_batches=None, tta: str = "none",
-    test_errors: list[tuple[int, int]] | None = None, after_split: Callable[[], None] | None = None,
+    state: dict[str, Any],
+    data: Dataset,
+    device: torch.device,
+    splits=("train", "val", "test"),
+    limit_batches=None,
+    tta: str = "none",
+    test_errors: list[tuple[int, int]] | None = None,
+    after_split: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Eval-mode metrics of a checkpoint's (averaged) weights on whole splits (`tta`: see evaluate.tta_views);
     `test_errors` collects the test split's first misclassified images (evaluate_split's `errors`);
@@ -255,7 +261,9 @@ def evaluate_all(
     out: dict[str, Any] = {}
     # A bar on a terminal; one line per split in a log (the whole of MNIST takes minutes on 2 cores).
     quiet = not (sys.stderr.isatty() and dist_utils.is_main())
-    with tqdm(total=sum(len(i) for i in mine.values()), unit="img", desc="evaluating", leave=False, disable=quiet) as bar:
+    with tqdm(
+        total=sum(len(i) for i in mine.values()), unit="img", desc="evaluating", leave=False, disable=quiet
+    ) as bar:
         for split in splits:
             if not bar.disable:
                 bar.set_description(f"evaluating {split}")
@@ -263,8 +271,15 @@ def evaluate_all(
                 log(f"evaluating {split} ({sizes[split]:,} images{'' if tta == 'none' else f', {tta}'})")
             errors = [] if split == "test" and test_errors is not None else None
             m = evaluate_split(
-                model, data.split(split), pre, data.num_classes, options,
-                indices=mine[split], reduce=dist_utils.all_reduce_sum, progress=bar.update, errors=errors,
+                model,
+                data.split(split),
+                pre,
+                data.num_classes,
+                options,
+                indices=mine[split],
+                reduce=dist_utils.all_reduce_sum,
+                progress=bar.update,
+                errors=errors,
             )
             if errors is not None:  # each process's first misses in index order; together, the split's first
                 test_errors += sorted(e for part in dist_utils.all_gather_object(errors) for e in part)[:MOST_ERRORS]
@@ -274,8 +289,11 @@ def evaluate_all(
     return out
 
 
-def write_final_outputs(run_dir: Path, data: Dataset, device: torch.device, cfg, after_split: Callable[[], None] | None = None) -> dict[str, Any]:
-    """Evaluate the best checkpoint on every split, then write metrics, plots, the test errors' grid and REPORT.md; returns the metrics.
+def write_final_outputs(
+    run_dir: Path, data: Dataset, device: torch.device, cfg, after_split: Callable[[], None] | None = None
+) -> dict[str, Any]:
+    """Evaluate the best checkpoint on every split, then write metrics, plots, the test errors' grid and REPORT.md;
+    returns the metrics.
 
     Under torchrun rank 0 reads best.pt (the only process sure to see its own disk) and hands it to the
     others; all evaluate their shares; rank 0 writes; then all leave together, or all fail with rank 0.
@@ -294,7 +312,9 @@ def write_final_outputs(run_dir: Path, data: Dataset, device: torch.device, cfg,
         "checkpoint": "weights/best.pt",
         "best_epoch": state["best_epoch"],
         "classes": data.classes,
-        "splits": evaluate_all(state, data, device, limit_batches=cfg.limit_eval_batches, test_errors=errors, after_split=after_split),
+        "splits": evaluate_all(
+            state, data, device, limit_batches=cfg.limit_eval_batches, test_errors=errors, after_split=after_split
+        ),
     }
     failed = None
     if dist_utils.is_main():
@@ -312,7 +332,8 @@ def write_final_outputs(run_dir: Path, data: Dataset, device: torch.device, cfg,
 
 
 def match_classes(data: Dataset, classes: list[str], source: str) -> Dataset:
-    """`data` with its labels numbered as the checkpoint's `classes`, matched by name; a one-line error where they differ.
+    """`data` with its labels numbered as the checkpoint's `classes`, matched by name; a one-line error where they
+    differ.
 
     Folders of ILSVRC 2012 synset ids (n01440764, ...) match the 1000 ImageNet class names by their sorted order.
     """
@@ -321,13 +342,23 @@ def match_classes(data: Dataset, classes: list[str], source: str) -> Dataset:
         return data
     if set(theirs) <= set(classes):
         order = [classes.index(c) for c in theirs]
-    elif len(theirs) == len(classes) == 1000 and theirs == sorted(theirs) and all(re.fullmatch(r"n\d{8}", c) for c in theirs):
+    elif (
+        len(theirs) == len(classes) == 1000
+        and theirs == sorted(theirs)
+        and all(re.fullmatch(r"n\d{8}", c) for c in theirs)
+    ):
         order = list(range(1000))
-        print("note: the class folders are ILSVRC 2012 synset ids; matched to the checkpoint's class names in sorted order")
+        print(
+            "note: the class folders are ILSVRC 2012 synset ids; matched to the checkpoint's class names in sorted "
+            "order"
+        )
     else:
         unknown = next(c for c in theirs if c not in classes)
         shown = ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
-        raise CheckpointError(f"{source} has a class {unknown!r} that the checkpoint does not know (its classes: {shown}): evaluate on data with the checkpoint's class names")
+        raise CheckpointError(
+            f"{source} has a class {unknown!r} that the checkpoint does not know (its classes: {shown}): evaluate on "
+            "data with the checkpoint's class names"
+        )
     remap = torch.tensor(order)
     train, val, test = (dataclasses.replace(s, labels=remap[s.labels]) for s in (data.train, data.val, data.test))
     return dataclasses.replace(data, classes=list(classes), train=train, val=val, test=test)
@@ -343,19 +374,31 @@ def run_evaluate(args) -> None:
     cfg = state.get("config") if isinstance(state.get("config"), dict) else {}
     dataset = getattr(args, "dataset", None) or cfg.get("dataset")
     if not dataset or not isinstance(state.get("classes"), list):
-        raise CheckpointError(f"{path} does not record the data it was trained on: pass --dataset NAME or imagefolder:PATH")
+        raise CheckpointError(
+            f"{path} does not record the data it was trained on: pass --dataset NAME or imagefolder:PATH"
+        )
 
     # auto, whatever the run used: both paths evaluate the same images identically (tests/test_stream.py), and the
     # data may be another, bigger folder (--dataset) or have no run at all (a converted checkpoint)
     workers = cfg.get("workers")
     data = load_evaluation_data(
-        dataset, preprocess_from_checkpoint(state), args.data_dir or cfg.get("data_dir"), cfg.get("val_fraction", 0.1), cfg.get("seed", 0),
-        "auto", cfg.get("memory_budget"), default_workers() if workers is None else workers,
+        dataset,
+        preprocess_from_checkpoint(state),
+        args.data_dir or cfg.get("data_dir"),
+        cfg.get("val_fraction", 0.1),
+        cfg.get("seed", 0),
+        "auto",
+        cfg.get("memory_budget"),
+        default_workers() if workers is None else workers,
     )
     data = match_classes(data, [str(c) for c in state["classes"]], dataset)
-    splits = tuple(s for s in (("train", "val", "test") if args.split == "all" else (args.split,)) if len(data.split(s)))
+    splits = tuple(
+        s for s in (("train", "val", "test") if args.split == "all" else (args.split,)) if len(data.split(s))
+    )
     if not splits:
-        raise CheckpointError(f"{dataset} has no {args.split} split (a folder of class subfolders is all test split): use --split test")
+        raise CheckpointError(
+            f"{dataset} has no {args.split} split (a folder of class subfolders is all test split): use --split test"
+        )
     tta = getattr(args, "tta", None) or "none"
     results = evaluate_all(state, data, device, splits, tta=tta)
     print_results(results, data.classes, tta)
@@ -372,15 +415,17 @@ def print_results(results: dict[str, Any], classes: list[str], tta: str) -> None
         print("Test-time augmentation: none (one view per image)\n")
     else:
         print(f"Test-time augmentation: {tta} ({tta_view_count(tta)} views per image, softmax averaged)\n")
-    print(format_table(
-        ["", *(SPLIT_TITLES[s] for s in names)],
-        [
-            ("Loss", *(f"{results[s]['loss']:.4f}" for s in names)),
-            ("Accuracy (%)", *(f"{100 * results[s]['accuracy']:.2f}" for s in names)),
-            (f"Top-{min(5, len(classes))} accuracy (%)", *(f"{100 * results[s]['top5']:.2f}" for s in names)),
-        ],
-        "text",
-    ))
+    print(
+        format_table(
+            ["", *(SPLIT_TITLES[s] for s in names)],
+            [
+                ("Loss", *(f"{results[s]['loss']:.4f}" for s in names)),
+                ("Accuracy (%)", *(f"{100 * results[s]['accuracy']:.2f}" for s in names)),
+                (f"Top-{min(5, len(classes))} accuracy (%)", *(f"{100 * results[s]['top5']:.2f}" for s in names)),
+            ],
+            "text",
+        )
+    )
     print()
     headers = ["class"] + [f"{SPLIT_TITLES[s]} {k}" for s in names for k in ("P", "R", "F1")]
     keys = ("precision", "recall", "f1")

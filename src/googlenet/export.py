@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from . import __version__
 from .checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -66,7 +68,8 @@ class LogitsOnly(nn.Module):
 
 
 def inference_model(state: dict[str, Any]) -> GoogLeNet:
-    """The checkpoint's eval-mode network without auxiliary heads: the plain network of model.py, a graph any runtime knows.
+    """The checkpoint's eval-mode network without auxiliary heads: the plain network of model.py, a graph any runtime
+    knows.
 
     Takes the averaged weights when the checkpoint has them, like evaluation.
     """
@@ -78,10 +81,10 @@ def inference_model(state: dict[str, Any]) -> GoogLeNet:
 
 def export_metadata(state: dict[str, Any]) -> dict[str, Any]:
     """What a reader of an exported file needs besides the weights."""
-    from . import __version__
-
     if "classes" not in state:
-        raise CheckpointError(f"{state.get('source', 'the checkpoint')} lacks its class names: export a checkpoint written by googlenet")
+        raise CheckpointError(
+            f"{state.get('source', 'the checkpoint')} lacks its class names: export a checkpoint written by googlenet"
+        )
     return {
         "classes": list(state["classes"]),
         "preprocess": preprocess_from_checkpoint(state).to_dict(),
@@ -109,13 +112,19 @@ def _max_difference(run: Callable[[Tensor], Tensor], reference: nn.Module, pre: 
         expected = reference(x).logits
         got = torch.as_tensor(run(x))
         if got.shape != expected.shape:
-            raise ExportError(f"the {what} export returns shape {tuple(got.shape)} for a batch of {len(x)}, expected {tuple(expected.shape)}")
+            raise ExportError(
+                f"the {what} export returns shape {tuple(got.shape)} for a batch of {len(x)}, expected "
+                f"{tuple(expected.shape)}"
+            )
         difference = (got.float() - expected).abs().max().item()
         if not difference <= worst:  # keeps a NaN (max() would drop it)
             worst = difference
         scale = max(scale, expected.abs().max().item())
     if not worst <= TOLERANCE * scale:  # also catches NaN
-        raise ExportError(f"the {what} export differs from the PyTorch model by up to {worst:.3g} (tolerance {TOLERANCE * scale:.3g}); file not written")
+        raise ExportError(
+            f"the {what} export differs from the PyTorch model by up to {worst:.3g} (tolerance "
+            f"{TOLERANCE * scale:.3g}); file not written"
+        )
     return worst
 
 
@@ -137,7 +146,13 @@ def _export_onnx(state: dict[str, Any], meta: dict[str, Any], tmp: Path, referen
     net, example, dynamic = _traceable(state, pre)
     with torch.no_grad():
         program = torch.onnx.export(
-            net, example, input_names=["images"], output_names=["logits"], dynamic_shapes=dynamic, dynamo=True, verbose=False
+            net,
+            example,
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_shapes=dynamic,
+            dynamo=True,
+            verbose=False,
         )
     program.model.metadata_props.update(_as_strings(meta))
     program.model.doc_string = f"GoogLeNet inference network ({len(meta['classes'])} classes); metadata: JSON per key"
@@ -166,8 +181,6 @@ def _export_pt2(state: dict[str, Any], meta: dict[str, Any], tmp: Path, referenc
 
 
 def _export_safetensors(state: dict[str, Any], meta: dict[str, Any], tmp: Path, reference: nn.Module) -> float:
-    from safetensors.torch import save_file
-
     # safetensors wants contiguous tensors (channels_last training leaves strided conv weights).
     weights = {k: v.contiguous() for k, v in inference_model(state).state_dict().items()}
     # "format": "pt" is the convention the safetensors/Hugging Face tools read.
@@ -176,7 +189,9 @@ def _export_safetensors(state: dict[str, Any], meta: dict[str, Any], tmp: Path, 
     loaded, stored = load_safetensors(tmp)
     if stored["classes"] != meta["classes"] or stored["preprocess"] != meta["preprocess"]:
         raise ExportError("the safetensors file lost its metadata on reload; file not written")
-    return _max_difference(lambda x: loaded(x).logits, reference, Preprocess.from_dict(meta["preprocess"]), "safetensors")
+    return _max_difference(
+        lambda x: loaded(x).logits, reference, Preprocess.from_dict(meta["preprocess"]), "safetensors"
+    )
 
 
 EXPORTERS: dict[str, Callable[[dict[str, Any], dict[str, Any], Path, nn.Module], float]] = {
@@ -219,7 +234,12 @@ def run_export(args: argparse.Namespace) -> None:
         raise ExportError(f"cannot write {out} ({exc.strerror}: {exc.filename}): choose another --output") from None
     pre = meta["preprocess"]
     print(
-        f"Exported {out} ({args.format}, {out.stat().st_size / 1e6:.1f} MB): inference network without auxiliary heads, "
-        f"input N x {pre['in_channels']} x {pre['image_size']} x {pre['image_size']} (any N), {len(meta['classes'])} classes"
+        f"Exported {out} ({args.format}, {out.stat().st_size / 1e6:.1f} MB): inference network without auxiliary "
+        "heads, "
+        f"input N x {pre['in_channels']} x {pre['image_size']} x {pre['image_size']} (any N), {len(meta['classes'])} "
+        "classes"
     )
-    print(f"Max |difference| from the PyTorch model's logits (batches of {' and '.join(map(str, CHECK_BATCHES))}): {diff:.2e}")
+    print(
+        f"Max |difference| from the PyTorch model's logits (batches of {' and '.join(map(str, CHECK_BATCHES))}): "
+        f"{diff:.2e}"
+    )

@@ -109,7 +109,8 @@ def remove_stale_temporaries(directory: Path) -> list[Path]:
 
 
 def check_output_file(path: str | os.PathLike, flag: str = "--output") -> Path:
-    """Refuse an output file path that cannot be written, before any work: a directory, or a folder that cannot be made or written."""
+    """Refuse an output file path that cannot be written, before any work: a directory, or a folder that cannot be made
+    or written."""
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{flag} {path} is a directory: pass a file name inside it, e.g. {path / 'metrics.json'}")

@@ -25,7 +25,8 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 class _SignalHandler:
-    """Handle Ctrl-C (SIGINT) and SIGTERM with `_handle` inside a `with` block (main thread only); the previous handlers after it."""
+    """Handle Ctrl-C (SIGINT) and SIGTERM with `_handle` inside a `with` block (main thread only); the previous handlers
+    after it."""
 
     def __enter__(self):
         self._previous: dict[int, Any] = {}
@@ -111,14 +112,20 @@ def stop_before_final_evaluation(run_dir: Path) -> NoReturn:
     raise SystemExit(130) from None
 
 
-def stop_interrupted(exc: KeyboardInterrupt, run_dir: Path, t: TrainingState, progress: Progress, epoch: int) -> NoReturn:
+def stop_interrupted(
+    exc: KeyboardInterrupt, run_dir: Path, t: TrainingState, progress: Progress, epoch: int
+) -> NoReturn:
     """Ctrl-C: save the step boundary it stopped at (every process's state), say how to resume, exit 130."""
     last = run_dir / "weights" / "last.pt"
-    command = f"googlenet train --resume {run_dir}" + (" (under the same torchrun command)" if dist_utils.world_size() > 1 else "")
+    command = f"googlenet train --resume {run_dir}" + (
+        " (under the same torchrun command)" if dist_utils.world_size() > 1 else ""
+    )
     step = progress.epoch_state.step
     if isinstance(exc, TrainingInterrupted):
         if step:  # mid-epoch: save the exact state of this step boundary, every process's
-            per_rank = dist_utils.all_gather_object((rng_state(t.augment_rng, t.device), dict(progress.epoch_state.__dict__)))
+            per_rank = dist_utils.all_gather_object(
+                (rng_state(t.augment_rng, t.device), dict(progress.epoch_state.__dict__))
+            )
             if dist_utils.is_main():
                 save_checkpoint(last, checkpoint_state(t, progress, epoch, per_rank))
             dist_utils.barrier()  # torchrun stops the others once one exits: wait for the save

@@ -130,7 +130,8 @@ class _LRNFunction(torch.autograd.Function):
 
 
 def _add_window(out: Tensor, t: Tensor, size: int, transpose: bool = False) -> Tensor:
-    """Add to `out` (which holds t's own channel) t's other channels in a window of `size`, zero-padded like PyTorch's LRN."""
+    """Add to `out` (which holds t's own channel) t's other channels in a window of `size`, zero-padded like PyTorch's
+    LRN."""
     before, after = size // 2, (size - 1) // 2
     if transpose:
         before, after = after, before
@@ -150,7 +151,12 @@ class FastInception(Inception):
 
     def __init__(self, plain: Inception, speedups: Collection[str] = ALL) -> None:
         nn.Module.__init__(self)
-        self.branch1, self.branch2, self.branch3, self.branch4 = plain.branch1, plain.branch2, plain.branch3, plain.branch4
+        self.branch1, self.branch2, self.branch3, self.branch4 = (
+            plain.branch1,
+            plain.branch2,
+            plain.branch3,
+            plain.branch4,
+        )
         self.out_channels = plain.out_channels
         self.fuse_1x1 = "fuse_1x1" in speedups
         self.crop_kernels = "crop_kernels" in speedups
@@ -168,7 +174,9 @@ class FastInception(Inception):
         bias = torch.cat([c.bias for c in convs])
         y = F.relu(self._conv1x1(x, weight, bias), inplace=True)
         b1, b2, b3 = y.split([c.out_channels for c in convs], 1)
-        return torch.cat([b1, self._spatial(b2, self.branch2[1]), self._spatial(b3, self.branch3[1]), self._pool_proj(x)], 1)
+        return torch.cat(
+            [b1, self._spatial(b2, self.branch2[1]), self._spatial(b3, self.branch3[1]), self._pool_proj(x)], 1
+        )
 
     def _conv1x1(self, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
         return conv1x1(x, weight, bias) if self.matmul_1x1 else F.conv2d(x, weight, bias)
@@ -196,12 +204,18 @@ def cropped_conv2d(x: Tensor, conv: nn.Conv2d, matmul_small_maps: bool = False) 
     cropped kernel reaches the whole map from every pixel and
     `matmul_small_maps` is set, it runs as `small_map_conv2d`.
     """
-    if isinstance(conv.padding, str) or conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.padding_mode != "zeros":
+    if (
+        isinstance(conv.padding, str)
+        or conv.stride != (1, 1)
+        or conv.dilation != (1, 1)
+        or conv.padding_mode != "zeros"
+    ):
         return conv(x)
     (ph, pw), (kh, kw) = conv.padding, conv.kernel_size
     h, w = x.shape[-2:]
     rh, rw = min(ph, h - 1), min(pw, w - 1)
-    whole_map = matmul_small_maps and conv.bias is not None and (rh, rw) == (h - 1, w - 1)  # every output pixel sees every input pixel
+    # every output pixel sees every input pixel
+    whole_map = matmul_small_maps and conv.bias is not None and (rh, rw) == (h - 1, w - 1)
     if (kh, kw) != (2 * ph + 1, 2 * pw + 1) or ((rh, rw) == (ph, pw) and not whole_map):
         return conv(x)
     weight = conv.weight[:, :, ph - rh : ph + rh + 1, pw - rw : pw + rw + 1]
@@ -220,7 +234,12 @@ def _gemm_operands(x: Tensor, weight: Tensor, bias: Tensor) -> tuple[Tensor, Ten
     see a plain convolution); under CPU autocast the operands are cast as
     autocast casts a convolution's.
     """
-    if x.device.type != "cpu" or x.dim() != 4 or not x.is_contiguous(memory_format=torch.channels_last) or torch.compiler.is_compiling():
+    if (
+        x.device.type != "cpu"
+        or x.dim() != 4
+        or not x.is_contiguous(memory_format=torch.channels_last)
+        or torch.compiler.is_compiling()
+    ):
         return None
     if torch.is_autocast_enabled("cpu"):
         dtype = torch.get_autocast_dtype("cpu")
@@ -268,11 +287,16 @@ class _Conv1x1Function(torch.autograd.Function):
 
 
 def small_map_conv2d(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """`F.conv2d(x, weight, bias, padding=(h-1, w-1))` for an h x w map and a (2h-1) x (2w-1) kernel; a GEMM on channels_last CPU tensors."""
+    """`F.conv2d(x, weight, bias, padding=(h-1, w-1))` for an h x w map and a (2h-1) x (2w-1) kernel; a GEMM on
+    channels_last CPU tensors."""
     h, w = x.shape[-2:]
     if weight.shape[-2:] != (2 * h - 1, 2 * w - 1):
-        raise ValueError(f"small_map_conv2d needs a {2 * h - 1}x{2 * w - 1} kernel on a {h}x{w} map, got {tuple(weight.shape[-2:])}")
-    if x.dim() == 4 and x.stride(1) == 1:  # a channel slice of a channels_last map (an Inception branch): copy the few pixels
+        raise ValueError(
+            f"small_map_conv2d needs a {2 * h - 1}x{2 * w - 1} kernel on a {h}x{w} map, got {tuple(weight.shape[-2:])}"
+        )
+    if (
+        x.dim() == 4 and x.stride(1) == 1
+    ):  # a channel slice of a channels_last map (an Inception branch): copy the few pixels
         x = x.contiguous(memory_format=torch.channels_last)
     operands = _gemm_operands(x, weight, bias)
     if operands is None:
@@ -282,7 +306,8 @@ def small_map_conv2d(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
 
 @functools.cache
 def _pair_taps(h: int, w: int) -> Tensor:
-    """The kernel tap (row * (2w-1) + column) linking input pixel q to output pixel p on an h x w map, at [q * h w + p]."""
+    """The kernel tap (row * (2w-1) + column) linking input pixel q to output pixel p on an h x w map, at [q * h w +
+    p]."""
     rows = torch.arange(h).repeat_interleave(w)
     cols = torch.arange(w).repeat(h)
     return ((rows[:, None] - rows[None, :] + h - 1) * (2 * w - 1) + cols[:, None] - cols[None, :] + w - 1).flatten()
@@ -306,7 +331,12 @@ class _SmallMapConvFunction(torch.autograd.Function):
         taps = _pair_taps(h, w)
         slices = weight.permute(2, 3, 1, 0).reshape(-1, c, out_channels)  # [tap, ci, co]
         # [q, p, ci, co] -> the (q, ci) x (p, co) matrix
-        wd = slices.index_select(0, taps).view(pixels, pixels, c, out_channels).transpose(1, 2).reshape(pixels * c, pixels * out_channels)
+        wd = (
+            slices.index_select(0, taps)
+            .view(pixels, pixels, c, out_channels)
+            .transpose(1, 2)
+            .reshape(pixels * c, pixels * out_channels)
+        )
         x2 = x.permute(0, 2, 3, 1).reshape(n, pixels * c)  # a view: x is channels_last
         out = torch.empty((n, out_channels, h, w), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
         torch.addmm(bias.repeat(pixels), x2, wd, out=out.permute(0, 2, 3, 1).view(n, pixels * out_channels))
@@ -324,7 +354,8 @@ class _SmallMapConvFunction(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             dx = (g2 @ wd.t()).view(n, h, w, c).permute(0, 3, 1, 2)
         if ctx.needs_input_grad[1]:
-            dwd = (x2.t() @ g2).view(pixels, c, pixels, out_channels).transpose(1, 2).reshape(-1, c, out_channels)  # [(q, p), ci, co]
+            # [(q, p), ci, co]
+            dwd = (x2.t() @ g2).view(pixels, c, pixels, out_channels).transpose(1, 2).reshape(-1, c, out_channels)
             dslices = g.new_zeros(kh * kw, c, out_channels).index_add_(0, _pair_taps(h, w), dwd)
             dw = dslices.view(kh, kw, c, out_channels).permute(3, 2, 0, 1)
         if ctx.needs_input_grad[2]:

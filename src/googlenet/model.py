@@ -48,7 +48,9 @@ class GoogLeNetOutput(NamedTuple):
     aux2: Tensor | None = None
 
 
-def conv_relu(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0) -> nn.Sequential:
+def conv_relu(
+    in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0
+) -> nn.Sequential:
     """Convolution with bias followed by ReLU: every convolution of the network."""
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding),
@@ -84,7 +86,9 @@ class Inception(nn.Module):
         self.branch2 = nn.Sequential(conv_relu(in_channels, ch3x3red, 1), conv_relu(ch3x3red, ch3x3, 3, padding=1))
         # A true 5x5, as in the paper; torchvision's googlenet uses 3x3 here.
         self.branch3 = nn.Sequential(conv_relu(in_channels, ch5x5red, 1), conv_relu(ch5x5red, ch5x5, 5, padding=2))
-        self.branch4 = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True), conv_relu(in_channels, pool_proj, 1))
+        self.branch4 = nn.Sequential(
+            nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True), conv_relu(in_channels, pool_proj, 1)
+        )
         self.out_channels = ch1x1 + ch3x3 + ch5x5 + pool_proj
 
     def forward(self, x: Tensor) -> Tensor:  # N x in_channels x H x W

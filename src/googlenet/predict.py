@@ -25,12 +25,23 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import CheckpointError, preprocess_from_checkpoint, validate_metadata
+from .checkpoint import CheckpointError, load_model, preprocess_from_checkpoint, validate_metadata
 from .config import ConfigError
 from .data import IMAGE_EXTENSIONS, DataError, Preprocess, batch_transform, load_image
+from .kernels import accelerate
 from .model import GoogLeNetOutput
+from .runtime import select_device
+from .tables import format_table
 
-__all__ = ["OnnxModel", "Prediction", "class_probabilities", "classify", "expand_images", "predict_files", "run_predict"]
+__all__ = [
+    "OnnxModel",
+    "Prediction",
+    "class_probabilities",
+    "classify",
+    "expand_images",
+    "predict_files",
+    "run_predict",
+]
 
 BATCH_SIZE = 64  # images per forward pass: bounded memory for large directories
 GLOB_CHARS = "*?["
@@ -99,15 +110,21 @@ class OnnxModel:
         try:
             import onnxruntime
         except ImportError:
-            raise ConfigError(f"{path} is an ONNX file: predicting with it needs onnxruntime: pip install 'googlenet[onnx]'") from None
+            raise ConfigError(
+                f"{path} is an ONNX file: predicting with it needs onnxruntime: pip install 'googlenet[onnx]'"
+            ) from None
         try:
             self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
             stored = self.session.get_modelmeta().custom_metadata_map
             self.meta = {k: json.loads(stored[k]) for k in ("classes", "preprocess", "model_args")}
         except (KeyError, ValueError) as exc:
-            raise CheckpointError(f"{path} has no googlenet metadata ({exc}): export it with googlenet export --format onnx") from None
+            raise CheckpointError(
+                f"{path} has no googlenet metadata ({exc}): export it with googlenet export --format onnx"
+            ) from None
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable files
-            raise CheckpointError(f"{path} is not a readable ONNX file ({type(exc).__name__}): export it again with googlenet export") from None
+            raise CheckpointError(
+                f"{path} is not a readable ONNX file ({type(exc).__name__}): export it again with googlenet export"
+            ) from None
         validate_metadata(self.meta, str(path))  # the bounds of any checkpoint: its preprocessing says what to allocate
         self.num_classes = len(self.meta["classes"])
 
@@ -135,7 +152,11 @@ def predict_files(
         images, read = [], []
         for path in paths[start : start + BATCH_SIZE]:
             try:
-                images.append(load_image(path, pre.data_channels, pre.resize or pre.native_size, crop=bool(pre.resize), note_colour=True))
+                images.append(
+                    load_image(
+                        path, pre.data_channels, pre.resize or pre.native_size, crop=bool(pre.resize), note_colour=True
+                    )
+                )
             except DataError as exc:
                 if failed is None:
                     raise
@@ -160,19 +181,26 @@ def classify(model, meta: dict, inputs: Tensor | Sequence[str | Path], topk: int
     device = next(model.parameters()).device if isinstance(model, nn.Module) else torch.device("cpu")
     if isinstance(inputs, Tensor):
         probs, idx = class_probabilities(model, inputs.to(device), pre).topk(min(topk, len(classes)), dim=1)
-        return [Prediction(f"image {n}", [classes[j] for j in i], p) for n, (p, i) in enumerate(zip(probs.cpu().tolist(), idx.cpu().tolist()))]
+        return [
+            Prediction(f"image {n}", [classes[j] for j in i], p)
+            for n, (p, i) in enumerate(zip(probs.cpu().tolist(), idx.cpu().tolist()))
+        ]
     return list(predict_files(model, pre, classes, expand_images([str(p) for p in inputs]), topk, device=device))
 
 
 def _write_table(predictions: Iterator[Prediction], out) -> None:
-    from .tables import format_table
-
     for n, pred in enumerate(predictions):
         if len(pred.classes) == 1:  # --topk 1: one line per image
             out.write(f"{pred.image}  {pred.classes[0]}  {pred.probabilities[0]:.4f}\n")
             continue
         rows = [(rank, c, f"{p:.4f}") for rank, (c, p) in enumerate(zip(pred.classes, pred.probabilities), 1)]
-        out.write(("\n" if n else "") + pred.image + "\n" + format_table(["rank", "class", "probability"], rows, "text") + "\n")
+        out.write(
+            ("\n" if n else "")
+            + pred.image
+            + "\n"
+            + format_table(["rank", "class", "probability"], rows, "text")
+            + "\n"
+        )
 
 
 def _write_csv(predictions: Iterator[Prediction], out) -> None:
@@ -185,7 +213,10 @@ def _write_csv(predictions: Iterator[Prediction], out) -> None:
 
 def _write_json(predictions: Iterator[Prediction], out) -> None:
     records = [
-        {"image": pred.image, "predictions": [{"class": c, "probability": p} for c, p in zip(pred.classes, pred.probabilities)]}
+        {
+            "image": pred.image,
+            "predictions": [{"class": c, "probability": p} for c, p in zip(pred.classes, pred.probabilities)],
+        }
         for pred in predictions
     ]
     out.write(json.dumps(records, indent=2) + "\n")
@@ -196,10 +227,6 @@ WRITERS = {"table": _write_table, "csv": _write_csv, "json": _write_json}
 
 def run_predict(args: argparse.Namespace) -> None:
     """`googlenet predict CHECKPOINT IMAGE... [--topk K] [--format table|json|csv] [--invert]`."""
-    from .checkpoint import load_model
-    from .kernels import accelerate
-    from .runtime import select_device
-
     if args.topk < 1:
         raise ConfigError(f"--topk {args.topk} must be at least 1")
     if args.format not in WRITERS:
@@ -216,8 +243,14 @@ def run_predict(args: argparse.Namespace) -> None:
     pre = preprocess_from_checkpoint(meta)
     classes = [str(c) for c in meta.get("classes") or []]
     if len(classes) != model.num_classes:
-        raise CheckpointError(f"{args.checkpoint} names {len(classes)} classes for a {model.num_classes}-class model: use a checkpoint written by googlenet")
+        raise CheckpointError(
+            f"{args.checkpoint} names {len(classes)} classes for a {model.num_classes}-class model: use a checkpoint "
+            "written by googlenet"
+        )
     failed: list[Path] = []
     WRITERS[args.format](predict_files(model, pre, classes, paths, args.topk, args.invert, device, failed), sys.stdout)
     if failed:
-        raise DataError(f"{len(failed)} of {len(paths)} images could not be read (the first: {failed[0]}); the others were predicted")
+        raise DataError(
+            f"{len(failed)} of {len(paths)} images could not be read (the first: {failed[0]}); the others were "
+            "predicted"
+        )

@@ -45,11 +45,14 @@ def _save_figure(fig, path: Path) -> None:
 
 
 def plot_curves(run_dir: Path, cfg: dict[str, Any] | None = None) -> None:
-    """loss.png and accuracy.png: training vs validation per epoch, like the seed's graphs, plus the validation error on a log scale."""
+    """loss.png and accuracy.png: training vs validation per epoch, like the seed's graphs, plus the validation error on
+    a log scale."""
     rows = read_results(run_dir)
     epochs = [r["epoch"] for r in rows]
     cfg = cfg or {}
-    terms = ([f"+ {cfg['aux_weight']:g} x aux"] if cfg.get("aux_weight") else []) + ([f"smoothing {cfg['label_smoothing']:g}"] if cfg.get("label_smoothing") else [])
+    terms = ([f"+ {cfg['aux_weight']:g} x aux"] if cfg.get("aux_weight") else []) + (
+        [f"smoothing {cfg['label_smoothing']:g}"] if cfg.get("label_smoothing") else []
+    )
     train_loss = "Training: running mean" + (f" ({', '.join(terms)})" if terms else "")
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(epochs, [r["train_loss"] for r in rows], "o-", label=train_loss)
@@ -85,9 +88,22 @@ def plot_confusion(cm: list[list[int]], classes: list[str], title: str, path: Pa
     if n <= 20:
         for i in range(n):
             for j in range(n):  # white on dark cells, black on light ones: every count stays legible
-                ax.text(j, i, str(cm[i][j]), ha="center", va="center", fontsize=7, color="white" if share[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(cm[i][j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if share[i, j] > 0.5 else "black",
+                )
         names = [c if len(c) <= 14 else c[:13] + "\u2026" for c in classes]  # long names shortened with an ellipsis
-        ax.set_xticks(range(n), names, rotation=45 if max(map(len, names)) > 3 else 0, ha="right" if max(map(len, names)) > 3 else "center")
+        ax.set_xticks(
+            range(n),
+            names,
+            rotation=45 if max(map(len, names)) > 3 else 0,
+            ha="right" if max(map(len, names)) > 3 else "center",
+        )
         ax.set_yticks(range(n), names)
     ax.set_xlabel("Predicted class")
     ax.set_ylabel("True class")
@@ -110,7 +126,8 @@ def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
 
 
 def plot_errors(wrong: list[tuple[int, int]], data: Dataset, path: Path) -> int:
-    """errors_test.png: test images the model gets wrong (split index, predicted class), with their true and predicted class.
+    """errors_test.png: test images the model gets wrong (split index, predicted class), with their true and predicted
+    class.
 
     The tiles are drawn into one axes, at most 8 a row: 40 small axes took 3-5 s to draw (a run's longest figure).
     """
@@ -120,21 +137,40 @@ def plot_errors(wrong: list[tuple[int, int]], data: Dataset, path: Path) -> int:
         return 0
     cols = min(8, len(wrong))
     rows = (len(wrong) + cols - 1) // cols
-    cell_w, cell_h, label_h, title_h = 1.25, 1.5, 0.45, 0.35  # in image sides: a tile with its gaps, its two label lines, the title
+    # in image sides: a tile with its gaps, its two label lines, the title
+    cell_w, cell_h, label_h, title_h = (
+        1.25,
+        1.5,
+        0.45,
+        0.35,
+    )
     fig = plt.figure(figsize=(1.28 * cols * cell_w, 1.28 * (rows * cell_h + title_h)))  # 1.28 inches an image side
     ax = fig.add_axes((0, 0, 1, 1), xlim=(0, cols * cell_w), ylim=(-rows * cell_h, title_h))
     ax.axis("off")
     for k, (i, p) in enumerate(wrong):
-        image = split.images[i].cpu() if isinstance(split, Split) else split.image(i)  # a streamed split reads the file again
+        # a streamed split reads the file again
+        image = split.images[i].cpu() if isinstance(split, Split) else split.image(i)
         row, col = divmod(k, cols)
         h, w = image.shape[1:]
         width, height = min(1, w / h), min(1, h / w)  # the longer side fills the tile's square
         x, top = col * cell_w + (cell_w - width) / 2, -row * cell_h - label_h - (1 - height) / 2
         pixels = (image[0] if image.shape[0] == 1 else image.permute(1, 2, 0)).numpy()
-        ax.imshow(pixels, cmap="gray" if image.shape[0] == 1 else None, extent=(x, x + width, top - height, top), aspect="auto")
+        ax.imshow(
+            pixels,
+            cmap="gray" if image.shape[0] == 1 else None,
+            extent=(x, x + width, top - height, top),
+            aspect="auto",
+        )
         label = f"true {data.classes[int(split.labels[i])][:10]}\npred {data.classes[p][:10]}"
         ax.text(x + width / 2, top + 0.03, label, fontsize=7, ha="center", va="bottom")
-    ax.text(cols * cell_w / 2, title_h / 2, f"Test images the model gets wrong (the first {len(wrong)})", fontsize=9, ha="center", va="center")
+    ax.text(
+        cols * cell_w / 2,
+        title_h / 2,
+        f"Test images the model gets wrong (the first {len(wrong)})",
+        fontsize=9,
+        ha="center",
+        va="center",
+    )
     _save_figure(fig, path)
     return len(wrong)
 
@@ -142,7 +178,9 @@ def plot_errors(wrong: list[tuple[int, int]], data: Dataset, path: Path) -> int:
 def final_summary(metrics: dict[str, Any], run_dir: Path) -> str:
     """The lines a training run ends with: the best checkpoint's accuracy on each split, and where everything is."""
     splits, k = metrics["splits"], min(5, len(metrics["classes"]))
-    line = f"Best checkpoint (epoch {metrics['best_epoch']}) accuracy: " + ", ".join(f"{s} {100 * m['accuracy']:.2f}%" for s, m in splits.items())
+    line = f"Best checkpoint (epoch {metrics['best_epoch']}) accuracy: " + ", ".join(
+        f"{s} {100 * m['accuracy']:.2f}%" for s, m in splits.items()
+    )
     if len(metrics["classes"]) > 5:
         line += f"; top-{k}: " + ", ".join(f"{s} {100 * m['top5']:.2f}%" for s, m in splits.items())
     return f"{line}\nResults saved to {run_dir} (report: {run_dir / 'REPORT.md'})"
@@ -182,7 +220,9 @@ def read_run(run_dir: Path) -> RunFiles:
     """The run's files, or a one-line error saying what is missing or unreadable and what to run."""
     for name in ("results.csv", "metrics.json", "config.yaml"):
         if not (run_dir / name).is_file():
-            if name == "metrics.json" and (run_dir / "weights" / "last.pt").is_file():  # stopped before/during its final evaluation
+            if (
+                name == "metrics.json" and (run_dir / "weights" / "last.pt").is_file()
+            ):  # stopped before/during its final evaluation
                 raise ReportError(
                     f"{run_dir} is unfinished (no metrics.json: training or its final evaluation was interrupted): "
                     f"finish it with googlenet train --resume {run_dir}"
@@ -230,7 +270,10 @@ def report_header(run: RunFiles) -> str:
     """The title, a warning for a partial run, and where the run and its code are."""
     cfg, env = run.cfg, run.env
     limits = [f"--{k.replace('_', '-')} {cfg[k]}" for k in ("limit_train_batches", "limit_eval_batches") if cfg.get(k)]
-    partial = f"> **Partial run** ({', '.join(limits)}): trained and evaluated on part of the data; not a result to compare.\n\n"
+    partial = (
+        f"> **Partial run** ({', '.join(limits)}): trained and evaluated on part of the data; "
+        "not a result to compare.\n\n"
+    )
     commit = env.get("git_commit") or "unknown"
     where = f"Run directory `{run.run_dir.name}`; command: `{env.get('command', '?')}`; git commit `{commit}`."
     return f"# GoogLeNet on {cfg['dataset']}\n\n{partial if limits else ''}{where}\n"
@@ -240,7 +283,8 @@ def results_section(run: RunFiles) -> str:
     """## Results: the recipe, the hardware, the curves, the final metrics' tables, the confusion matrices and the
     test errors."""
     errors = (
-        "\nTest images the model gets wrong, with their true and predicted classes:\n\n![Test errors](errors_test.png)\n"
+        "\nTest images the model gets wrong, with their true and predicted classes:\n\n![Test "
+        "errors](errors_test.png)\n"
         if (run.run_dir / "errors_test.png").is_file()
         else ""
     )
@@ -304,7 +348,10 @@ def per_class_table(run: RunFiles) -> str:
     headers = ["Class"]
     for metric in ("Precision", "Recall", "F1 Score"):
         headers += [f"{SPLIT_TITLES[s]} {metric}" for s in names]
-    rows = [[name] + [f"{splits[s][key][i]:.4f}" for key in keys for s in names] for i, name in enumerate(run.metrics["classes"])]
+    rows = [
+        [name] + [f"{splits[s][key][i]:.4f}" for key in keys for s in names]
+        for i, name in enumerate(run.metrics["classes"])
+    ]
     for avg in ("macro", "weighted"):
         rows.append([f"*{avg} avg*"] + [f"{splits[s][avg][key]:.4f}" for key in keys for s in names])
     return format_table(headers, rows)
@@ -315,20 +362,28 @@ def recipe_line(run: RunFiles) -> str:
     cfg = run.cfg
     aug_keys = AUGMENT_SETTINGS + (("elastic_sigma",) if cfg.get("elastic") else ())
     aug = "off"
-    if cfg.get("augment") and cfg.get("data_loading") == "stream":  # the paper's crops (data.transforms.train_transform)
+    if (
+        cfg.get("augment") and cfg.get("data_loading") == "stream"
+    ):  # the paper's crops (data.transforms.train_transform)
         aug = (
             f"on (streamed from disk: random-resized crops of 8-100% of the area, hflip {cfg.get('hflip')}, "
             f"color_jitter {cfg.get('color_jitter', 0)})"
         )
     elif cfg.get("augment"):
-        aug = "on (dataset defaults unless set: " + ", ".join(f"{k} {cfg[k]}" for k in aug_keys if cfg.get(k) is not None) + ")"
+        aug = (
+            "on (dataset defaults unless set: "
+            + ", ".join(f"{k} {cfg[k]}" for k in aug_keys if cfg.get(k) is not None)
+            + ")"
+        )
     minutes = cfg.get("time_limit", cfg.get("time"))  # "time": its name in runs before (config.OLD_SETTING_NAMES)
     budget = f", time budget {minutes:g} min" if minutes else ""
     return (
         f"Trained for {len(run.rows)} epoch(s) (of {cfg['epochs']}{budget}) on `{cfg['dataset']}` at "
-        f"{cfg['image_size']}x{cfg['image_size']} px, {cfg['in_channels']} input channel(s), batch size {cfg['batch_size']}, "
+        f"{cfg['image_size']}x{cfg['image_size']} px, {cfg['in_channels']} input channel(s), batch size "
+        f"{cfg['batch_size']}, "
         f"{cfg['optimizer']} with peak learning rate {cfg['lr']:g} and a {cfg['schedule']} schedule, weight decay "
-        f"{cfg['weight_decay']:g}, label smoothing {cfg['label_smoothing']:g}, auxiliary loss weight {cfg['aux_weight']:g}, "
+        f"{cfg['weight_decay']:g}, label smoothing {cfg['label_smoothing']:g}, auxiliary loss weight "
+        f"{cfg['aux_weight']:g}, "
         f"weight averaging {cfg['average']}, augmentation {aug}, seed {cfg['seed']} (preset `{cfg['preset']}`)."
     )
 

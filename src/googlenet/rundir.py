@@ -85,7 +85,9 @@ def next_run_dir(cfg: TrainConfig) -> Path:
         return path
     if cfg.name != TrainConfig.name:
         if path.exists():
-            raise ConfigError(f"run directory {path} already exists: choose another --name or pass --exist-ok to reuse it")
+            raise ConfigError(
+                f"run directory {path} already exists: choose another --name or pass --exist-ok to reuse it"
+            )
         return path
     n = 1
     while path.exists():
@@ -103,7 +105,8 @@ def start_run_dir(run_dir: Path, cfg: TrainConfig, device: torch.device, resumed
 
 
 def open_tensorboard(run_dir: Path, cfg: TrainConfig):
-    """--tensorboard: a SummaryWriter on RUN/tensorboard (None without the option), or a one-line error without the package."""
+    """--tensorboard: a SummaryWriter on RUN/tensorboard (None without the option), or a one-line error without the
+    package."""
     if not cfg.tensorboard:
         return None
     try:
@@ -115,8 +118,15 @@ def open_tensorboard(run_dir: Path, cfg: TrainConfig):
 
 def log_tensorboard(writer, row: dict[str, Any]) -> None:
     """One results.csv row as TensorBoard scalars: loss/train, loss/val, accuracy/train, ... at step = epoch."""
-    names = {"train_loss": "loss/train", "val_loss": "loss/val", "train_acc": "accuracy/train", "val_acc": "accuracy/val",
-             "val_top5": "top5/val", "lr": "lr", "epoch_time": "epoch_time_s"}  # fmt: skip
+    names = {
+        "train_loss": "loss/train",
+        "val_loss": "loss/val",
+        "train_acc": "accuracy/train",
+        "val_acc": "accuracy/val",
+        "val_top5": "top5/val",
+        "lr": "lr",
+        "epoch_time": "epoch_time_s",
+    }
     for key, tag in names.items():
         writer.add_scalar(tag, float(row[key]), int(row["epoch"]))
     writer.flush()
@@ -135,11 +145,13 @@ def write_results(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def command_line(argv: list[str] | None = None) -> str:
-    """The command as a user types it, `googlenet train ...` (also for `python -m googlenet`), never a path of this machine."""
+    """The command as a user types it, `googlenet train ...` (also for `python -m googlenet`), never a path of this
+    machine."""
     argv = sys.argv if argv is None else argv
     name = os.path.basename(argv[0]) if argv else "googlenet"
     if name.startswith("googlenet") or name == "__main__.py":
-        name = "googlenet"  # the entry point or python -m googlenet; a script of the user's (googlenet.fit) keeps its name, no path
+        # the entry point or python -m googlenet; a script of the user's (googlenet.fit) keeps its name, no path
+        name = "googlenet"
     return " ".join([name, *map(shlex.quote, argv[1:])])
 
 

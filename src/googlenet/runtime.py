@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
 import re
@@ -26,7 +27,11 @@ __all__ = [
 ]
 
 CPUINFO = Path("/proc/cpuinfo")  # Linux's processor description: the model name and the instruction-set flags
-AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # config.CHOICES["amp"] but auto (resolve_amp)
+AMP_DTYPES = {
+    "off": None,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}  # config.CHOICES["amp"] but auto (resolve_amp)
 
 
 class Detect:
@@ -62,7 +67,9 @@ def amp_dtype_for(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     return resolve_amp(cfg.amp, device)[0]
 
 
-def resolve_amp(amp: str, device: torch.device, bf16_unit: str | None | Detect = DETECT) -> tuple[torch.dtype | None, str]:
+def resolve_amp(
+    amp: str, device: torch.device, bf16_unit: str | None | Detect = DETECT
+) -> tuple[torch.dtype | None, str]:
     """The autocast dtype of `--amp amp` on `device` (None: float32) and what runs, and why, in words.
 
     auto: bf16 where the device multiplies bf16 natively (a CPU with AMX or AVX512-BF16, a GPU of
@@ -136,8 +143,6 @@ def keep_freed_memory() -> bool:
     """
     if platform.libc_ver()[0] != "glibc":
         return False
-    import ctypes
-
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):

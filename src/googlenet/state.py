@@ -41,7 +41,8 @@ class TrainingState:
     augment_rng: torch.Generator  # the augmentation's random numbers
     model_args: dict[str, Any]
     loader: Any = None  # a streamed folder's data.TrainLoader (None: the training split is in memory)
-    scaler: torch.amp.GradScaler | None = None  # fp16's loss scaling (runtime.needs_grad_scaler); None: bf16 and fp32 need none
+    # fp16's loss scaling (runtime.needs_grad_scaler); None: bf16 and fp32 need none
+    scaler: torch.amp.GradScaler | None = None
 
 
 @dataclass
@@ -65,7 +66,8 @@ class Progress:
     results: list[dict[str, Any]] = field(default_factory=list)  # results.csv rows
     epoch_state: EpochState = field(default_factory=EpochState)
     rng: dict[str, Tensor] | None = None  # a mid-epoch resume's RNG state, set just before its first step
-    finished: bool = False  # a resumed run whose training had ended (stopped during its final evaluation): evaluate only
+    # a resumed run whose training had ended (stopped during its final evaluation): evaluate only
+    finished: bool = False
 
 
 def rng_state(augment_rng: torch.Generator, device: torch.device) -> dict[str, Tensor]:
@@ -100,7 +102,9 @@ def reseed_for_epoch(t: TrainingState, progress: Progress, epoch: int) -> None:
         t.augment_rng.manual_seed(seed_of_epoch(t.cfg, epoch, dist_utils.rank()) + 1)
 
 
-def checkpoint_state(t: TrainingState, progress: Progress, epoch_done: int, per_rank: list | None = None) -> dict[str, Any]:
+def checkpoint_state(
+    t: TrainingState, progress: Progress, epoch_done: int, per_rank: list | None = None
+) -> dict[str, Any]:
     """last.pt: everything to rebuild the model and its input pipeline, and to resume exactly.
 
     `per_rank` (a mid-epoch stop): every process's (RNG state, EpochState) at the step boundary.

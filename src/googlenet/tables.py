@@ -17,7 +17,9 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]], fmt: 
         return "\n".join(lines)
     if fmt != "markdown":
         raise ValueError(f"unknown table format {fmt!r}: use markdown or text")
-    cells = [[c.replace("|", "\\|") for c in row] for row in cells]  # a "|" in a cell (e.g. a class name) would split it
+    cells = [
+        [c.replace("|", "\\|") for c in row] for row in cells
+    ]  # a "|" in a cell (e.g. a class name) would split it
     widths = [max(max(len(row[i]) for row in cells if i < len(row)), 3) for i in range(len(headers))]
     lines = ["| " + " | ".join(c.center(w) for c, w in zip(row, widths)) + " |" for row in cells]
     lines.insert(1, "| " + " | ".join(":" + "-" * (w - 2) + ":" for w in widths) + " |")

@@ -43,12 +43,26 @@ from .data import (
 from .errors import UserError
 from .evaluate import EvalOptions, SplitMetrics, eval_count, eval_indices, evaluate_split, write_final_outputs
 from .files import DiskFullError
-from .interrupts import StopFinalEvaluation, StopOnInterrupt, TrainingInterrupted, stop_before_final_evaluation, stop_interrupted
+from .interrupts import (
+    StopFinalEvaluation,
+    StopOnInterrupt,
+    TrainingInterrupted,
+    stop_before_final_evaluation,
+    stop_interrupted,
+)
 from .kernels import ALL, accelerate
 from .model import GoogLeNet, GoogLeNetOutput
 from .report import final_summary
 from .resume import load_resume_state, repair_run_dir, restore
-from .rundir import log_tensorboard, next_run_dir, open_tensorboard, results_row, start_run_dir, write_config, write_results
+from .rundir import (
+    log_tensorboard,
+    next_run_dir,
+    open_tensorboard,
+    results_row,
+    start_run_dir,
+    write_config,
+    write_results,
+)
 from .runtime import amp_dtype_for, configure_backends, log, needs_grad_scaler, resolve_amp, select_device
 from .state import EpochState, Progress, TrainingState, checkpoint_state, reseed_for_epoch, without_optimizer
 from .summary import summarize
@@ -69,7 +83,9 @@ class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
 
 
-def googlenet_loss(out: GoogLeNetOutput, target: Tensor, aux_weight: float = 0.3, label_smoothing: float = 0.0) -> Tensor:
+def googlenet_loss(
+    out: GoogLeNetOutput, target: Tensor, aux_weight: float = 0.3, label_smoothing: float = 0.0
+) -> Tensor:
     """main + aux_weight x (aux1 + aux2); the aux terms exist only in training mode."""
     loss = F.cross_entropy(out.logits, target, label_smoothing=label_smoothing)
     for aux in (out.aux1, out.aux2):
@@ -78,7 +94,9 @@ def googlenet_loss(out: GoogLeNetOutput, target: Tensor, aux_weight: float = 0.3
     return loss
 
 
-def build_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device, fused: bool = True) -> torch.optim.Optimizer:
+def build_optimizer(
+    cfg: TrainConfig, model: nn.Module, device: torch.device, fused: bool = True
+) -> torch.optim.Optimizer:
     """SGD, Adam or AdamW over the trainable parameters.
 
     `fused`: one fused kernel per step on CPU and CUDA (Adam: 3x faster than
@@ -87,7 +105,9 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device, fu
     kernel = {"fused": True} if fused and device.type in ("cpu", "cuda") else {"foreach": True}
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay, **kernel)
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay, **kernel
+        )
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kernel)
 
@@ -145,7 +165,8 @@ def finish_estimate(seconds: float, now: datetime | None = None) -> str:
 def ema_decay(decay: float, updates: int) -> float:
     """The EMA's decay at its `updates`-th update, warmed up as TensorFlow's ExponentialMovingAverage(num_updates)
     and timm's ModelEma do: min(decay, (1 + n) / (10 + n)), so the early average follows the fast-moving weights
-    (the default 0.995 would be reached after about 1,800 steps; the default run's 1,260 end at 0.993) instead of remembering the initialisation."""
+    (the default 0.995 would be reached after about 1,800 steps; the default run's 1,260 end at 0.993) instead of
+    remembering the initialisation."""
     return min(decay, (1 + updates) / (10 + updates))
 
 
@@ -154,7 +175,8 @@ def build_averaged(cfg: TrainConfig, model: nn.Module) -> AveragedModel | None:
 
         @torch.no_grad()
         def update(averaged: list[Tensor], current: list[Tensor], updates: Tensor) -> None:
-            torch._foreach_lerp_(averaged, current, 1 - ema_decay(cfg.ema_decay, int(updates)))  # the same kernel as get_ema_multi_avg_fn
+            # the same kernel as get_ema_multi_avg_fn
+            torch._foreach_lerp_(averaged, current, 1 - ema_decay(cfg.ema_decay, int(updates)))
 
         return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
     if cfg.average == "polyak":  # the paper's Polyak averaging: the plain mean of the iterates
@@ -174,7 +196,9 @@ def model_args(cfg: TrainConfig, num_classes: int, in_channels: int) -> dict[str
     }
 
 
-def build_training(cfg: TrainConfig, data: Dataset, device: torch.device, resumed: Preprocess | None = None) -> TrainingState:
+def build_training(
+    cfg: TrainConfig, data: Dataset, device: torch.device, resumed: Preprocess | None = None
+) -> TrainingState:
     """The model, optimiser, schedule and averaging that `cfg` describes, for `data` on `device`.
 
     `resumed`: a resumed run's preprocessing (its --weights were loaded when it started).
@@ -189,16 +213,56 @@ def build_training(cfg: TrainConfig, data: Dataset, device: torch.device, resume
     check_augmentation(cfg, data, augmentation)
     # config.yaml records the augmentation and data path actually used, not "dataset default" or "auto".
     cfg = replace(
-        cfg, in_channels=in_channels, rotate=augmentation.rotate, translate=augmentation.translate,
-        scale=augmentation.scale, hflip=augmentation.hflip, crop_padding=augmentation.crop_padding, elastic=augmentation.elastic,
+        cfg,
+        in_channels=in_channels,
+        rotate=augmentation.rotate,
+        translate=augmentation.translate,
+        scale=augmentation.scale,
+        hflip=augmentation.hflip,
+        crop_padding=augmentation.crop_padding,
+        elastic=augmentation.elastic,
         data_loading="stream" if data.streamed else "memory",
     )
     if cfg.batch_size > len(data.train):
-        raise ConfigError(f"batch size {cfg.batch_size} is larger than the training split ({len(data.train)} images): use a smaller --batch-size")
+        raise ConfigError(
+            f"batch size {cfg.batch_size} is larger than the training split ({len(data.train)} images): use a smaller "
+            "--batch-size"
+        )
     if device.type != "cpu":
         data.train, data.val, data.test = data.train.to(device), data.val.to(device), data.test.to(device)
 
     margs = model_args(cfg, data.num_classes, in_channels)
+    model, step_model = build_model(cfg, margs, weights, device)
+    averaged = build_averaged(cfg, model)
+    optimizer = build_optimizer(cfg, model, device)
+    steps_per_epoch = len(data.train) // dist_utils.world_size() // (cfg.batch_size // dist_utils.world_size())
+    if cfg.limit_train_batches is not None:
+        steps_per_epoch = min(steps_per_epoch, cfg.limit_train_batches)
+    scheduler = build_scheduler(cfg, optimizer, steps_per_epoch)
+    loader = None
+    if data.streamed:
+        local_batch = cfg.batch_size // dist_utils.world_size()
+        args = (
+            cfg.image_size,
+            cfg.augment,
+            augmentation.hflip,
+            cfg.color_jitter,
+            cfg.seed,
+            local_batch,
+            steps_per_epoch,
+        )
+        loader = TrainLoader(data.train, *args, device)
+        log(f"Streaming {cfg.dataset} from disk with {data.train.workers} DataLoader worker(s) per process")
+    scaler = torch.amp.GradScaler(device.type) if needs_grad_scaler(amp_dtype_for(cfg, device)) else None
+    objects = (model, step_model, averaged, optimizer, scheduler, steps_per_epoch, device, torch.Generator(), margs)
+    return TrainingState(cfg, data, pre, augmentation, *objects, loader, scaler)
+
+
+def build_model(
+    cfg: TrainConfig, margs: dict[str, Any], weights: dict[str, Tensor] | None, device: torch.device
+) -> tuple[nn.Module, nn.Module]:
+    """The network on `device` (its --weights loaded, --freeze applied, accelerated, in its memory format) and what
+    the training step calls: the network under DDP and torch.compile when used."""
     model = GoogLeNet(**margs)
     if weights is not None:
         load_pretrained(model, weights, cfg.weights)
@@ -209,25 +273,8 @@ def build_training(cfg: TrainConfig, data: Dataset, device: torch.device, resume
     model = accelerate(model, () if cfg.compile else ALL).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    averaged = build_averaged(cfg, model)
     step_model = dist_utils.wrap(model, device)
-    if cfg.compile:
-        step_model = torch.compile(step_model)
-    optimizer = build_optimizer(cfg, model, device)
-    steps_per_epoch = len(data.train) // dist_utils.world_size() // (cfg.batch_size // dist_utils.world_size())
-    if cfg.limit_train_batches is not None:
-        steps_per_epoch = min(steps_per_epoch, cfg.limit_train_batches)
-    scheduler = build_scheduler(cfg, optimizer, steps_per_epoch)
-    loader = None
-    if data.streamed:
-        local_batch = cfg.batch_size // dist_utils.world_size()
-        loader = TrainLoader(data.train, cfg.image_size, cfg.augment, augmentation.hflip, cfg.color_jitter, cfg.seed, local_batch, steps_per_epoch, device)
-        log(f"Streaming {cfg.dataset} from disk with {data.train.workers} DataLoader worker(s) per process")
-    scaler = torch.amp.GradScaler(device.type) if needs_grad_scaler(amp_dtype_for(cfg, device)) else None
-    return TrainingState(
-        cfg, data, pre, augmentation, model, step_model, averaged, optimizer, scheduler, steps_per_epoch, device,
-        torch.Generator(), margs, loader, scaler,
-    )
+    return model, torch.compile(step_model) if cfg.compile else step_model
 
 
 def check_augmentation(cfg: TrainConfig, data: Dataset, augmentation: Augment) -> None:
@@ -248,19 +295,28 @@ def check_augmentation(cfg: TrainConfig, data: Dataset, augmentation: Augment) -
 
 
 def load_pretrained(model: GoogLeNet, weights: dict[str, Tensor], source: str) -> None:
-    """--weights: load every layer of `weights` into `model`; classifiers trained for another class count start afresh."""
+    """--weights: load every layer of `weights` into `model`; classifiers trained for another class count start
+    afresh."""
     classifiers = ("fc.", "aux1.fc2.", "aux2.fc2.")
     theirs = weights["fc.weight"].shape[0] if "fc.weight" in weights else model.num_classes
     skip = classifiers if theirs != model.num_classes else ()
     load_weights(model, weights, source, skip=skip)
-    notes = [f"the classifiers (fc, aux1.fc2, aux2.fc2) re-initialised for {model.num_classes} classes (the weights have {theirs})"] if skip else []
+    notes = (
+        [
+            f"the classifiers (fc, aux1.fc2, aux2.fc2) re-initialised for {model.num_classes} classes (the weights "
+            f"have {theirs})"
+        ]
+        if skip
+        else []
+    )
     if model.aux1 is not None and not any(k.startswith("aux1.") for k in weights):
         notes.append("the auxiliary heads are not in the file: they start from their initialisation")
     log(f"Starting from the weights of {source}" + "".join(f"; {n}" for n in notes))
 
 
 def freeze_through(model: GoogLeNet, layer: str) -> None:
-    """--freeze LAYER: no training for the layers up to and including LAYER (the auxiliary heads and the classifier train)."""
+    """--freeze LAYER: no training for the layers up to and including LAYER (the auxiliary heads and the classifier
+    train)."""
     children = [name for name, _ in model.named_children() if name not in ("aux1", "aux2")]
     trunk = children[: children.index("inception5b") + 1]  # conv1 ... inception5b: the classifier always trains
     if layer not in trunk:
@@ -315,7 +371,9 @@ def training_batches(t: TrainingState, epoch: int, start: int) -> Iterator[tuple
         yield batch_transform(images, t.pre, t.augmentation, t.augment_rng), target
 
 
-def train_one_epoch(t: TrainingState, epoch: int, state: EpochState, progress=None, stop: StopOnInterrupt | None = None) -> EpochState:
+def train_one_epoch(
+    t: TrainingState, epoch: int, state: EpochState, progress=None, stop: StopOnInterrupt | None = None
+) -> EpochState:
     """One pass over this process's share of the training split, from `state.step` (a mid-epoch resume).
 
     Raises `TrainingInterrupted` after the step during which `stop` saw Ctrl-C, with `state` up to date.
@@ -358,8 +416,11 @@ def validate(t: TrainingState) -> SplitMetrics:
 
 
 def training_loss_terms(cfg: TrainConfig) -> str:
-    """What the training loss adds to the validation loss (the main head's plain cross-entropy), e.g. "(+ 0.3 x aux, smoothing 0.1)"."""
-    terms = [f"+ {cfg.aux_weight:g} x aux"] * bool(cfg.aux_weight) + [f"smoothing {cfg.label_smoothing:g}"] * bool(cfg.label_smoothing)
+    """What the training loss adds to the validation loss (the main head's plain cross-entropy), e.g. "(+ 0.3 x aux,
+    smoothing 0.1)"."""
+    terms = [f"+ {cfg.aux_weight:g} x aux"] * bool(cfg.aux_weight) + [f"smoothing {cfg.label_smoothing:g}"] * bool(
+        cfg.label_smoothing
+    )
     return f"({', '.join(terms)})" if terms else ""
 
 
@@ -376,7 +437,9 @@ def finish_epoch(t: TrainingState, progress: Progress, epoch: int, started: floa
     s = progress.epoch_state
     train_loss, train_acc = dist_utils.mean_over_processes(s.loss_sum, s.correct, s.seen)
     progress.elapsed += time.perf_counter() - started
-    row = results_row(epoch + 1, train_loss, train_acc, val, t.optimizer.param_groups[0]["lr"], time.perf_counter() - started)
+    row = results_row(
+        epoch + 1, train_loss, train_acc, val, t.optimizer.param_groups[0]["lr"], time.perf_counter() - started
+    )
     progress.results.append(row)
     improved = val.accuracy > progress.best_acc
     if improved:
@@ -384,10 +447,16 @@ def finish_epoch(t: TrainingState, progress: Progress, epoch: int, started: floa
     progress.epoch_state = EpochState()
     planned_before = t.cfg.epochs
     if t.cfg.time_limit:  # every process plans from the same (mean) time, so all stop together
-        per_epoch = dist_utils.all_reduce_sum(torch.tensor([progress.elapsed], dtype=torch.float64)).item() / dist_utils.world_size() / len(progress.results)
+        per_epoch = (
+            dist_utils.all_reduce_sum(torch.tensor([progress.elapsed], dtype=torch.float64)).item()
+            / dist_utils.world_size()
+            / len(progress.results)
+        )
         t.cfg = replace(t.cfg, epochs=planned_epochs(t.cfg, epoch + 1, per_epoch))
         if epoch + 1 < t.cfg.epochs < planned_before:
-            t.scheduler = build_scheduler(t.cfg, t.optimizer, t.steps_per_epoch, done_steps=(epoch + 1) * t.steps_per_epoch)
+            t.scheduler = build_scheduler(
+                t.cfg, t.optimizer, t.steps_per_epoch, done_steps=(epoch + 1) * t.steps_per_epoch
+            )
     if dist_utils.is_main():
         if t.cfg.epochs != planned_before:  # config.yaml and the checkpoints hold the plan a resume follows
             write_config(run_dir, t.cfg)
@@ -401,14 +470,20 @@ def finish_epoch(t: TrainingState, progress: Progress, epoch: int, started: floa
             save_checkpoint(run_dir / "weights" / "best.pt", without_optimizer(state))
         save_checkpoint(run_dir / "weights" / "last.pt", state)
     log(
-        f"epoch {epoch + 1}/{planned_before}  train loss {train_loss:.4f} {training_loss_terms(t.cfg)} acc {train_acc:.4f}  "
-        f"val loss {val.loss:.4f} acc {val.accuracy:.4f}  lr {row['lr']}  {row['epoch_time']:.0f}s" + ("  *best" if improved else "")
+        f"epoch {epoch + 1}/{planned_before}  train loss {train_loss:.4f} {training_loss_terms(t.cfg)} acc "
+        f"{train_acc:.4f}  "
+        f"val loss {val.loss:.4f} acc {val.accuracy:.4f}  lr {row['lr']}  {row['epoch_time']:.0f}s"
+        + ("  *best" if improved else "")
     )
     if t.cfg.epochs != planned_before:
         log(
             f"--time-limit {t.cfg.time_limit:g} min: {t.cfg.epochs} of {planned_before} epochs fit "
             f"at {per_epoch:.0f} s per epoch"
-            + (f"; the learning-rate schedule now ends after epoch {t.cfg.epochs}" if t.cfg.epochs > epoch + 1 else ": stopping")
+            + (
+                f"; the learning-rate schedule now ends after epoch {t.cfg.epochs}"
+                if t.cfg.epochs > epoch + 1
+                else ": stopping"
+            )
         )
     log(finish_estimate(seconds_left(t, progress, epoch, val_seconds)))
     if epoch + 1 >= t.cfg.epochs:
@@ -433,7 +508,8 @@ MACHINE_SETTINGS = {"device", "workers"}  # what a resume may change: where it r
 
 
 def run_train(args) -> None:
-    """`googlenet train`: the flags over --config over --preset, or --resume RUN with nothing else but this machine's settings."""
+    """`googlenet train`: the flags over --config over --preset, or --resume RUN with nothing else but this machine's
+    settings."""
     values = {k: v for k, v in vars(args).items() if k not in ("command", "preset", "config", "resume", "func")}
     if args.resume:
         others = [f"--{k.replace('_', '-')}" for k, v in values.items() if v is not None and k not in MACHINE_SETTINGS]
@@ -441,24 +517,32 @@ def run_train(args) -> None:
         if others:  # never ignored silently: a resume replays the run as it was configured
             raise ConfigError(
                 f"--resume continues {args.resume} exactly as it was configured, so {', '.join(others)} cannot apply; "
-                f"to train on from its weights with other settings, start a new run: googlenet train --weights {args.resume} ..."
+                "to train on from its weights with other settings, start a new run: googlenet train --weights "
+                f"{args.resume} ..."
             )
-        fit(resolve_config("fast", device=args.device), resume=args.resume, workers=args.workers)  # workers None: the run's own
+        # workers None: the run's own
+        fit(resolve_config("fast", device=args.device), resume=args.resume, workers=args.workers)
         return
     file_values = load_yaml(args.config) if args.config else None
     fit(resolve_config(args.preset, file_values, **values))
 
 
 def fit(cfg: TrainConfig | None = None, resume: str | Path | None = None, **settings: Any) -> Path:
-    """Train as `cfg` says (default: the fast preset) with `settings` on top, or resume a run directory; returns the run directory.
+    """Train as `cfg` says (default: the fast preset) with `settings` on top, or resume a run directory; returns the run
+    directory.
 
-        googlenet.fit(epochs=1, limit_train_batches=20)            # settings: the fields of TrainConfig
-        googlenet.fit(googlenet.resolve_config("original", seed=1))  # as `googlenet train --preset original --seed 1`
+    googlenet.fit(epochs=1, limit_train_batches=20)            # settings: the fields of TrainConfig
+    googlenet.fit(googlenet.resolve_config("original", seed=1))  # as `googlenet train --preset original --seed 1`
     """
     workers = None
-    if resume is not None:  # as the CLI: a resume replays the run as it was configured, on this machine's device and workers
+    if (
+        resume is not None
+    ):  # as the CLI: a resume replays the run as it was configured, on this machine's device and workers
         if set(settings) - MACHINE_SETTINGS:
-            raise ConfigError(f"resume continues {resume} exactly as it was configured, so {', '.join(sorted(set(settings) - MACHINE_SETTINGS))} cannot apply")
+            raise ConfigError(
+                f"resume continues {resume} exactly as it was configured, so "
+                f"{', '.join(sorted(set(settings) - MACHINE_SETTINGS))} cannot apply"
+            )
         workers = settings.pop("workers", None)  # checked against the run's dataset (load_resume_state)
     settings = with_current_names(settings)  # e.g. time=40, as before time_limit
     cfg = resolve_config(**settings) if cfg is None else replace(cfg, **settings).validate() if settings else cfg
@@ -477,12 +561,21 @@ def run_training(cfg: TrainConfig, resume: str | Path | None, device: torch.devi
     if resume is not None:
         run_dir, resume_state, cfg = load_resume_state(Path(resume), cfg.device, workers)
     if dist_utils.world_size() > 1 and cfg.batch_size % dist_utils.world_size():
-        raise ConfigError(f"batch size {cfg.batch_size} does not split across {dist_utils.world_size()} processes: use a multiple")
+        raise ConfigError(
+            f"batch size {cfg.batch_size} does not split across {dist_utils.world_size()} processes: use a multiple"
+        )
     configure_backends(device, cfg.deterministic)
     torch.manual_seed(cfg.seed)
 
     data = load_dataset(
-        cfg.dataset, cfg.data_dir, cfg.download, cfg.val_fraction, cfg.seed, cfg.image_size, cfg.data_loading, cfg.memory_budget,
+        cfg.dataset,
+        cfg.data_dir,
+        cfg.download,
+        cfg.val_fraction,
+        cfg.seed,
+        cfg.image_size,
+        cfg.data_loading,
+        cfg.memory_budget,
         default_workers() if cfg.workers is None else cfg.workers,
     )
     t = build_training(cfg, data, device, None if resume_state is None else preprocess_from_checkpoint(resume_state))
@@ -494,10 +587,14 @@ def run_training(cfg: TrainConfig, resume: str | Path | None, device: torch.devi
     if dist_utils.is_main():
         if resume_state is not None:  # only now, every check of the resume passed: bring its directory up to date
             repair_run_dir(resume_state, run_dir, progress)
-        start_run_dir(run_dir, t.cfg, device, resume_state is not None, summarize(GoogLeNet(**t.model_args), t.cfg.image_size))
+        start_run_dir(
+            run_dir, t.cfg, device, resume_state is not None, summarize(GoogLeNet(**t.model_args), t.cfg.image_size)
+        )
     log(
-        f"Training GoogLeNet on {t.cfg.dataset} ({len(data.train)} train / {len(data.val)} val / {len(data.test)} test) "
-        f"at {t.cfg.image_size} px on {device} in {resolve_amp(t.cfg.amp, device)[1]}, {t.cfg.epochs} epochs, run directory {run_dir}"
+        f"Training GoogLeNet on {t.cfg.dataset} ({len(data.train)} train / {len(data.val)} val / {len(data.test)} "
+        "test) "
+        f"at {t.cfg.image_size} px on {device} in {resolve_amp(t.cfg.amp, device)[1]}, {t.cfg.epochs} epochs, run "
+        f"directory {run_dir}"
     )
     train_epochs(t, progress, run_dir, board)
 
@@ -522,8 +619,11 @@ def train_epochs(t: TrainingState, progress: Progress, run_dir: Path, board=None
                 reseed_for_epoch(t, progress, epoch)
                 quiet = not (sys.stderr.isatty() and dist_utils.is_main())
                 bar = tqdm(
-                    total=t.steps_per_epoch, initial=progress.epoch_state.step, desc=f"epoch {epoch + 1}/{t.cfg.epochs}",
-                    leave=False, disable=quiet,
+                    total=t.steps_per_epoch,
+                    initial=progress.epoch_state.step,
+                    desc=f"epoch {epoch + 1}/{t.cfg.epochs}",
+                    leave=False,
+                    disable=quiet,
                 )
                 with bar:
                     train_one_epoch(t, epoch, progress.epoch_state, bar, stop)
