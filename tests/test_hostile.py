@@ -374,6 +374,12 @@ CASES = [
         "mean must be a list of 1 to 64 finite numbers",
     ),
     Case(
+        "1-mean-past-int64",  # found by test_checkpoint_metadata_fuzzed: torch.tensor overflowed in batch_transform
+        ckpt(preprocess={"mean": [2**63]}),
+        ["predict", "c.pt", "d.png"],
+        "mean must be a list of 1 to 64 finite numbers of at most 1e+06 in size, got [9223372036854775808]",
+    ),
+    Case(
         "1-mean-length",
         ckpt(preprocess={"mean": [0.1] * 5, "std": [0.3] * 5}),
         ["predict", "c.pt", "d.png"],

@@ -143,6 +143,11 @@ def _integer(value: Any, low: int, high: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
+# Preprocess mean and std act on pixels scaled to 0-1 (Caffe's: 0.4-0.5 and 1/255); beyond this a value is no
+# normalisation, and an integer past int64 would not even make a tensor.
+MAX_NORMALISATION = 1e6
+
+
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -200,9 +205,12 @@ def _preprocess_problem(pre: Any, in_channels: int) -> str | None:
         if (
             not isinstance(values, (list, tuple))
             or not 1 <= len(values) <= MAX_CHANNELS
-            or not all(_number(v) for v in values)
+            or not all(_number(v) and abs(v) <= MAX_NORMALISATION for v in values)
         ):
-            return f"{name} must be a list of 1 to {MAX_CHANNELS} finite numbers, got {quote_value(values)}"
+            return (
+                f"{name} must be a list of 1 to {MAX_CHANNELS} finite numbers of at most {MAX_NORMALISATION:g} in "
+                f"size, got {quote_value(values)}"
+            )
     if len(mean) != len(std) or not all(v > 0 for v in std):
         return (
             "mean and std must have one value per channel and std must be positive, "
