@@ -37,5 +37,7 @@ def googlenet(pretrained: bool = False, checkpoint: str | Path | None = None, **
         model, _ = package.load_model(checkpoint, map_location=map_location)
         return model
     if pretrained:
-        raise ValueError("no pretrained GoogLeNet weights are published: train one (googlenet train) and pass checkpoint=PATH")
+        raise ValueError(
+            "no pretrained GoogLeNet weights are published: train one (googlenet train) and pass checkpoint=PATH"
+        )
     return package.GoogLeNet(**kwargs)
