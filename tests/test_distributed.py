@@ -32,11 +32,15 @@ BASE = [
     "--epochs", "2", "--limit-train-batches", "3", "--batch-size", "16",
     "--limit-eval-batches", "3", "--eval-batch-size", "17",  # 51 images: unequal shards (26 and 25)
     "--deterministic", "--average", "ema", "--device", "cpu", "--project", "P",
+    "--no-plots",  # weights, CSV and JSON are compared: no figures to draw
     "--amp", "off",  # fp32 on every processor: the comparisons below are at float32's rounding, bf16's is 1e-2
 ]  # fmt: skip
 # The same mean gradient from 1 x 16 or 2 x 8 images needs the same images and no per-process randomness;
 # SGD keeps float-rounding differences as small as they start (Adam divides them by tiny second moments).
-EQUIVALENT = [*BASE, "--dropout", "0", "--dropout-aux", "0", "--no-augment", "--optimizer", "sgd", "--lr", "0.01"]
+EQUIVALENT = [
+    *BASE, "--dropout", "0", "--dropout-aux", "0", "--no-augment", "--optimizer", "sgd", "--lr", "0.01",
+    "--plots",  # the test-errors grid of one and of two processes is compared
+]  # fmt: skip
 
 DRIVER = """
 import os, signal, sys

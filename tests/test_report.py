@@ -132,3 +132,13 @@ def test_report_of_malformed_run_files_is_a_one_line_error(trained_run, tmp_path
         assert cli.main(["report", str(copy)]) == 2
         err = capsys.readouterr().err
         assert "has unreadable run files" in err and err.count("\n") == 1
+
+
+def test_no_plots_writes_the_report_without_figures(tmp_path):
+    """--no-plots: REPORT.md, the confusion CSVs and metrics.json, no PNG and no link to one."""
+    argv = ["train", "--epochs", "1", "--limit-train-batches", "2", "--limit-eval-batches", "1", "--batch-size", "16"]
+    assert cli.main([*argv, "--eval-batch-size", "50", "--no-plots", "--project", str(tmp_path), "--name", "np"]) == 0
+    run = tmp_path / "np"
+    assert not list(run.glob("*.png")) and (run / "confusion_test.csv").is_file() and (run / "metrics.json").is_file()
+    text = (run / "REPORT.md").read_text()
+    assert ".png" not in text and "--no-plots" in text and "[testing](confusion_test.csv)" in text

@@ -36,6 +36,7 @@ ARGS = [
     "--epochs", str(EPOCHS), "--limit-train-batches", str(STEPS), "--batch-size", "16",
     "--limit-eval-batches", "1", "--eval-batch-size", "50",
     "--deterministic", "--average", "ema", "--device", "cpu", "--project", "P",
+    "--no-plots",  # weights, CSV and JSON are compared: no figures to draw
 ]  # fmt: skip
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 

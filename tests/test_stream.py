@@ -189,7 +189,7 @@ def test_streamed_training_refuses_the_in_memory_augmentation(folder: Path, caps
 ARGS = [
     "--dataset", "imagefolder:imgs", "--data-loading", "stream", "--workers", "1", "--image-size", "32",
     "--epochs", "2", "--limit-train-batches", "3", "--batch-size", "8", "--eval-batch-size", "16",
-    "--deterministic", "--device", "cpu", "--project", "P",
+    "--deterministic", "--device", "cpu", "--project", "P", "--no-plots",
 ]  # fmt: skip
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from googlenet.cli import main
 
-QUICK = ["--epochs", "2", "--limit-train-batches", "2", "--limit-eval-batches", "1", "--device", "cpu"]
+QUICK = ["--epochs", "2", "--limit-train-batches", "2", "--limit-eval-batches", "1", "--device", "cpu", "--no-plots"]
 
 
 def test_tensorboard_logs_every_epoch(tmp_path: Path, capsys):

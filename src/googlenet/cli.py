@@ -73,6 +73,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         "--limit-eval-batches", type=int, metavar="N", help="evaluate at most N batches per split (quick runs)"
     )
     g.add_argument(
+        "--plots",
+        action=bool_opt,
+        default=None,
+        help="draw the curves, confusion matrices and test-errors grid as PNG files (--no-plots: REPORT.md, CSV, JSON)",
+    )
+    g.add_argument(
         "--tensorboard",
         action=bool_opt,
         default=None,

@@ -218,6 +218,9 @@ class TrainConfig:
     eval_batch_size: int = 500
     # also write the per-epoch scalars to RUN/tensorboard (pip install 'googlenet[tensorboard]')
     tensorboard: bool = False
+    # draw the curves, confusion matrices and test-errors grid (PNG, as Ultralytics' `plots`); off: REPORT.md,
+    # the CSV and JSON files only (quick runs, the test suite)
+    plots: bool = True
     project: str = "runs/train"  # run directories go under here
     name: str = "exp"  # run directory name (auto-incremented: exp, exp2, ...)
     exist_ok: bool = False  # reuse an existing run directory

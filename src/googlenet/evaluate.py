@@ -319,7 +319,8 @@ def write_final_outputs(
     failed = None
     if dist_utils.is_main():
         try:
-            plot_errors(errors, data, run_dir / "errors_test.png")
+            if cfg.plots:
+                plot_errors(errors, data, run_dir / "errors_test.png")
             write_metrics(run_dir, metrics)
             build_report(run_dir)
         except Exception as exc:  # raised below, once the others know

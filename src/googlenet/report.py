@@ -251,12 +251,14 @@ def read_run(run_dir: Path) -> RunFiles:
 def build_report(run_dir: str | Path) -> Path:
     """(Re)write the plots, confusion matrices and REPORT.md from the run's files."""
     run = read_run(Path(run_dir))
-    classes = run.metrics["classes"]
-    plot_curves(run.run_dir, run.cfg)
+    classes, plots = run.metrics["classes"], run.cfg.get("plots", True)
+    if plots:
+        plot_curves(run.run_dir, run.cfg)
     for split, m in run.splits.items():
         write_confusion_csv(m["confusion_matrix"], classes, run.run_dir / f"confusion_{split}.csv")
-        title = f"{SPLIT_TITLES[split]} confusion matrix"
-        plot_confusion(m["confusion_matrix"], classes, title, run.run_dir / f"confusion_{split}.png")
+        if plots:
+            title = f"{SPLIT_TITLES[split]} confusion matrix"
+            plot_confusion(m["confusion_matrix"], classes, title, run.run_dir / f"confusion_{split}.png")
     atomic_write_text(run.run_dir / "REPORT.md", report_text(run))
     return run.run_dir / "REPORT.md"
 
@@ -289,8 +291,19 @@ def results_section(run: RunFiles) -> str:
         else ""
     )
     averaged = " of the averaged weights" if run.cfg["average"] != "none" else ""
+    plots = run.cfg.get("plots", True)
     matrices = ", ".join(
-        f"[{SPLIT_TITLES[s].lower()}](confusion_{s}.png) ([csv](confusion_{s}.csv))" for s in run.names
+        f"[{SPLIT_TITLES[s].lower()}](confusion_{s}.png) ([csv](confusion_{s}.csv))"
+        if plots
+        else f"[{SPLIT_TITLES[s].lower()}](confusion_{s}.csv) (csv)"
+        for s in run.names
+    )
+    curves = (
+        """|                     Loss                      |                       Accuracy                        |
+| :-------------------------------------------: | :---------------------------------------------------: |
+| ![Loss per epoch](loss.png) | ![Accuracy per epoch](accuracy.png) |"""
+        if plots
+        else "(Trained with --no-plots: the per-epoch figures are in results.csv.)"
     )
     return f"""## Results
 
@@ -298,9 +311,7 @@ def results_section(run: RunFiles) -> str:
 
 {hardware_line(run)}
 
-|                     Loss                      |                       Accuracy                        |
-| :-------------------------------------------: | :---------------------------------------------------: |
-| ![Loss per epoch](loss.png) | ![Accuracy per epoch](accuracy.png) |
+{curves}
 
 The curves are per epoch: the training figures are running averages over the epoch
 with dropout on and include the weighted auxiliary losses (as the seed's); the
