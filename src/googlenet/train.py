@@ -446,29 +446,9 @@ def finish_epoch(t: TrainingState, progress: Progress, epoch: int, started: floa
         progress.best_acc, progress.best_epoch = val.accuracy, epoch + 1
     progress.epoch_state = EpochState()
     planned_before = t.cfg.epochs
-    if t.cfg.time_limit:  # every process plans from the same (mean) time, so all stop together
-        per_epoch = (
-            dist_utils.all_reduce_sum(torch.tensor([progress.elapsed], dtype=torch.float64)).item()
-            / dist_utils.world_size()
-            / len(progress.results)
-        )
-        t.cfg = replace(t.cfg, epochs=planned_epochs(t.cfg, epoch + 1, per_epoch))
-        if epoch + 1 < t.cfg.epochs < planned_before:
-            t.scheduler = build_scheduler(
-                t.cfg, t.optimizer, t.steps_per_epoch, done_steps=(epoch + 1) * t.steps_per_epoch
-            )
+    per_epoch = replan(t, progress, epoch)
     if dist_utils.is_main():
-        if t.cfg.epochs != planned_before:  # config.yaml and the checkpoints hold the plan a resume follows
-            write_config(run_dir, t.cfg)
-        # results.csv, then best.pt, then last.pt: a kill between any two leaves a run that resumes
-        # from last.pt and rewrites the others (best.pt is never older than last.pt's best_epoch).
-        write_results(run_dir / "results.csv", progress.results)
-        if board is not None:
-            log_tensorboard(board, row)
-        state = checkpoint_state(t, progress, epoch + 1)
-        if improved:
-            save_checkpoint(run_dir / "weights" / "best.pt", without_optimizer(state))
-        save_checkpoint(run_dir / "weights" / "last.pt", state)
+        save_epoch(t, progress, epoch, run_dir, improved, board, replanned=t.cfg.epochs != planned_before)
     log(
         f"epoch {epoch + 1}/{planned_before}  train loss {train_loss:.4f} {training_loss_terms(t.cfg)} acc "
         f"{train_acc:.4f}  "
@@ -492,6 +472,39 @@ def finish_epoch(t: TrainingState, progress: Progress, epoch: int, started: floa
         log(f"early stopping: no better validation accuracy for {t.cfg.patience} epochs")
         return True
     return False
+
+
+def replan(t: TrainingState, progress: Progress, epoch: int) -> float:
+    """--time-limit: plan the epochs that fit at the mean epoch time so far (every process from the same mean, so
+    all stop together) and shorten the schedule to end with them; returns that mean (0 without a limit)."""
+    if not t.cfg.time_limit:
+        return 0.0
+    elapsed = dist_utils.all_reduce_sum(torch.tensor([progress.elapsed], dtype=torch.float64)).item()
+    per_epoch = elapsed / dist_utils.world_size() / len(progress.results)
+    planned_before = t.cfg.epochs
+    t.cfg = replace(t.cfg, epochs=planned_epochs(t.cfg, epoch + 1, per_epoch))
+    if epoch + 1 < t.cfg.epochs < planned_before:
+        done = (epoch + 1) * t.steps_per_epoch
+        t.scheduler = build_scheduler(t.cfg, t.optimizer, t.steps_per_epoch, done_steps=done)
+    return per_epoch
+
+
+def save_epoch(
+    t: TrainingState, progress: Progress, epoch: int, run_dir: Path, improved: bool, board, replanned: bool
+) -> None:
+    """The main process's record of a finished epoch: config.yaml if replanned, results.csv, TensorBoard, best.pt
+    if it improved, last.pt."""
+    if replanned:  # config.yaml and the checkpoints hold the plan a resume follows
+        write_config(run_dir, t.cfg)
+    # results.csv, then best.pt, then last.pt: a kill between any two leaves a run that resumes
+    # from last.pt and rewrites the others (best.pt is never older than last.pt's best_epoch).
+    write_results(run_dir / "results.csv", progress.results)
+    if board is not None:
+        log_tensorboard(board, progress.results[-1])
+    state = checkpoint_state(t, progress, epoch + 1)
+    if improved:
+        save_checkpoint(run_dir / "weights" / "best.pt", without_optimizer(state))
+    save_checkpoint(run_dir / "weights" / "last.pt", state)
 
 
 def seconds_left(t: TrainingState, progress: Progress, epoch: int, val_seconds: float) -> float:
