@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from googlenet.caffe import CAFFE_PREPROCESS
+from googlenet.caffe import CAFFE_PREPROCESS, MODEL_ARGS
 from googlenet.checkpoint import save_checkpoint
 from googlenet.cli import main
 from googlenet.data.datasets import _load_mnist
@@ -63,14 +63,7 @@ def test_a_converted_checkpoint_evaluates_on_synset_folders(tmp_path: Path, caps
     """BVLC's weights as `googlenet convert` writes them (random here): no training config, Caffe's preprocessing, wnid
     folders."""
     torch.manual_seed(0)
-    margs = {
-        "num_classes": 1000,
-        "in_channels": 3,
-        "aux_logits": True,
-        "dropout": 0.4,
-        "dropout_aux": 0.7,
-        "init": "caffe",
-    }
+    margs = dict(MODEL_ARGS)  # what googlenet convert writes
     classes = [f"class {i}" for i in range(1000)]
     path = tmp_path / "bvlc.pt"
     save_checkpoint(

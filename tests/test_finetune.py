@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from googlenet.caffe import CAFFE_PREPROCESS
+from googlenet.caffe import CAFFE_PREPROCESS, MODEL_ARGS
 from googlenet.checkpoint import save_checkpoint
 from googlenet.cli import main
 from googlenet.config import ConfigError
@@ -24,14 +24,7 @@ def imagenet_like(tmp_path_factory) -> tuple[Path, dict]:
     torch.manual_seed(0)
     weights = GoogLeNet(1000, 3).state_dict()
     path = tmp_path_factory.mktemp("weights") / "bvlc_googlenet.pt"
-    margs = {
-        "num_classes": 1000,
-        "in_channels": 3,
-        "aux_logits": True,
-        "dropout": 0.4,
-        "dropout_aux": 0.7,
-        "init": "caffe",
-    }
+    margs = dict(MODEL_ARGS)  # what googlenet convert writes
     save_checkpoint(
         path,
         {

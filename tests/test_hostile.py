@@ -34,7 +34,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from googlenet import files
-from googlenet.checkpoint import CheckpointError, save_checkpoint, validate_metadata
+from googlenet.checkpoint import PREPROCESS_KEYS, CheckpointError, save_checkpoint, validate_metadata
 from googlenet.cli import main
 from googlenet.config import MAX_CONFIG_BYTES, ConfigError, TrainConfig, load_yaml, resolve_config
 from googlenet.data import DataError, Preprocess, read_idx
@@ -1002,20 +1002,7 @@ def _metadata() -> dict:
 
 FIELDS = (
     [("model_args", k) for k in ("num_classes", "in_channels", "aux_logits", "dropout", "init", "extra")]
-    + [
-        ("preprocess", k)
-        for k in (
-            "image_size",
-            "in_channels",
-            "data_channels",
-            "native_size",
-            "mean",
-            "std",
-            "channel_order",
-            "resize",
-            "extra",
-        )
-    ]
+    + [("preprocess", k) for k in (*sorted(PREPROCESS_KEYS), "extra")]
     + [("config", k) for k in ("image_size", "batch_size", "dataset", "seed")]
     + [("classes", None), ("preprocess", None), ("model_args", None)]
 )
