@@ -27,11 +27,8 @@ __all__ = [
 ]
 
 CPUINFO = Path("/proc/cpuinfo")  # Linux's processor description: the model name and the instruction-set flags
-AMP_DTYPES = {
-    "off": None,
-    "bf16": torch.bfloat16,
-    "fp16": torch.float16,
-}  # config.CHOICES["amp"] but auto (resolve_amp)
+# The dtypes of config.CHOICES["amp"] but auto, which resolve_amp picks per device.
+AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class Detect:
