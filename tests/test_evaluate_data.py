@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from googlenet.caffe import CAFFE_PREPROCESS, MODEL_ARGS
 from googlenet.checkpoint import save_checkpoint
 from googlenet.cli import main
+from googlenet.data import Preprocess, load_dataset, load_evaluation_data
 from googlenet.data.datasets import _load_mnist
 from googlenet.model import GoogLeNet
 
@@ -129,3 +131,32 @@ def test_other_data_never_overwrites_the_runs_own_evaluation(trained_run: Path, 
     folder = digit_folder(tmp_path / "more digits", {2: "2"}, per_class=1)
     assert main(["evaluate", str(trained_run), "--dataset", f"imagefolder:{folder}", "--device", "cpu"]) == 0
     assert (trained_run / "evaluate_test_more-digits.json").is_file()
+
+
+def test_a_folder_run_is_evaluated_on_its_own_splits_from_any_directory(tmp_path: Path, capsys, monkeypatch):
+    """The issue's new user: 3 classes x 20 images trained from a relative path, the default batch of 256 clipped to
+    the 42 training images, then `googlenet evaluate RUN` from elsewhere scores the run's own 12 test images."""
+    monkeypatch.chdir(tmp_path)
+    digit_folder(tmp_path / "shapes", {0: "a", 1: "b", 2: "c"}, per_class=20)
+    argv = ["train", "--dataset", "imagefolder:shapes", "--image-size", "32", "--epochs", "1", "--no-plots"]
+    assert main([*argv, "--device", "cpu", "--project", "runs", "--name", "ft"]) == 0
+    out = capsys.readouterr().out
+    assert "batch size 256 is larger than the training split (42 images): using 42" in out
+    run = tmp_path / "runs" / "ft"
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["dataset"] == f"imagefolder:{tmp_path / 'shapes'}" and config["batch_size"] == 42
+    trained = json.loads((run / "metrics.json").read_text())["splits"]
+
+    monkeypatch.chdir(tmp_path / "shapes")  # elsewhere: the recorded path is absolute
+    assert main(["evaluate", str(run), "--split", "all", "--device", "cpu"]) == 0
+    assert "Evaluating on the run's data, imagefolder:" in capsys.readouterr().out
+    evaluated = json.loads((run / "evaluate_all.json").read_text())["splits"]
+    assert [sum(evaluated[s]["support"]) for s in ("train", "val", "test")] == [42, 6, 12]
+    for split in ("train", "val", "test"):  # the same images in the same order: the same figures to the last digit
+        assert evaluated[split]["loss"] == trained[split]["loss"], split
+        assert evaluated[split]["support"] == trained[split]["support"], split
+    want = load_dataset(config["dataset"], None, False, config["val_fraction"], config["seed"], 32)
+    got = load_evaluation_data(config["dataset"], Preprocess.for_dataset(want, 32, 1), run_splits=True)
+    for split in ("train", "val", "test"):  # image for image
+        assert torch.equal(got.split(split).images, want.split(split).images), split
+        assert torch.equal(got.split(split).labels, want.split(split).labels), split

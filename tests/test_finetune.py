@@ -55,6 +55,7 @@ def test_fine_tune_converted_weights_on_mnist(imagenet_like, tmp_path: Path, cap
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "re-initialised for 10 classes (the weights have 1000)" in out
+    assert "were trained on 224 px images and this run trains on 32 px: pass --image-size 224" in out
     last = torch.load(tmp_path / "ft" / "weights" / "last.pt", weights_only=True)
     frozen = [k for k in source if not k.startswith(("fc.", "aux1.", "aux2."))]
     assert all(torch.equal(last["model"][k], source[k]) for k in frozen)  # everything up to inception5b kept as it was
@@ -109,7 +110,8 @@ def test_bad_weights_and_freeze_are_one_line_errors(imagenet_like, tmp_path: Pat
             ["--weights", str(path), "--in-channels", "1"],
             "conv1.0.weight has shape (64, 3, 7, 7), expected (64, 1, 7, 7)",
         ),
-        (["--freeze", "inception9z"], "GoogLeNet has no such layer"),
+        (["--weights", str(path), "--freeze", "inception9z"], "GoogLeNet has no such layer"),
+        (["--freeze", "inception4e"], "without --weights those are random: pass --weights FILE"),
     ]
     for extra, message in cases:
         assert main(["train", *extra, *QUICK, "--project", str(tmp_path), "--name", "bad"]) == 2

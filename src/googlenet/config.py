@@ -287,6 +287,11 @@ class TrainConfig:
             )
         if self.optimizer == "sgd" and self.nesterov and self.momentum == 0:
             raise ConfigError("nesterov needs a momentum: set --momentum (e.g. 0.9) or --no-nesterov")
+        if self.freeze and not self.weights:  # frozen random layers would never learn
+            raise ConfigError(
+                f"--freeze {self.freeze} keeps layers at their starting weights, and without --weights those are "
+                "random: pass --weights FILE (e.g. a converted bvlc_googlenet.pt) or drop --freeze"
+            )
         return self
 
 

@@ -373,11 +373,14 @@ def run_evaluate(args) -> None:
     device = select_device(args.device)
     state = load_checkpoint(path, map_location=device)
     cfg = state.get("config") if isinstance(state.get("config"), dict) else {}
-    dataset = getattr(args, "dataset", None) or cfg.get("dataset")
+    other = getattr(args, "dataset", None)
+    dataset = other or cfg.get("dataset")
     if not dataset or not isinstance(state.get("classes"), list):
         raise CheckpointError(
             f"{path} does not record the data it was trained on: pass --dataset NAME or imagefolder:PATH"
         )
+    if not other:  # the path comes from a file: say which data it is before reading any of it
+        print(f"Evaluating on the run's data, {dataset}, split as in training (seed {cfg.get('seed', 0)})")
 
     # auto, whatever the run used: both paths evaluate the same images identically (tests/test_stream.py), and the
     # data may be another, bigger folder (--dataset) or have no run at all (a converted checkpoint)
@@ -391,6 +394,7 @@ def run_evaluate(args) -> None:
         "auto",
         cfg.get("memory_budget"),
         default_workers() if workers is None else workers,
+        run_splits=not other,
     )
     data = match_classes(data, [str(c) for c in state["classes"]], dataset)
     splits = tuple(

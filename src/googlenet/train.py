@@ -12,6 +12,7 @@ every global batch, and only rank 0 writes files.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +36,7 @@ from .data import (
     Dataset,
     Preprocess,
     TrainLoader,
+    absolute_dataset,
     augmentation_for,
     batch_transform,
     default_workers,
@@ -223,11 +225,22 @@ def build_training(
         elastic=augmentation.elastic,
         data_loading="stream" if data.streamed else "memory",
     )
-    if cfg.batch_size > len(data.train):
-        raise ConfigError(
-            f"batch size {cfg.batch_size} is larger than the training split ({len(data.train)} images): use a smaller "
-            "--batch-size"
-        )
+    if cfg.batch_size > len(data.train):  # a small folder trains, with the batch clipped to it (as in Ultralytics)
+        fits = len(data.train) // dist_utils.world_size() * dist_utils.world_size()
+        if resumed is not None or not fits:  # a resumed run's batch is its own; the data has changed under it
+            raise ConfigError(
+                f"batch size {cfg.batch_size} is larger than the training split ({len(data.train)} images, "
+                f"{dist_utils.world_size()} process(es)): use a smaller --batch-size or add images"
+            )
+        log(f"batch size {cfg.batch_size} is larger than the training split ({len(data.train)} images): using {fits}")
+        cfg = replace(cfg, batch_size=fits)
+    if weights is not None and isinstance(meta.get("preprocess"), dict):
+        size = meta["preprocess"].get("image_size")
+        if isinstance(size, int) and size != cfg.image_size:
+            log(
+                f"the weights of {cfg.weights} were trained on {size} px images and this run trains on "
+                f"{cfg.image_size} px: pass --image-size {size} to give them the input they were trained for"
+            )
     if device.type != "cpu":
         data.train, data.val, data.test = data.train.to(device), data.val.to(device), data.test.to(device)
 
@@ -559,6 +572,9 @@ def fit(cfg: TrainConfig | None = None, resume: str | Path | None = None, **sett
         workers = settings.pop("workers", None)  # checked against the run's dataset (load_resume_state)
     settings = with_current_names(settings)  # e.g. time=40, as before time_limit
     cfg = resolve_config(**settings) if cfg is None else replace(cfg, **settings).validate() if settings else cfg
+    if resume is None:  # config.yaml records where the images are, wherever the run is evaluated or resumed from
+        data_dir = cfg.data_dir and os.path.abspath(Path(cfg.data_dir).expanduser())
+        cfg = replace(cfg, dataset=absolute_dataset(cfg.dataset), data_dir=data_dir)
 
     device = select_device(cfg.device)
     dist_utils.init(device)

@@ -20,6 +20,7 @@ from .datasets import (
     DatasetInfo,
     FileSplit,
     Split,
+    absolute_dataset,
     channel_stats,
     dataset_info,
     load_dataset,
@@ -50,6 +51,7 @@ from .transforms import (
 )
 
 __all__ = [
+    "absolute_dataset",
     "DATASETS",
     "DIGITS",
     "IMAGE_EXTENSIONS",

@@ -11,6 +11,7 @@ DataLoader workers.
 from __future__ import annotations
 
 import difflib
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -212,6 +213,14 @@ def _load_imagefolder(
     return Dataset(f"imagefolder:{root}", classes, train, val, test, channels, side, PHOTOS, mean, std, resize)
 
 
+def absolute_dataset(name: str) -> str:
+    """`name` as a run records it: an image folder's path made absolute (~ expanded), so that the run is evaluated
+    and resumed from any directory."""
+    if not name.startswith("imagefolder:"):
+        return name
+    return "imagefolder:" + os.path.abspath(Path(name.split(":", 1)[1]).expanduser())
+
+
 def _take(split: Split, idx: Tensor) -> Split:
     return Split(split.images[idx], split.labels[idx])
 
@@ -281,18 +290,19 @@ def load_evaluation_data(
     loading: str = "memory",
     memory_budget: float | None = None,
     workers: int = 0,
+    run_splits: bool = False,
 ) -> Dataset:
-    """What `googlenet evaluate --dataset` evaluates a checkpoint on.
+    """What `googlenet evaluate` evaluates a checkpoint on.
 
-    A named dataset is loaded as for training. An image folder with train/,
-    val/ or test/ subfolders is too; one with only class subfolders is all
-    test split (nothing carved off), read as the checkpoint's preprocessing
-    says: at `pre.resize` with the centre square kept when it has one (the
-    shorter side 256 of ImageNet's evaluation), else squeezed to image_size.
-    `loading`, `memory_budget`, `workers`: the training run's, for an image folder.
+    The run's own data (`run_splits`, no --dataset) and a named dataset are loaded as for training: the same seeded
+    train/val/test splits, image for image. An image folder with train/, val/ or test/ subfolders is too; other
+    data with only class subfolders is all test split (nothing carved off), read as the checkpoint's preprocessing
+    says: at `pre.resize` with the centre square kept when it has one (the shorter side 256 of ImageNet's
+    evaluation), else squeezed to image_size. `loading`, `memory_budget`, `workers`: the training run's, for an
+    image folder.
     """
     root = Path(name.split(":", 1)[1]).expanduser() if name.startswith("imagefolder:") else None
-    if root is None or not root.is_dir() or any((root / s).is_dir() for s in ("train", "val", "test")):
+    if run_splits or root is None or not root.is_dir() or any((root / s).is_dir() for s in ("train", "val", "test")):
         loading = loading if root is not None else "memory"
         return load_dataset(
             name, data_dir, False, val_fraction, seed, pre.image_size, loading, memory_budget, workers, pre.resize
