@@ -212,3 +212,21 @@ def test_training_runs_in_what_amp_auto_resolves_to_on_either_kind_of_processor(
     state.reseed_for_epoch(t, progress, 0)
     train.train_one_epoch(t, 0, progress.epoch_state)
     assert seen == [dtype]
+
+
+# ------------------------------------------------------------------- progress in a log
+
+
+def test_progress_in_a_log_is_a_line_every_interval(monkeypatch, capsys):
+    """Outside a terminal (pytest's capture is not one) a bar becomes plain lines: none for work shorter than the
+    interval, then one per interval with the count, rate and time left."""
+    with runtime.progress_bar(total=10, desc="epoch 1/1", unit="batch", leave=False) as bar:
+        bar.update(5)
+    assert capsys.readouterr().out == ""  # quicker than LOG_EVERY: silent
+    monkeypatch.setattr(runtime, "LOG_EVERY", 0.0)
+    with runtime.progress_bar(total=10, desc="epoch 1/1", unit="batch", leave=False) as bar:
+        for _ in range(10):
+            bar.update(1)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) >= 2 and all("\r" not in line for line in lines)
+    assert lines[-1].startswith("epoch 1/1: 100%") and "10/10" in lines[-1] and "batch/s" in lines[-1]

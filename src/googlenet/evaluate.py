@@ -19,7 +19,6 @@ import dataclasses
 import json
 import math
 import re
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,7 +27,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from . import distributed as dist_utils
 from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, preprocess_from_checkpoint
@@ -49,7 +47,7 @@ from .data import (
 from .files import atomic_write_text, check_output_file
 from .kernels import accelerate
 from .report import SPLIT_TITLES, build_report, plot_errors, write_metrics
-from .runtime import log, select_device
+from .runtime import log, on_terminal, progress_bar, select_device
 from .tables import format_table
 
 __all__ = [
@@ -259,15 +257,11 @@ def evaluate_all(
     mine = {s: eval_indices(len(data.split(s)), options.batch_size, limit_batches) for s in splits}
     sizes = {s: eval_count(len(data.split(s)), options.batch_size, limit_batches) for s in splits}
     out: dict[str, Any] = {}
-    # A bar on a terminal; one line per split in a log (the whole of MNIST takes minutes on 2 cores).
-    quiet = not (sys.stderr.isatty() and dist_utils.is_main())
-    with tqdm(
-        total=sum(len(i) for i in mine.values()), unit="img", desc="evaluating", leave=False, disable=quiet
-    ) as bar:
+    # A bar on a terminal; in a log, a line per split and one every half minute (all of MNIST takes minutes on 2 cores).
+    with progress_bar(total=sum(len(i) for i in mine.values()), unit="img", desc="evaluating", leave=False) as bar:
         for split in splits:
-            if not bar.disable:
-                bar.set_description(f"evaluating {split}")
-            else:
+            bar.set_description(f"evaluating {split}")
+            if not on_terminal():
                 log(f"evaluating {split} ({sizes[split]:,} images{'' if tta == 'none' else f', {tta}'})")
             errors = [] if split == "test" and test_errors is not None else None
             m = evaluate_split(

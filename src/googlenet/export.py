@@ -226,6 +226,8 @@ def run_export(args: argparse.Namespace) -> None:
     state["source"] = str(source)
     meta = export_metadata(state)
     reference = model_from_checkpoint(state).eval()
+    # ONNX's tracing and each check take seconds to half a minute on a CPU: not a silent wait in a log
+    print(f"Exporting {source} as {args.format}, then checking its logits against PyTorch's", flush=True)
     try:
         with atomic_path(out) as tmp:  # written and checked under a temporary name, renamed only if it passes
             diff = EXPORTERS[args.format](state, meta, tmp, reference)

@@ -6,9 +6,11 @@ import ctypes
 import os
 import platform
 import re
+import sys
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from . import distributed as dist_utils
 from .config import ConfigError, TrainConfig
@@ -22,6 +24,8 @@ __all__ = [
     "native_bf16",
     "native_bf16_unit",
     "needs_grad_scaler",
+    "on_terminal",
+    "progress_bar",
     "resolve_amp",
     "select_device",
 ]
@@ -162,3 +166,33 @@ def log(msg: str) -> None:
     """Print on the main process only (every process runs the same code under torchrun)."""
     if dist_utils.is_main():
         print(msg, flush=True)
+
+
+LOG_EVERY = 30.0  # seconds between progress lines in a log file (Ultralytics and Lightning print about as often)
+
+
+def on_terminal() -> bool:
+    """Whether progress is shown as a live bar (the main process, on a terminal) rather than as lines in a log."""
+    return sys.stderr.isatty() and dist_utils.is_main()
+
+
+class _Lines:
+    """A file for tqdm that turns each refresh into a line of its own: a log has no carriage returns."""
+
+    def write(self, text: str) -> None:
+        text = text.replace("\r", "").strip()
+        if text:
+            print(text, flush=True)
+
+    def flush(self) -> None:
+        pass
+
+
+def progress_bar(**kwargs) -> tqdm:
+    """tqdm's bar on a terminal; in a log, its line (done, rate, ETA) at most every LOG_EVERY seconds, none for
+    shorter work; nothing on torchrun's other processes."""
+    if not dist_utils.is_main():
+        return tqdm(disable=True, **kwargs)
+    if sys.stderr.isatty():
+        return tqdm(**kwargs)
+    return tqdm(file=_Lines(), mininterval=LOG_EVERY, delay=LOG_EVERY, ascii=True, **kwargs)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -25,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
-from tqdm import tqdm
 
 from . import distributed as dist_utils
 from .checkpoint import load_weights, preprocess_from_checkpoint, read_weights, save_checkpoint
@@ -65,7 +63,15 @@ from .rundir import (
     write_config,
     write_results,
 )
-from .runtime import amp_dtype_for, configure_backends, log, needs_grad_scaler, resolve_amp, select_device
+from .runtime import (
+    amp_dtype_for,
+    configure_backends,
+    log,
+    needs_grad_scaler,
+    progress_bar,
+    resolve_amp,
+    select_device,
+)
 from .state import EpochState, Progress, TrainingState, checkpoint_state, reseed_for_epoch, without_optimizer
 from .summary import summarize
 
@@ -411,7 +417,9 @@ def train_one_epoch(
         state.seen += len(target)
         if progress is not None:
             progress.update(1)
-            progress.set_postfix(loss=f"{state.loss_sum / state.seen:.4f}", acc=f"{state.correct / state.seen:.4f}")
+            progress.set_postfix(
+                loss=f"{state.loss_sum / state.seen:.4f}", acc=f"{state.correct / state.seen:.4f}", refresh=False
+            )
         if stop is not None and stop.requested():
             raise TrainingInterrupted
     return state
@@ -646,13 +654,12 @@ def train_epochs(t: TrainingState, progress: Progress, run_dir: Path, board=None
             for epoch in range(progress.start_epoch, last_epoch):
                 start = time.perf_counter()
                 reseed_for_epoch(t, progress, epoch)
-                quiet = not (sys.stderr.isatty() and dist_utils.is_main())
-                bar = tqdm(
+                bar = progress_bar(
                     total=t.steps_per_epoch,
                     initial=progress.epoch_state.step,
                     desc=f"epoch {epoch + 1}/{t.cfg.epochs}",
+                    unit="batch",
                     leave=False,
-                    disable=quiet,
                 )
                 with bar:
                     train_one_epoch(t, epoch, progress.epoch_state, bar, stop)
