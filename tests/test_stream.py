@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -231,6 +232,45 @@ def test_streamed_run_trains_evaluates_and_resumes_exactly(folder: Path, monkeyp
     assert all(torch.equal(got["model"][k], want["model"][k]) for k in want["model"])
     assert rows(run) == rows(reference)
     assert json.loads((run / "metrics.json").read_text())["splits"] == metrics
+
+
+def children(pid: int) -> list[int]:
+    """The processes `pid` started (its DataLoader workers), from Linux's /proc."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists(), reason="Linux's /proc")
+def test_sigterm_to_the_whole_process_group_saves_and_resumes(folder: Path):
+    """`kill -TERM -- -PGID` (a scheduler, or a terminal's job control) reaches the DataLoader workers too: they must
+    leave the stop to the main process, which saves last.pt; the run then resumes and finishes."""
+    argv = [sys.executable, "-m", "googlenet", "train", *ARGS, "--workers", "2", "--epochs", "4", "--name", "term"]
+    proc = subprocess.Popen(
+        argv, cwd=folder.parent, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,  # its own process group, as `setsid googlenet train ... &`
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while len(children(proc.pid)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the training workers run
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130 and "Traceback" not in err and "killed by signal" not in err, err[-2000:]
+    assert "googlenet train --resume P/term" in out
+    run = folder.parent / "P" / "term"
+    assert (run / "weights" / "last.pt").is_file()
+    assert main(["train", "--resume", str(run), "--workers", "2"]) == 0
+    assert (run / "metrics.json").is_file()
 
 
 DRIVER = """

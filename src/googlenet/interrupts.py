@@ -8,9 +8,11 @@ to resume at the next step boundary; a second signal stops at once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -18,6 +20,8 @@ from . import distributed as dist_utils
 from .checkpoint import save_checkpoint
 from .runtime import log
 from .state import Progress, TrainingState, checkpoint_state, rng_state
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C, and a cluster's preemption or `kill`
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -31,7 +35,7 @@ class _SignalHandler:
     def __enter__(self):
         self._previous: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
@@ -104,6 +108,24 @@ class StopFinalEvaluation(StopOnInterrupt):
             stop_before_final_evaluation(self.run_dir)
 
 
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Let nothing stop what runs inside half way (a checkpoint being written): Ctrl-C and SIGTERM that arrive are
+    held, then handed to the handlers in force once it is done (a second Ctrl-C then stops at once, after the save)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum)) for sig in SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+    for sig in held:
+        signal.raise_signal(sig)
+
+
 def stop_before_final_evaluation(run_dir: Path) -> NoReturn:
     log(
         "\nInterrupted during the final evaluation; training is finished and saved in weights/. "
@@ -127,7 +149,8 @@ def stop_interrupted(
                 (rng_state(t.augment_rng, t.device), dict(progress.epoch_state.__dict__))
             )
             if dist_utils.is_main():
-                save_checkpoint(last, checkpoint_state(t, progress, epoch, per_rank))
+                with uninterrupted():
+                    save_checkpoint(last, checkpoint_state(t, progress, epoch, per_rank))
             dist_utils.barrier()  # torchrun stops the others once one exits: wait for the save
         where = f"epoch {epoch + 1}, step {step}" if step else f"end of epoch {len(progress.results)}"
         log(f"\nInterrupted; progress saved ({where}). Resume with: {command}")

@@ -49,6 +49,7 @@ from .interrupts import (
     TrainingInterrupted,
     stop_before_final_evaluation,
     stop_interrupted,
+    uninterrupted,
 )
 from .kernels import ALL, accelerate
 from .model import GoogLeNet, GoogLeNetOutput
@@ -523,9 +524,10 @@ def save_epoch(
     if board is not None:
         log_tensorboard(board, progress.results[-1])
     state = checkpoint_state(t, progress, epoch + 1)
-    if improved:
-        save_checkpoint(run_dir / "weights" / "best.pt", without_optimizer(state))
-    save_checkpoint(run_dir / "weights" / "last.pt", state)
+    with uninterrupted():  # a signal now is honoured once both are written
+        if improved:
+            save_checkpoint(run_dir / "weights" / "best.pt", without_optimizer(state))
+        save_checkpoint(run_dir / "weights" / "last.pt", state)
 
 
 def seconds_left(t: TrainingState, progress: Progress, epoch: int, val_seconds: float) -> float:

@@ -133,9 +133,13 @@ def _loader(
 
 
 def _ignore_interrupts(worker: int) -> None:
-    """A worker leaves a terminal's Ctrl-C (sent to the whole process group) to the main process, which stops at a
-    step boundary (interrupts.StopOnInterrupt) and shuts the workers down."""
+    """A worker leaves Ctrl-C and SIGTERM to the main process, which stops at a step boundary, saves
+    (interrupts.StopOnInterrupt) and shuts its workers down. A terminal's Ctrl-C and `kill -- -PGID` signal a whole
+    process group, so each worker leaves its parent's group; a worker whose parent dies exits by itself (torch's
+    worker watchdog)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(os, "setpgid"):  # POSIX
+        os.setpgid(0, 0)
 
 
 class EpochBatches(torch.utils.data.Sampler):
