@@ -1,7 +1,8 @@
 """Tests for googlenet.summary: the layer table must match the seed README's, row by row.
 
 tests/data/seed_summary.md is a verbatim copy of the seed README's summary
-(224 px, 10 classes, 3 channels) and its totals.
+(224 px, 10 classes, 3 channels) and its totals. Our rows outside the Inception
+blocks also name their layer ("conv1: 2D convolution"); the seed's do not.
 """
 
 from __future__ import annotations
@@ -10,10 +11,13 @@ import re
 
 import pytest
 import torch
+from conftest import one_line_error
 
 from googlenet import cli
+from googlenet.checkpoint import load_checkpoint, save_checkpoint
 from googlenet.model import GoogLeNet, count_parameters
-from googlenet.summary import summary_rows, summary_totals
+from googlenet.summary import summary_model, summary_rows, summary_totals
+from googlenet.train import freeze_through
 
 Row = tuple[str, str, str]  # (layer type, output shape, params)
 
@@ -26,6 +30,7 @@ def _normalise(row: Row) -> Row:
     layer, shape, params = row
     if layer.startswith("**"):  # seed "**inception_3a**" / "**aux_1**" = ours "**inception3a**" / "**aux1**"
         layer = layer.replace("_", "")
+    layer = layer.split(": ", 1)[-1]  # ours "conv1: 2D convolution" = seed "2D convolution"
     return layer, shape, params
 
 
@@ -104,6 +109,26 @@ def test_summary_matches_the_seed_row_by_row(seed_rows, our_rows):
     assert len(ours) == len(seed_rows)
 
 
+def test_rows_outside_the_blocks_name_their_layer(our_rows):
+    stem = our_rows[: our_rows.index(("**inception3a**", "---", "---"))]
+    assert [r[0] for r in stem] == [
+        "conv1: 2D convolution", "conv1: ReLU", "maxpool1: 2D max pooling", "lrn1: Local response norm",
+        "conv2: 2D convolution", "conv2: ReLU", "conv3: 2D convolution", "conv3: ReLU",
+        "lrn2: Local response norm", "maxpool2: 2D max pooling",
+    ]  # fmt: skip
+    for name in dict.fromkeys(r[0].split(":")[0] for r in stem):  # each one a layer --freeze takes
+        model = GoogLeNet(10, 3, aux_logits=False)
+        freeze_through(model, name)
+        assert not any(p.requires_grad for p in getattr(model, name).parameters())
+    after = [r[0] for r in our_rows[len(stem) :] if ": " in r[0]]
+    assert after == [
+        "maxpool3: 2D max pooling", "maxpool4: 2D max pooling", "avgpool: 2D average pooling", "flatten: Flatten",
+        "dropout: Dropout", "fc: Linear",
+    ]  # fmt: skip
+    inside = our_rows[our_rows.index(("**inception3a**", "---", "---")) + 1]
+    assert inside == ("2D convolution", "[-1, 64, 28, 28]", "12,352")  # a block's rows: named by its header
+
+
 def test_headers_name_our_modules(our_rows):
     headers = [r[0] for r in our_rows if r[0].startswith("**")]
     assert headers == [
@@ -168,7 +193,7 @@ def _text_rows(out: str) -> list[Row]:
 
 
 def test_cli_summary_text_format_matches_the_seed(capsys, seed_rows, seed_text):
-    assert cli.main(["summary", "--format", "text"]) == 0
+    assert cli.main(["summary", "--num-classes", "10", "--format", "text"]) == 0
     out = capsys.readouterr().out
     assert [_normalise(r) for r in _text_rows(out)] == seed_rows
     for name, value in parse_totals(seed_text).items():
@@ -182,9 +207,9 @@ def test_cli_summary_markdown_other_sizes(capsys):
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     rows = parse_seed_layers(out)  # our markdown has the seed's layout
-    assert rows[0] == ("2D convolution", "[-1, 64, 32, 32]", f"{1 * 7 * 7 * 64 + 64:,}")
+    assert rows[0] == ("conv1: 2D convolution", "[-1, 64, 32, 32]", f"{1 * 7 * 7 * 64 + 64:,}")
     assert ("Inception block", "[-1, 1024, 2, 2]", "0") in rows
-    assert rows[-1] == ("Linear", "[-1, 7]", f"{1024 * 7 + 7:,}")
+    assert rows[-1] == ("fc: Linear", "[-1, 7]", f"{1024 * 7 + 7:,}")
     assert not any("aux" in r[0] for r in rows)
     total = count_parameters(GoogLeNet(7, 1, aux_logits=False))
     assert parse_totals(out)["Total params"] == total
@@ -210,3 +235,73 @@ def test_cli_summary_errors(capsys, argv, message):
     assert cli.main(["summary", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("googlenet summary: error:") and message in err
+
+
+# ---------------------------------------------------------------- the paper's network, a run's
+
+
+def _summary_model(*argv: str):
+    return summary_model(cli.get_args_parser().parse_args(["summary", *argv]))
+
+
+def test_the_default_is_the_papers_network(capsys):
+    model, image_size, about = _summary_model()
+    assert (model.num_classes, model.in_channels, image_size, about) == (1000, 3, 224, None)
+    assert cli.main(["summary", "--image-size", "32"]) == 0  # 32 px: the same parameters, a cheap forward
+    out = capsys.readouterr().out
+    totals = parse_totals(out)
+    assert totals["Total params excluding auxiliary params"] == 6_998_552  # PAPER.md, 1000 classes, 3 channels
+    assert totals["Total params"] == 13_378_280
+    assert parse_seed_layers(out)[-1] == ("fc: Linear", "[-1, 1000]", "1,025,000")
+
+
+def test_summary_of_a_run_is_the_network_it_trained(capsys, trained_run):
+    state = load_checkpoint(trained_run)
+    size, margs = state["preprocess"]["image_size"], state["model_args"]
+    assert cli.main(["summary", str(trained_run)]) == 0
+    about, table = capsys.readouterr().out.split("\n\n", 1)
+    assert about == (
+        f"The network {trained_run} trained: {margs['num_classes']} classes, 1 input channel, {size} px, with its "
+        "auxiliary heads."
+    )
+    assert table == (trained_run / "summary.md").read_text()  # what training wrote for it
+    assert parse_totals(table)["Total params"] == 10_327_758  # PAPER.md: 10 classes, 1 channel
+    assert re.search(rf"^\|\s+Input size\s+\|\s+1 x {size} x {size}\s+\|$", table, re.M)
+
+
+def test_summary_of_a_run_at_another_size_without_aux_heads(trained_run):
+    model, image_size, about = _summary_model(str(trained_run), "--image-size", "64", "--no-aux")
+    trained = load_checkpoint(trained_run)["preprocess"]["image_size"]
+    assert image_size == 64 and f"64 px (trained at {trained} px)" in about
+    assert "without its auxiliary heads (--no-aux)" in about
+    assert count_parameters(model) == 5_977_530  # PAPER.md: 10 classes, 1 channel, no aux heads
+
+
+def test_summary_of_a_frozen_run_splits_trainable_and_frozen(capsys, tmp_path, trained_run):
+    state = load_checkpoint(trained_run)
+    state["config"] = {**state["config"], "weights": "bvlc_googlenet.pt", "freeze": "inception4e"}
+    save_checkpoint(tmp_path / "frozen" / "weights" / "last.pt", state)  # no best.pt: the last is read
+    assert cli.main(["summary", str(tmp_path / "frozen"), "--format", "text"]) == 0
+    out = capsys.readouterr().out
+    assert "--freeze inception4e: the layers up to and including it frozen" in out.splitlines()[0]
+    model = GoogLeNet(**state["model_args"])
+    training = ("inception5a.", "inception5b.", "aux1.", "aux2.", "fc.")  # what trains after --freeze inception4e
+    trainable = sum(p.numel() for n, p in model.named_parameters() if n.startswith(training))
+    total = count_parameters(model)
+    assert re.search(rf"^Trainable params\s+{trainable:,}$", out, re.M)
+    assert re.search(rf"^Non-trainable params\s+{total - trainable:,}$", out, re.M)
+    assert re.search(rf"^Total params\s+{total:,}$", out, re.M)
+
+
+def test_summary_run_errors_are_one_line(capsys, tmp_path, trained_run):
+    run = str(trained_run)
+    for flag, value in (("--num-classes", "5"), ("--in-channels", "3")):
+        line = one_line_error(capsys, ["summary", run, flag, value], tmp_path)
+        assert f"{flag} does not apply with a run" in line and f"drop {flag}" in line
+    line = one_line_error(capsys, ["summary", str(tmp_path / "nope")], tmp_path)
+    assert "nope does not exist" in line
+    (tmp_path / "empty").mkdir()
+    line = one_line_error(capsys, ["summary", str(tmp_path / "empty")], tmp_path)
+    assert "holds no weights/best.pt or weights/last.pt" in line
+    line = one_line_error(capsys, ["summary", run, "--image-size", "16"], tmp_path)
+    assert "minimum of 31" in line

@@ -3,8 +3,8 @@
     googlenet train [--preset fast|original|paper] [--config FILE.yaml] [options]
     googlenet evaluate CHECKPOINT [--split train|val|test|all] [--dataset NAME] [--tta flip|crops10|crops144]
     googlenet report RUN_DIR
-    googlenet summary [--num-classes 10] [--in-channels 3] [--image-size 224]
-    googlenet datasets
+    googlenet summary [RUN] [--num-classes 1000] [--in-channels 3] [--image-size 224]
+    googlenet datasets [imagefolder:PATH]
     googlenet predict CHECKPOINT IMAGE...
     googlenet export CHECKPOINT --format onnx|pt2|safetensors
     googlenet benchmark [--image-size 32] [--compare torchvision]
@@ -120,7 +120,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         "processes)",
     )
 
-    g = p.add_argument_group("augmentation (unset: the dataset's defaults, see googlenet datasets)")
+    g = p.add_argument_group("augmentation (unset: the dataset's default, listed by googlenet datasets)")
     g.add_argument("--augment", action=bool_opt, default=None, help="training augmentation on/off")
     g.add_argument("--rotate", type=float, metavar="DEG", help="largest random rotation, in degrees")
     g.add_argument(
@@ -276,17 +276,48 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = command("report", "rebuild a run's report, plots and tables from its files")
     p.add_argument("run_dir", help="a run directory, e.g. runs/train/exp")
 
-    p = command("summary", "the layer-by-layer model summary")
-    p.add_argument("--num-classes", type=int, default=10, help="classifier outputs")
-    p.add_argument("--in-channels", type=int, default=3, help="input channels")
-    p.add_argument("--image-size", type=int, default=224, help="input side in pixels")
-    p.add_argument("--no-aux", action="store_true", help="without the auxiliary heads")
+    p = command("summary", "the layer-by-layer model summary: the paper's network, or the one a run trained")
+    p.add_argument(
+        "run",
+        nargs="?",
+        metavar="RUN",
+        help="a run directory (e.g. runs/train/exp) or its .pt checkpoint: the network it trained (its classes, "
+        "channels, image size, auxiliary heads and --freeze)",
+    )
+    p.add_argument(
+        "--num-classes",
+        type=int,
+        help="classifier outputs (default: 1000, the paper's; refused with RUN, whose weights fix it)",
+    )
+    p.add_argument(
+        "--in-channels", type=int, help="input channels (default: 3; refused with RUN, whose weights fix it)"
+    )
+    p.add_argument(
+        "--image-size", type=int, help="input side in pixels (default: 224, the paper's, or RUN's training size)"
+    )
+    p.add_argument(
+        "--no-aux", action="store_true", help="without the auxiliary heads (the inference network; also with RUN)"
+    )
     p.add_argument("--format", default="markdown", choices=["markdown", "text"], help="table format")
 
-    p = command("datasets", "the datasets, whether they are available and their split sizes")
+    p = command(
+        "datasets", "the datasets: whether each is here, its split sizes and default augmentation; or one image folder"
+    )
+    p.add_argument(
+        "dataset",
+        nargs="?",
+        metavar="DATASET",
+        help="imagefolder:PATH: that folder's classes, image counts, sizes, channels and splits; a name: its rows",
+    )
     p.add_argument("--data-dir", help="where torchvision datasets are (unset: ~/.cache/googlenet/data)")
     p.add_argument(
         "--val-fraction", type=float, default=TrainConfig.val_fraction, help="validation share of the training set"
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=TrainConfig.seed,
+        help=f"seed of the splits, as train's (default: {TrainConfig.seed})",
     )
 
     p = command("predict", "classify image files with a checkpoint")

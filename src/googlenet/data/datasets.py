@@ -12,19 +12,30 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 
+from ..config import TrainConfig
 from ..errors import DataError
 from ..tables import format_table
-from .folders import Files, _check_fits_memory, _image_files, folder_splits, memory_budget_bytes, stratified_split
-from .images import load_image
+from .folders import (
+    TEST_FRACTION,
+    Files,
+    _check_fits_memory,
+    _image_files,
+    folder_splits,
+    memory_budget_bytes,
+    stratified_split,
+)
+from .images import load_image, open_image
 from .mnist import read_mnist
-from .transforms import DIGITS, PHOTOS, Augment, Preprocess, eval_side
+from .transforms import AUGMENT_SETTINGS, DIGITS, PHOTOS, Augment, Preprocess, eval_side
 
 
 @dataclass(frozen=True)
@@ -334,17 +345,103 @@ def _class_folders_as_test(
     return Dataset(name, classes, empty, empty, test, channels, size, Augment())
 
 
-def run_datasets(args) -> None:
-    """`googlenet datasets`: each dataset, whether it is here, and its split sizes."""
-    rows = []
-    for name, info in DATASETS.items():
+MAX_HEADERS = 2000  # image headers `googlenet datasets imagefolder:PATH` reads: an even sample of a bigger folder
+
+
+def augment_flags(augment: Augment) -> str:
+    """An augmentation as the `googlenet train` flags that set it, e.g. "--hflip --crop-padding 4"."""
+    flags = []
+    for key in AUGMENT_SETTINGS:
+        value, flag = getattr(augment, key), "--" + key.replace("_", "-")
+        if value is True:
+            flags.append(flag)
+        elif value:
+            flags.append(f"{flag} {value:g}")
+    return " ".join(flags) or "none"
+
+
+# An image folder's default: the in-memory path's (PHOTOS, as _load_imagefolder sets it) or the streamed path's.
+FOLDER_AUGMENTATION = f"{augment_flags(PHOTOS)}; streamed from disk: the paper's random crops and --hflip"
+
+
+def describe_folder(root: Path, val_fraction: float, seed: int) -> str:
+    """`googlenet datasets imagefolder:PATH`: the classes and their image counts, the image sizes and modes seen
+    (headers only, of up to MAX_HEADERS images), the channels training reads, and the seeded splits training
+    would make (`folder_splits`, with its one-line errors for a missing folder, too few classes, no images)."""
+    splits, classes, channels = folder_splits(root, val_fraction, seed)
+    names = ("train", "val", "test")
+    per_split = [torch.bincount(splits[s][1], minlength=len(classes)).tolist() for s in names]
+    counts = [*zip(classes, *per_split), ("total", *map(sum, per_split))]  # (class, train, val, test)
+    rows = [(c, f"{sum(n):,}", *(f"{k:,}" for k in n)) for c, *n in counts]
+    per_class = format_table(["class", "images", *names], rows, "text")
+
+    files = [path for s in names for path in splits[s][0]]
+    step = -(-len(files) // MAX_HEADERS)
+    sizes: Counter[tuple[int, int]] = Counter()
+    modes: Counter[str] = Counter()
+    unreadable = []
+    for path in files[::step]:
         try:
-            ds = load_dataset(name, args.data_dir, False, args.val_fraction, 0)
+            with open_image(path, note=False) as img:  # the header only: nothing decoded
+                sizes[img.size] += 1
+                modes[img.mode] += 1
+        except (OSError, ValueError, Image.DecompressionBombError):  # UnidentifiedImageError is an OSError
+            unreadable.append(path)
+    read = sum(sizes.values()) + len(unreadable)
+
+    def wxh(size: tuple[int, int]) -> str:
+        return f"{size[0]} x {size[1]}"
+
+    by_area = sorted(sizes, key=lambda wh: (wh[0] * wh[1], wh))
+    common = ", ".join(f"{wxh(wh)} ({n:,})" for wh, n in sizes.most_common(3))
+    seen = f"{wxh(by_area[0])} to {wxh(by_area[-1])}; most common: {common}" if len(sizes) > 1 else common or "-"
+    found = {s: (root / s).is_dir() for s in names}
+    facts = [
+        ("classes", f"{len(classes):,}"),
+        ("images", f"{len(files):,}" + (f" (the headers of an even sample of {read:,} read)" if step > 1 else "")),
+        (
+            "channels",
+            f"{channels} ({'colour' if channels == 3 else 'grey'}); image modes: "
+            + ", ".join(f"{m} {n:,}" for m, n in modes.most_common()),
+        ),
+        ("sizes (W x H)", seen),
+        *([("unreadable", f"{len(unreadable):,}, e.g. {unreadable[0]}: training stops on it")] if unreadable else []),
+        (
+            "splits",
+            f"test: {'its test/ folder' if found['test'] else f'a stratified {TEST_FRACTION:.0%} hold-out'}; val: "
+            f"{'its val/ folder' if found['val'] else f'a stratified {val_fraction:g} of the rest (--val-fraction)'}; "
+            f"--seed {seed}",
+        ),
+        ("default augmentation", FOLDER_AUGMENTATION),
+    ]
+    return f"{format_table([f'imagefolder:{root}', ''], facts, 'text')}\n\n{per_class}\n"
+
+
+def run_datasets(args) -> None:
+    """`googlenet datasets [DATASET]`: each dataset (or the one named), whether it is here, its split sizes and its
+    default augmentation; with imagefolder:PATH, that folder (`describe_folder`)."""
+    TrainConfig(val_fraction=args.val_fraction, seed=args.seed).validate(run_location=False)  # as train checks them
+    if args.dataset is not None and args.dataset.startswith("imagefolder:"):
+        root = Path(args.dataset.split(":", 1)[1]).expanduser()
+        print(describe_folder(root, args.val_fraction, args.seed), end="")
+        return
+    names = list(DATASETS) if args.dataset is None else [dataset_info(args.dataset).name]
+    rows, augmentation = [], []
+    for name in names:
+        info = DATASETS[name]
+        try:
+            ds = load_dataset(name, args.data_dir, False, args.val_fraction, args.seed)
             status = "built in" if name == "mnist" else "local"
             sizes = (f"{len(ds.train) + len(ds.val):,}", f"{len(ds.train):,}", f"{len(ds.val):,}", f"{len(ds.test):,}")
         except DataError:
             status, sizes = "missing (use --download or --data-dir)", ("-", "-", "-", "-")
         rows.append((name, status, f"{info.channels} x {info.native_size} x {info.native_size}", *sizes))
-    rows.append(("imagefolder:PATH", "your folder", "any (resized)", "-", "-", "-", "-"))
+        augmentation.append((name, augment_flags(info.augment)))
+    if args.dataset is None:
+        rows.append(("imagefolder:PATH", "your folder", "any (resized)", "-", "-", "-", "-"))
+        augmentation.append(("imagefolder:PATH", FOLDER_AUGMENTATION))
     headers = ["dataset", "available", "image", "train (all)", "train", f"val ({args.val_fraction:g})", "test"]
     print(format_table(headers, rows, "text"))
+    print()
+    headers = ["dataset", "default augmentation (googlenet train: each flag overrides its own, --no-augment: none)"]
+    print(format_table(headers, augmentation, "text"))

@@ -18,6 +18,7 @@ from ..errors import DataError
 from .images import IMAGE_EXTENSIONS, open_image
 
 Files = tuple[list[Path], Tensor]  # image files and their labels
+TEST_FRACTION = 0.2  # of each class, held out as the test split of a folder without test/
 
 
 def stratified_split(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
@@ -166,7 +167,7 @@ def folder_splits(root: Path, val_fraction: float, seed: int) -> tuple[dict[str,
     if "test" in split_dirs:
         test = _labelled(_image_files(split_dirs["test"], root), classes, split_dirs["test"])
     else:  # no test/ folder: hold out 20% of the images, stratified and seeded
-        rest, held = stratified_split(train[1], 0.2, seed + 1)
+        rest, held = stratified_split(train[1], TEST_FRACTION, seed + 1)
         train, test = _pick(train, rest), _pick(train, held)
     if "val" in split_dirs:
         val = _labelled(_image_files(split_dirs["val"], root), classes, split_dirs["val"])
