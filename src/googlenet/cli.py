@@ -21,6 +21,7 @@ import difflib
 import re
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from . import __version__
 from .config import (
@@ -492,5 +493,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def entry() -> NoReturn:
+    """The `googlenet` command: main(), then the process's exit (distributed.exit_process: a torchrun worker's
+    without the native teardown that can abort it)."""
+    try:
+        code: object = main()
+    except SystemExit as exc:
+        code = exc.code
+    distributed = sys.modules.get(f"{__package__}.distributed")  # not imported: no process group (and no torch)
+    if distributed is None:
+        sys.exit(code)
+    distributed.exit_process(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -9,7 +9,10 @@ same mean gradient as N processes with 1/N of it each.
 
 from __future__ import annotations
 
+import atexit
 import os
+import sys
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -24,6 +27,7 @@ __all__ = [
     "broadcast_object",
     "cleanup",
     "epoch_order",
+    "exit_process",
     "init",
     "is_main",
     "local_rank",
@@ -62,11 +66,35 @@ def init(device: torch.device) -> None:
         if backend == "nccl":
             torch.cuda.set_device(device)
         dist.init_process_group(backend)
+        global _joined
+        _joined = True
+
+
+_joined = False  # whether this process has been in a process group (init)
 
 
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def exit_process(code: object) -> NoReturn:
+    """Leave the process with exit status `code` (sys.exit's meaning).
+
+    A process that was in a process group skips the interpreter's native teardown once Python's exit handlers have
+    run: DistributedDataParallel keeps gloo's threads alive after destroy_process_group (torch 2.14), and the
+    teardown around them aborts about one process exit in ten ("terminate called without an active exception",
+    SIGABRT), after the run's work is done and saved. A process that never joined one exits as usual.
+    """
+    if not _joined:
+        sys.exit(code)
+    status = code if isinstance(code, int) else 0 if code is None else 1
+    if not isinstance(code, int) and code is not None:
+        print(code, file=sys.stderr)
+    atexit._run_exitfuncs()  # what the interpreter would run: multiprocessing's temporary folders, ...
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def wrap(model: nn.Module, device: torch.device) -> nn.Module:

@@ -260,7 +260,7 @@ def evaluate_all(
     # A bar on a terminal; in a log, a line per split and one every half minute (all of MNIST takes minutes on 2 cores).
     with progress_bar(total=sum(len(i) for i in mine.values()), unit="img", desc="evaluating", leave=False) as bar:
         for split in splits:
-            bar.set_description(f"evaluating {split}")
+            bar.set_description(f"evaluating {split}", refresh=False)
             if not on_terminal():
                 log(f"evaluating {split} ({sizes[split]:,} images{'' if tta == 'none' else f', {tta}'})")
             errors = [] if split == "test" and test_errors is not None else None
