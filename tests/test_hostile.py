@@ -10,6 +10,7 @@ of IDX files, config files and checkpoint metadata are fuzzed with hypothesis (a
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import json
@@ -21,7 +22,7 @@ import struct
 import subprocess
 import sys
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -36,7 +37,15 @@ from hypothesis import strategies as st
 from googlenet import files
 from googlenet.checkpoint import PREPROCESS_KEYS, CheckpointError, save_checkpoint, validate_metadata
 from googlenet.cli import main
-from googlenet.config import MAX_CONFIG_BYTES, ConfigError, TrainConfig, load_yaml, resolve_config
+from googlenet.config import (
+    MAX_CONFIG_BYTES,
+    ConfigError,
+    TrainConfig,
+    YAMLSizeError,
+    load_yaml,
+    resolve_config,
+    safe_load_bounded,
+)
 from googlenet.data import DataError, Preprocess, read_idx
 from googlenet.tables import format_table
 
@@ -265,6 +274,66 @@ def a_file(name: str) -> Setup:
         (cwd / name).write_text("not a folder\n")
 
     return setup
+
+
+def finished_run(name: str | None = None, make: Callable[[Path], Any] | None = None, edit=None) -> Setup:
+    """R/: a copy of a finished run (conftest's trained_run, without its figures) whose file `name` is replaced by
+    `make(path)`, or rewritten as `edit(its text)`."""
+
+    def setup(cwd: Path, request) -> None:
+        run = cwd / "R"
+        trained = request.getfixturevalue("trained_run")
+        shutil.copytree(trained, run, ignore=shutil.ignore_patterns("*.png"), copy_function=_link_checkpoints)
+        if edit is not None:
+            (run / name).write_text(edit((run / name).read_text()))
+        elif make is not None:
+            (run / name).unlink()
+            make(run / name)
+
+    return setup
+
+
+def _link_checkpoints(src: str, dst: str) -> None:
+    """Copy a run file, but hard-link its checkpoints (250 MB a run, never changed here) where the disk allows."""
+    if src.endswith(".pt"):
+        with contextlib.suppress(OSError):
+            os.link(src, dst)
+            return
+    shutil.copy2(src, dst)
+
+
+def to_dev_zero(path: Path) -> None:
+    path.symlink_to("/dev/zero")
+
+
+def sparse_gigabyte(path: Path) -> None:
+    """1 GiB that takes no disk space: a reader that trusted it would allocate it all."""
+    with open(path, "wb") as f:
+        f.truncate(1 << 30)
+
+
+def laughs(levels: int) -> str:
+    """A billion-laughs YAML document: `levels` anchors of ten aliases each, 10 ** levels strings in a few hundred
+    bytes."""
+    lines = ["l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def metrics_edit(edit: Callable[[dict], None]) -> Callable[[str], str]:
+    def text(content: str) -> str:
+        metrics = json.loads(content)
+        edit(metrics)
+        return json.dumps(metrics)
+
+    return text
+
+
+def weights_linked_out(cwd: Path, request) -> None:
+    """R/weights is a link to elsewhere/ (a forged_run's files, its stale temporary file included)."""
+    forged_run()(cwd, request)
+    (cwd / "R" / "weights").rename(cwd / "elsewhere")
+    (cwd / "R" / "weights").symlink_to(cwd / "elsewhere")
 
 
 # ------------------------------------------------------------------ the table
@@ -636,7 +705,7 @@ CASES = [
         "5-too-big",
         config_file("# padding\n" * (MAX_CONFIG_BYTES // 10 + 1)),
         ["train", "--config", "c.yaml"],
-        "more than the 1,048,576 a config can be",
+        "is 1,048,580 bytes, more than the 1,048,576 bytes a config file can be: pass a YAML file of settings",
     ),
     Case("5-bad-date", config_file("seed: 2024-13-45\n"), ["train", "--config", "c.yaml"], "c.yaml is not valid YAML"),
     Case(
@@ -653,6 +722,12 @@ CASES = [
         ),
         ["train", "--config", "c.yaml"],
         "unknown setting(s) a, b, c",
+    ),
+    Case(
+        "5-alias-bomb",
+        config_file(laughs(6) + "name: *l5\n"),
+        ["train", "--config", "c.yaml"],
+        "config file c.yaml uses YAML aliases that expand to more than 10,000 values",
     ),
     Case(
         "19.7-epochs-text",
@@ -673,6 +748,20 @@ CASES = [
     Case("7-name-dotdot", nothing, ["train", "--name", ".."], "run name '..' is not one folder name"),
     Case("7-name-empty", nothing, ["train", "--name", ""], "run name '' is not one folder name"),
     Case(
+        "7-name-too-long",  # mkdir failed after making --project: an empty folder was left behind
+        nothing,
+        ["train", "--name", "n" * 300],
+        "run name 'nnnnnnnnnnnnnnnnn...nnnnnnnnnnnnnnnnnn' is 300 bytes long, more than the 255 a folder name can be: "
+        "choose a shorter --name",
+    ),
+    Case("7-name-too-long-utf8", nothing, ["train", "--name", "\u00e9" * 128], "is 256 bytes long, more than the 255"),
+    Case(
+        "7-project-too-long",
+        nothing,
+        ["train", "--project", "runs/" + "p" * 256],
+        "has a folder name of 256 bytes, more than the 255 a folder name can be: choose a shorter --project",
+    ),
+    Case(
         "7-project-file",
         a_file("P"),
         ["train", "--project", "P", "--batch-size", "16"],
@@ -683,7 +772,7 @@ CASES = [
         "8-fashion-magic",
         fashion_mnist(b"\x12\x34"),
         ["train", "--dataset", "fashion-mnist", "--data-dir", "data"],
-        "fashion-mnist in data has a corrupted or foreign file",
+        "/data has a corrupted or foreign file"  # the run records absolute paths,
     ),
     Case(
         "8-fashion-type",
@@ -701,7 +790,7 @@ CASES = [
         "10-non-utf8-class",
         image_folder(non_utf8_class),
         ["train", "--dataset", "imagefolder:imgs", "--batch-size", "2"],
-        "class folder b'caf\\xe9' in imgs: its name is not valid UTF-8: rename it",
+        "/imgs: its name is not valid UTF-8: rename it",
     ),
     Case(
         "10-newline-class",
@@ -713,13 +802,102 @@ CASES = [
         "11-class-link",
         image_folder(class_link_outside),
         ["train", "--dataset", "imagefolder:imgs", "--batch-size", "2"],
-        "class folder imgs/c is a link to",
+        "/imgs/c is a link to",
     ),
     Case(
         "11-split-link",
         image_folder(split_link_to_root),
         ["train", "--dataset", "imagefolder:imgs", "--batch-size", "2"],
-        "split folder imgs/train is a link to /, outside the image folder imgs",
+        "/imgs/train is a link to /, outside the image folder /",
+    ),
+    # 20. a run's files are read through one bounded reader (rundir.read_run_file): never a FIFO, a device or a
+    # huge file, never a YAML alias; whatever they hold, the report is a one-line error, not a traceback
+    Case(
+        "20-config-fifo", finished_run("config.yaml", os.mkfifo), ["report", "R"], "R/config.yaml is not a regular file"
+    ),
+    Case("20-env-fifo", finished_run("env.json", os.mkfifo), ["report", "R"], "R/env.json is not a regular file"),
+    Case(
+        "20-metrics-fifo",
+        finished_run("metrics.json", os.mkfifo),
+        ["report", "R"],
+        "R/metrics.json is not a regular file (a directory, FIFO or device?): is it the right run directory?",
+    ),
+    Case("20-results-fifo", finished_run("results.csv", os.mkfifo), ["report", "R"], "R/results.csv is not a regular"),
+    Case(
+        "20-summary-fifo", finished_run("summary.md", os.mkfifo), ["report", "R"], "R/summary.md is not a regular file"
+    ),
+    Case(
+        "20-metrics-dev-zero",
+        finished_run("metrics.json", to_dev_zero),
+        ["report", "R"],
+        "R/metrics.json is not a regular file",
+    ),
+    Case(
+        "20-metrics-gigabyte",
+        finished_run("metrics.json", sparse_gigabyte),
+        ["report", "R"],
+        "R/metrics.json is 1,073,741,824 bytes, more than the 134,217,728 bytes a run's metrics.json can be",
+    ),
+    Case(
+        "20-config-too-big",
+        finished_run("config.yaml", edit=lambda text: text + "# padding\n" * 7000),
+        ["report", "R"],
+        "bytes, more than the 65,536 bytes a run's config.yaml can be: is it the right run directory?",
+    ),
+    Case(
+        "20-config-alias-bomb",  # report wrote a 1 GB REPORT.md from these few hundred bytes
+        finished_run("config.yaml", edit=lambda text: laughs(9) + text.replace("dataset: mnist", "dataset: *l8")),
+        ["report", "R"],
+        "R/config.yaml uses YAML aliases (*name), which googlenet never writes",
+    ),
+    Case(
+        "20-metrics-deep",
+        finished_run("metrics.json", edit=lambda text: "[" * 100_000 + "]" * 100_000),
+        ["report", "R"],
+        "R/metrics.json is not valid JSON",
+    ),
+    Case(
+        "20-results-long-field",
+        finished_run("results.csv", edit=lambda text: text + "1" * 200_000 + "\n"),
+        ["report", "R"],
+        "R/results.csv is not valid CSV of numbers (field larger than field limit",
+    ),
+    Case(
+        "20-results-columns",
+        finished_run("results.csv", edit=lambda text: "a,b\n1,2\n"),
+        ["report", "R"],
+        "R has unreadable run files (results.csv has no epoch column)",
+    ),
+    Case(
+        "20-config-lr-text",
+        finished_run("config.yaml", edit=lambda text: text.replace("\nlr: ", "\nlr: fast\nold_lr: ")),
+        ["report", "R"],
+        "config.yaml's lr is 'fast', not a number",
+    ),
+    Case(
+        "20-metrics-confusion",
+        finished_run("metrics.json", edit=metrics_edit(lambda m: m["splits"]["test"].update(confusion_matrix=[[1]]))),
+        ["report", "R"],
+        "its test confusion_matrix is not 10 x 10",
+    ),
+    Case(
+        "20-metrics-class-name",
+        finished_run("metrics.json", edit=metrics_edit(lambda m: m["classes"].__setitem__(0, {"$": 1}))),
+        ["report", "R"],
+        "its classes are not a list of names",
+    ),
+    # 21. a run folder googlenet writes into that links out of the run: refused before anything is removed or written
+    Case(
+        "21-resume-weights-link",
+        weights_linked_out,
+        ["train", "--resume", "R"],
+        "run folder R/weights is a link to ",
+    ),
+    Case(
+        "21-resume-weights-link-last-pt",
+        weights_linked_out,
+        ["train", "--resume", "R/weights/last.pt"],
+        "outside the run directory R: links out of a run are not followed, replace the link with a folder",
     ),
     # 15. evaluate/export --output checked before the work
     Case(
@@ -743,10 +921,31 @@ CASES = [
 ]
 
 
+class Hung(Exception):
+    """A call that blocked past its deadline (an open or read of a FIFO that nobody writes to)."""
+
+
+@contextlib.contextmanager
+def deadline(seconds: int) -> Iterator[None]:
+    """Fail instead of hanging: SIGALRM interrupts a blocked call with Hung (not an OSError, which cli.main reports)."""
+
+    def expired(signum, frame):
+        raise Hung(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_hostile_input(case: Case, capsys, cwd: Path, request):
     case.setup(cwd, request)
-    line = one_line_error(capsys, case.argv, cwd)
+    with deadline(120):  # a FIFO case that blocks fails here
+        line = one_line_error(capsys, case.argv, cwd)
     assert case.expected in line, line
 
 
@@ -767,6 +966,55 @@ def test_fifo_in_an_image_folder_is_skipped(tmp_path: Path):
     from googlenet.data.folders import _image_files
 
     assert sorted(p.name for p in _image_files(tmp_path / "imgs")["a"]) == ["0.png", "1.png", "2.png"]
+
+
+# (the run's files, whether its metrics.json is still read)
+UNREAD_RUN_FILES = {
+    "metrics-fifo": (finished_run("metrics.json", os.mkfifo), False),
+    "metrics-dev-zero": (finished_run("metrics.json", to_dev_zero), False),
+    "metrics-gigabyte": (finished_run("metrics.json", sparse_gigabyte), False),
+    "config-fifo": (finished_run("config.yaml", os.mkfifo), False),  # not a run directory's config.yaml
+    "env-fifo": (finished_run("env.json", os.mkfifo), True),  # not read
+}
+
+
+@pytest.mark.parametrize(("setup", "read"), UNREAD_RUN_FILES.values(), ids=UNREAD_RUN_FILES)
+def test_predict_leaves_out_a_run_file_it_cannot_read(setup: Setup, read: bool, cwd: Path, capsys, request):
+    """predict, evaluate and googlenet.load_model read a run's metrics.json only to describe the model: a FIFO, a link
+    to /dev/zero or a huge file there (or a FIFO for config.yaml or env.json) is left out at once, not waited on."""
+    import googlenet
+
+    setup(cwd, request)
+    capsys.readouterr()
+    with deadline(60):
+        assert main(["predict", "R", "d.png", "--topk", "1"]) == 0
+        _, meta = googlenet.load_model("R")
+    captured = capsys.readouterr()
+    assert captured.out.startswith("d.png  ") and captured.err == ""
+    assert (meta["metrics"] is not None) == read and meta["classes"] == [str(i) for i in range(10)]
+
+
+MATH_CLASSES = ["$\\nosuch$", "$x^{$"]  # mathtext that does not parse: matplotlib raised ValueError
+
+
+def test_class_names_that_look_like_mathtext_are_drawn_as_they_are(cwd: Path, capsys):
+    """Class folders named `$x^{$` and `$\\nosuch$`: the figures (tick labels, the errors grid) raised after training,
+    so no metrics.json was written and every --resume failed the same way. Now the run finishes, and so does report."""
+    for name in MATH_CLASSES:
+        for i in range(4):
+            write_png(cwd / "imgs" / name / f"{i}.png", 60 * i)
+    argv = ["train", "--dataset", "imagefolder:imgs", "--epochs", "1", "--limit-train-batches", "1", "--image-size"]
+    argv += ["32", "--batch-size", "4", "--eval-batch-size", "8", "--amp", "off", "--device", "cpu", "--project", "P"]
+    argv += ["--name", "m"]
+    assert main(argv) == 0, capsys.readouterr().err
+    run = cwd / "P" / "m"
+    assert json.loads((run / "metrics.json").read_text())["classes"] == MATH_CLASSES
+    figures = ["loss.png", "accuracy.png", "confusion_train.png", "confusion_val.png", "confusion_test.png"]
+    assert all((run / name).stat().st_size > 0 for name in figures)
+    (run / "REPORT.md").unlink()
+    assert main(["report", str(run)]) == 0
+    text = (run / "REPORT.md").read_text()
+    assert all(f" {name} " in text for name in MATH_CLASSES)  # its per-class table
 
 
 DRIVER = """
@@ -993,6 +1241,25 @@ def test_load_yaml_fuzzed(tmp_path_factory, content):
         resolve_config("fast", values)
     except ConfigError as exc:
         assert "\n" not in str(exc)
+
+
+def test_yaml_aliases_count_as_what_they_repeat():
+    """safe_load_bounded: an alias counts as every value it repeats (merge keys and cycles included), so an alias bomb
+    stops at the bound while it is read; run files allow no alias at all (googlenet writes none)."""
+    assert len(safe_load_bounded(laughs(3))["l2"]) == 10  # 1,237 values: read as usual
+    with pytest.raises(YAMLSizeError, match="^uses YAML aliases that expand to more than 10,000 values$"):
+        safe_load_bounded(laughs(4))
+    with pytest.raises(YAMLSizeError, match="^holds more than 10,000 values$"):
+        safe_load_bounded("[" + "1, " * 10_001 + "]")
+    with pytest.raises(YAMLSizeError, match="expand to more than 100 values"):
+        safe_load_bounded(
+            "base: &b {" + ", ".join(f"k{i}: {i}" for i in range(30)) + "}\nx: {<<: *b}\ny: {<<: *b}\n", 100
+        )
+    loop = safe_load_bounded("&a [*a, 1]")
+    assert loop[0] is loop and loop[1] == 1
+    assert safe_load_bounded("a: &x 1\nb: 2\n", aliases=False) == {"a": 1, "b": 2}  # an anchor alone is harmless
+    with pytest.raises(YAMLSizeError, match=r"^uses YAML aliases \(\*name\)$"):
+        safe_load_bounded("a: &x 1\nb: *x\n", aliases=False)
 
 
 def _metadata() -> dict:

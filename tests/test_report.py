@@ -14,7 +14,7 @@ from PIL import Image
 
 import googlenet.report
 from googlenet import cli
-from googlenet.data import Split, load_dataset
+from googlenet.data import Augment, Dataset, Split, load_dataset
 from googlenet.runtime import resolve_amp
 
 
@@ -95,6 +95,18 @@ def test_errors_grid_draws_the_colour_tiles_of_a_wide_split_and_removes_a_stale_
         others = [c for c in range(3) if c != channel]
         assert ((pixels[..., channel] > 200) & (pixels[..., others] < 60).all(-1)).sum() > 100, channel
     assert googlenet.report.plot_errors([], data, path) == 0 and not path.exists()  # no errors: no stale picture
+
+
+def test_class_names_are_drawn_as_text_never_as_mathtext(tmp_path):
+    """Class names come from folder names: `$x^{$` made matplotlib's mathtext raise (no figure, no metrics.json). Tick
+    labels and the errors grid draw them as written (test_hostile trains such a run end to end)."""
+    classes = ["$x^{$", "$\\nosuch$", "a_b^c"]
+    googlenet.report.plot_confusion([[1, 0, 0], [0, 1, 1], [2, 0, 0]], classes, "Test", tmp_path / "confusion.png")
+    data = Dataset(
+        "t", classes, *[Split(torch.zeros(3, 1, 8, 8, dtype=torch.uint8), torch.arange(3))] * 3, 1, 8, Augment()
+    )
+    assert googlenet.report.plot_errors([(0, 1), (1, 2), (2, 0)], data, tmp_path / "errors.png") == 3
+    assert Image.open(tmp_path / "confusion.png").size > (100, 100) and Image.open(tmp_path / "errors.png").size
 
 
 def test_env_json_and_report_state_the_precision(trained_run, tmp_path):

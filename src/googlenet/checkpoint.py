@@ -38,6 +38,7 @@ from .data.folders import class_name_problem
 from .errors import UserError
 from .files import atomic_save
 from .model import GoogLeNet
+from .rundir import RunFileError, read_run_file
 
 __all__ = [
     "CheckpointError",
@@ -388,13 +389,10 @@ def metadata(state: dict[str, Any], path: Path) -> dict[str, Any]:
     final metrics (metrics.json: loss, accuracy, top-5, per-class figures per split) when it sits in a run directory."""
     meta = {k: state[k] for k in METADATA if k in state}
     run_dir = path if path.is_dir() else path.parent.parent
-    try:
-        meta["metrics"] = (
-            json.loads((run_dir / "metrics.json").read_text())["splits"]
-            if (run_dir / "config.yaml").is_file()
-            else None
-        )
-    except (OSError, ValueError, KeyError, TypeError):
+    try:  # read within its bound (a FIFO or a link to /dev/zero is refused, not read); optional: None if unusable
+        in_run = (run_dir / "config.yaml").is_file() and (run_dir / "metrics.json").exists()
+        meta["metrics"] = read_run_file(run_dir, "metrics.json")["splits"] if in_run else None
+    except (RunFileError, KeyError, TypeError):
         meta["metrics"] = None
     return meta
 

@@ -11,7 +11,6 @@ import dataclasses
 import math
 import os
 import reprlib
-import stat
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -19,12 +18,15 @@ from typing import Any
 import yaml
 
 from .errors import UserError
+from .files import read_bounded
 
 __all__ = [
     "MAX_BATCH_SIZE",
     "MAX_CHANNELS",
     "MAX_CLASSES",
     "MAX_CONFIG_BYTES",
+    "MAX_CONFIG_VALUES",
+    "MAX_NAME_BYTES",
     "MAX_IMAGE_SIZE",
     "OLD_PRESET_NAMES",
     "OLD_SETTING_NAMES",
@@ -38,6 +40,8 @@ __all__ = [
     "resolve_config",
     "run_name_problem",
     "quote_value",
+    "safe_load_bounded",
+    "YAMLSizeError",
 ]
 
 # Upper bounds of the settings (and of the checkpoint fields, checkpoint.validate_metadata) where memory
@@ -54,6 +58,8 @@ MAX_DISTORTION = 1000.0  # elastic and elastic_sigma, native pixels (Simard et a
 MAX_MEMORY_GB = 1e6  # memory_budget, GB (a petabyte)
 MAX_WORKERS = 256  # DataLoader worker processes
 MAX_CONFIG_BYTES = 1 << 20  # a --config file is a few hundred bytes; a link to /dev/zero must not be read to the end
+MAX_CONFIG_VALUES = 10_000  # YAML values in a --config file, aliases expanded (a config has about 70 settings)
+MAX_NAME_BYTES = 255  # a folder name (--name): the limit of every common file system
 
 
 # The built-in and torchvision datasets (data.DATASETS describes them); here so the CLI can list them without loading
@@ -140,6 +146,12 @@ def run_name_problem(name: str) -> str | None:
     seps = [c for c in ("/", os.sep, os.altsep) if c]
     if not name or name in (".", "..") or any(c in name for c in seps) or "\0" in name:
         return f"run name {quote_value(name)} is not one folder name (no '/', no '..', not empty): use e.g. --name exp"
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if size > MAX_NAME_BYTES:  # checked before anything is made: mkdir would fail after making --project
+        return (
+            f"run name {quote_value(name)} is {size:,} bytes long, more than the {MAX_NAME_BYTES} a folder name can "
+            "be: choose a shorter --name"
+        )
     return None
 
 
@@ -272,6 +284,12 @@ class TrainConfig:
         problem = run_name_problem(self.name) if run_location else None
         if problem:
             raise ConfigError(problem)
+        longest = max((len(p.encode("utf-8", "surrogatepass")) for p in Path(self.project).parts), default=0)
+        if run_location and longest > MAX_NAME_BYTES:
+            raise ConfigError(
+                f"--project {quote_value(self.project)} has a folder name of {longest:,} bytes, more than the "
+                f"{MAX_NAME_BYTES} a folder name can be: choose a shorter --project"
+            )
         if self.data_loading == "stream" and not self.dataset.startswith("imagefolder:"):
             raise ConfigError(
                 f"--data-loading stream reads image folders (imagefolder:PATH), not {self.dataset}: use --data-loading "
@@ -425,41 +443,69 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """The settings of a --config file: a regular file of at most MAX_CONFIG_BYTES of UTF-8 YAML holding a mapping.
+class YAMLSizeError(yaml.YAMLError):
+    """A YAML document that expands to more values than its kind of file can hold (an alias bomb, say)."""
 
-    Opened without blocking and checked before reading, so a FIFO, a device (a link to /dev/zero) or a
-    directory is refused at once instead of hanging or filling the memory.
+
+class _CountingLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that counts the values a document expands to, an alias as every value it repeats, and stops
+    past `max_values`. Aliases are kept as shared references while loading, but a few hundred bytes of nested aliases
+    ("billion laughs") name billions of values, which anything that walks the result (str, yaml.dump, REPORT.md) makes.
     """
+
+    max_values = MAX_CONFIG_VALUES
+    aliases = True  # False: any alias is refused (googlenet writes none)
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.values, self.alias_seen = 0, False
+        self.sizes: dict[int, int] = {}  # id(node) -> the values it expands to; the nodes live as long as the loader
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self.alias_seen = True
+            if not self.aliases:
+                raise YAMLSizeError("uses YAML aliases (*name)")
+            node = super().compose_node(parent, index)
+            self._count(self.sizes.get(id(node), 1))  # an alias of a node still open (a cycle) counts once
+            return node
+        before = self.values
+        node = super().compose_node(parent, index)
+        self._count(1)
+        self.sizes[id(node)] = self.values - before
+        return node
+
+    def _count(self, n: int) -> None:
+        self.values += n
+        if self.values > self.max_values:
+            what = "uses YAML aliases that expand to" if self.alias_seen else "holds"
+            raise YAMLSizeError(f"{what} more than {self.max_values:,} values")
+
+
+def safe_load_bounded(text: str, max_values: int = MAX_CONFIG_VALUES, aliases: bool = True) -> Any:
+    """yaml.safe_load of `text` expanding to at most `max_values` values (aliases counted as what they repeat), with
+    no alias at all if not `aliases`; else a YAMLSizeError saying which ("uses YAML aliases ...")."""
+    loader = type("Loader", (_CountingLoader,), {"max_values": max_values, "aliases": aliases})(text)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(
-                f"config file {path} is not a regular file (a directory, FIFO or device?): pass a YAML file"
-            )
-        if info.st_size > MAX_CONFIG_BYTES:
-            raise ConfigError(
-                f"config file {path} is {info.st_size:,} bytes, more than the {MAX_CONFIG_BYTES:,} a config can be: "
-                "pass a YAML file of settings"
-            )
-        with os.fdopen(os.dup(fd), "rb") as f:
-            raw = f.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        return loader.get_single_data()
     finally:
-        os.close(fd)
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"config file {path} is more than {MAX_CONFIG_BYTES:,} bytes: pass a YAML file of settings")
+        loader.dispose()
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """The settings of a --config file: a regular file of at most MAX_CONFIG_BYTES of UTF-8 YAML holding a mapping
+    of at most MAX_CONFIG_VALUES values (files.read_bounded refuses a FIFO, a device or a huge file at once)."""
+    raw = read_bounded(
+        path, MAX_CONFIG_BYTES, "a config file", "pass a YAML file of settings", f"config file {path}", ConfigError
+    )
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start + 1}): save it as UTF-8") from None
     try:
-        data = yaml.safe_load(text)
+        data = safe_load_bounded(text)
+    except YAMLSizeError as exc:
+        raise ConfigError(f"config file {path} {exc}: write the settings out, one setting: value a line") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     except (

@@ -1,4 +1,5 @@
-"""Atomic file writes: a kill mid-save never leaves a half-written file."""
+"""Atomic file writes (a kill mid-save never leaves a half-written file) and bounded reads (a FIFO, a device or a
+huge file never hangs the program or fills its memory)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import contextlib
 import errno
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,12 +16,14 @@ from .errors import UserError
 
 __all__ = [
     "DiskFullError",
+    "InputFileError",
     "OutputError",
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_save",
     "check_output_file",
+    "read_bounded",
     "remove_stale_temporaries",
 ]
 
@@ -52,6 +56,10 @@ class DiskFullError(UserError):
 
 class OutputError(UserError):
     """An output path that cannot be written."""
+
+
+class InputFileError(UserError):
+    """A file to read that is not a regular file, or bigger than a file of its kind can be."""
 
 
 def _full_disk(exc: BaseException) -> str | None:
@@ -150,3 +158,41 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_save(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def read_bounded(
+    path: str | os.PathLike,
+    limit: int,
+    kind: str,
+    fix: str,
+    name: str | None = None,
+    error: type[UserError] = InputFileError,
+) -> bytes:
+    """The bytes of `path`, a regular file of at most `limit` bytes, or a one-line `error`.
+
+    The one reader of files whose size the program does not choose (a --config file, a run's files). Opened without
+    blocking and checked before reading, so a FIFO, a device (a link to /dev/zero) or a directory is refused at once
+    instead of hanging or filling the memory; at most limit + 1 bytes are read, so a file that grows meanwhile is
+    refused too. The messages name the file (`name`, default its path), say that it is bigger than `kind` ("a
+    config file") can be, and end with `fix`.
+    """
+    name = str(path) if name is None else name
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise error(f"cannot read {name}: {exc.strerror}: {fix}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise error(f"{name} is not a regular file (a directory, FIFO or device?): {fix}")
+        if info.st_size > limit:
+            raise error(f"{name} is {info.st_size:,} bytes, more than the {limit:,} bytes {kind} can be: {fix}")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            raw = f.read(limit + 1)
+    except OSError as exc:
+        raise error(f"cannot read {name}: {exc.strerror}: {fix}") from None
+    finally:
+        os.close(fd)
+    if len(raw) > limit:  # it grew since fstat
+        raise error(f"{name} is more than the {limit:,} bytes {kind} can be: {fix}")
+    return raw

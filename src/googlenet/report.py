@@ -17,16 +17,16 @@ from typing import Any
 
 import matplotlib
 import torch
-import yaml
 
 matplotlib.use("Agg")  # files only, no window: before pyplot is imported
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from .config import quote_value
 from .data import AUGMENT_SETTINGS, Dataset, Split
 from .errors import UserError
 from .files import atomic_save, atomic_write_text
-from .rundir import read_results
+from .rundir import read_results, read_run_file
 from .tables import format_table
 
 __all__ = ["build_report", "plot_curves", "plot_errors", "run_report", "write_metrics"]
@@ -37,6 +37,9 @@ class ReportError(UserError):
 
 
 SPLIT_TITLES = {"train": "Training", "val": "Validation", "test": "Testing"}
+# Text properties for every string of the user's (class names) drawn by matplotlib: as written, never parsed as
+# mathtext or LaTeX (a class folder named `$x^{$` made the figures, and so the whole final evaluation, fail).
+PLAIN_TEXT = {"parse_math": False, "usetex": False}
 
 
 def _save_figure(fig, path: Path) -> None:
@@ -44,10 +47,10 @@ def _save_figure(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_curves(run_dir: Path, cfg: dict[str, Any] | None = None) -> None:
+def plot_curves(run_dir: Path, cfg: dict[str, Any] | None = None, rows: list[dict[str, float]] | None = None) -> None:
     """loss.png and accuracy.png: training vs validation per epoch, like the seed's graphs, plus the validation error on
-    a log scale."""
-    rows = read_results(run_dir)
+    a log scale. `rows`: results.csv's, read again if not given."""
+    rows = read_results(run_dir) if rows is None else rows
     epochs = [r["epoch"] for r in rows]
     cfg = cfg or {}
     terms = ([f"+ {cfg['aux_weight']:g} x aux"] if cfg.get("aux_weight") else []) + (
@@ -103,8 +106,9 @@ def plot_confusion(cm: list[list[int]], classes: list[str], title: str, path: Pa
             names,
             rotation=45 if max(map(len, names)) > 3 else 0,
             ha="right" if max(map(len, names)) > 3 else "center",
+            **PLAIN_TEXT,
         )
-        ax.set_yticks(range(n), names)
+        ax.set_yticks(range(n), names, **PLAIN_TEXT)
     ax.set_xlabel("Predicted class")
     ax.set_ylabel("True class")
     ax.set_title(f"{title}\n(colours: row-normalised; numbers: image counts)")
@@ -162,7 +166,7 @@ def plot_errors(wrong: list[tuple[int, int]], data: Dataset, path: Path) -> int:
             aspect="auto",
         )
         label = f"true {data.classes[int(split.labels[i])][:10]}\npred {data.classes[p][:10]}"
-        ax.text(x + width / 2, top + 0.03, label, fontsize=7, ha="center", va="bottom")
+        ax.text(x + width / 2, top + 0.03, label, fontsize=7, ha="center", va="bottom", **PLAIN_TEXT)
     ax.text(
         cols * cell_w / 2,
         title_h / 2,
@@ -201,6 +205,7 @@ class RunFiles:
     cfg: dict[str, Any]  # config.yaml
     env: dict[str, Any]  # env.json ({} if missing)
     rows: list[dict[str, float]]  # results.csv
+    summary: str | None = None  # summary.md (None if missing)
 
     @property
     def splits(self) -> dict[str, Any]:
@@ -216,10 +221,51 @@ RECIPE_KEYS = ("dataset", "image_size", "in_channels", "batch_size", "optimizer"
                "label_smoothing", "aux_weight", "average", "seed", "preset", "epochs")  # fmt: skip
 
 
+# results.csv's columns the report draws, and config.yaml's settings it prints as numbers
+CURVE_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_time")
+NUMBER_KEYS = ("lr", "weight_decay", "label_smoothing", "aux_weight")
+SPLIT_NUMBERS = ("loss", "accuracy", "top5")
+PER_CLASS = ("precision", "recall", "f1", "support")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def metrics_problem(metrics: Any) -> str | None:
+    """What a metrics.json gets wrong for the report (evaluate.SplitMetrics.to_dict per split), or None."""
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("splits"), dict):
+        return "it is not a mapping with splits"
+    classes = metrics.get("classes")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        return "its classes are not a list of names"
+    if not isinstance(metrics.get("checkpoint"), str) or not isinstance(metrics.get("best_epoch"), int):
+        return "it has no checkpoint and best_epoch"
+    n = len(classes)
+    for name, m in metrics["splits"].items():
+        if name not in SPLIT_TITLES:
+            return f"{quote_value(name)} is not a split (train, val or test)"
+        if not isinstance(m, dict) or not all(_number(m.get(k)) for k in SPLIT_NUMBERS):
+            return f"its {name} split has no {', '.join(SPLIT_NUMBERS)}"
+        for key in PER_CLASS:
+            if not (isinstance(m.get(key), list) and len(m[key]) == n and all(map(_number, m[key]))):
+                return f"its {name} {key} is not one number per class ({n})"
+        for avg in ("macro", "weighted"):
+            if not (isinstance(m.get(avg), dict) and all(_number(m[avg].get(k)) for k in PER_CLASS[:3])):
+                return f"its {name} {avg} averages are not numbers"
+        cm = m.get("confusion_matrix")
+        if not (isinstance(cm, list) and len(cm) == n and all(isinstance(r, list) and len(r) == n for r in cm)):
+            return f"its {name} confusion_matrix is not {n} x {n}"
+        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for r in cm for c in r):
+            return f"its {name} confusion_matrix is not image counts"
+    return None
+
+
 def read_run(run_dir: Path) -> RunFiles:
-    """The run's files, or a one-line error saying what is missing or unreadable and what to run."""
+    """The run's files, each read within its bound (rundir.read_run_file), or a one-line error saying what is missing
+    or unreadable and what to run."""
     for name in ("results.csv", "metrics.json", "config.yaml"):
-        if not (run_dir / name).is_file():
+        if not (run_dir / name).exists():  # a FIFO or device exists: read_run_file refuses it by name
             if (
                 name == "metrics.json" and (run_dir / "weights" / "last.pt").is_file()
             ):  # stopped before/during its final evaluation
@@ -228,24 +274,37 @@ def read_run(run_dir: Path) -> RunFiles:
                     f"finish it with googlenet train --resume {run_dir}"
                 )
             raise FileNotFoundError(f"{run_dir / name} is missing: pass a finished run directory (runs/train/expN)")
-    try:
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-        env = json.loads((run_dir / "env.json").read_text()) if (run_dir / "env.json").is_file() else {}
-        run = RunFiles(run_dir, metrics, cfg, env, read_results(run_dir))
-        metrics["classes"]  # noqa: B018 (a KeyError here is the message below)
-        if not (isinstance(cfg, dict) and isinstance(env, dict) and isinstance(run.splits, dict)):
-            raise TypeError("config.yaml, env.json or metrics.json does not hold what googlenet writes")
-        if not set(run.splits) <= set(SPLIT_TITLES):
-            raise TypeError("config.yaml, env.json or metrics.json does not hold what googlenet writes")
-        missing = [k for k in RECIPE_KEYS if k not in cfg]
-        if missing:
-            raise KeyError(f"config.yaml has no {missing[0]}")
-    except (ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
-        raise ReportError(
-            f"{run_dir} has unreadable run files ({type(exc).__name__}: {exc}): rerun googlenet evaluate or train"
-        ) from None
+    metrics = read_run_file(run_dir, "metrics.json")
+    cfg = read_run_file(run_dir, "config.yaml")
+    env = read_run_file(run_dir, "env.json") if (run_dir / "env.json").exists() else {}
+    summary = read_run_file(run_dir, "summary.md") if (run_dir / "summary.md").exists() else None
+    run = RunFiles(run_dir, metrics, cfg, env, read_results(run_dir), summary)
+    problem = run_problem(run)
+    if problem:
+        raise ReportError(f"{run_dir} has unreadable run files ({problem}): rerun googlenet evaluate or train")
     return run
+
+
+def run_problem(run: RunFiles) -> str | None:
+    """What the run's parsed files get wrong for the report (their files were googlenet's, or another program's), or
+    None."""
+    problem = metrics_problem(run.metrics)
+    if problem:
+        return f"metrics.json does not hold what googlenet writes: {problem}"
+    cfg = run.cfg
+    if not (isinstance(cfg, dict) and isinstance(run.env, dict)):
+        return "config.yaml or env.json does not hold what googlenet writes"
+    missing = [k for k in RECIPE_KEYS if k not in cfg]
+    if missing:
+        return f"config.yaml has no {missing[0]}"
+    minutes = cfg.get("time_limit", cfg.get("time"))  # as recipe_line reads it
+    wrong = [k for k in NUMBER_KEYS if not _number(cfg[k])] + ["time_limit"] * bool(minutes and not _number(minutes))
+    if wrong:
+        return f"config.yaml's {wrong[0]} is {quote_value(cfg.get(wrong[0], minutes))}, not a number"
+    columns = [k for k in CURVE_COLUMNS if run.rows and k not in run.rows[0]]
+    if columns:
+        return f"results.csv has no {columns[0]} column"
+    return None
 
 
 def build_report(run_dir: str | Path) -> Path:
@@ -253,7 +312,7 @@ def build_report(run_dir: str | Path) -> Path:
     run = read_run(Path(run_dir))
     classes, plots = run.metrics["classes"], run.cfg.get("plots", True)
     if plots:
-        plot_curves(run.run_dir, run.cfg)
+        plot_curves(run.run_dir, run.cfg, run.rows)
     for split, m in run.splits.items():
         write_confusion_csv(m["confusion_matrix"], classes, run.run_dir / f"confusion_{split}.csv")
         if plots:
@@ -332,8 +391,7 @@ Confusion matrices (rows = true class): {matrices}.
 
 def model_summary_section(run: RunFiles) -> str:
     """## Model summary: the run's summary.md (the seed README's layer table)."""
-    summary_md = run.run_dir / "summary.md"
-    summary = summary_md.read_text() if summary_md.is_file() else "(summary.md missing)\n"
+    summary = "(summary.md missing)\n" if run.summary is None else run.summary
     return f"""## Model summary
 
 {summary}"""

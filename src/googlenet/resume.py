@@ -1,7 +1,8 @@
 """--resume: check a run's last.pt whole, restore it into a new run's objects, repair the run directory.
 
 Nothing is written to the run directory before every field the resume reads
-has passed (`load_resume_state`, `resume_state_problem`, `restore`); then
+has passed (`load_resume_state`, `resume_state_problem`, `restore`), nor ever
+through a weights/ that links out of the run (`rundir.check_run_folders`); then
 `repair_run_dir` brings the directory up to date with last.pt at once.
 """
 
@@ -19,7 +20,7 @@ from . import distributed as dist_utils
 from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
 from .config import ConfigError, TrainConfig, quote_value
 from .files import remove_stale_temporaries
-from .rundir import RESULTS_COLUMNS, write_results
+from .rundir import RESULTS_COLUMNS, check_run_folders, write_results
 from .runtime import log
 from .state import EpochState, Progress, TrainingState, without_optimizer
 
@@ -36,6 +37,7 @@ def load_resume_state(
         raise ConfigError(f"{target} does not exist: --resume takes a run directory, e.g. runs/train/exp")
     if target.is_dir():
         run_dir, path = target, target / "weights" / "last.pt"
+        check_run_folders(run_dir)  # before anything is read, removed or written through a link out of the run
         if not path.is_file():
             raise CheckpointError(
                 f"{target} has no weights/last.pt to resume from (stopped before its first epoch ended?): start the "
@@ -43,6 +45,7 @@ def load_resume_state(
             )
     elif target.parent.name == "weights":
         run_dir, path = target.parent.parent, target
+        check_run_folders(run_dir)
     else:  # the run directory is where the files go: never guess it from a stray file's location
         raise ConfigError(f"--resume takes a run directory (e.g. runs/train/exp) or its weights/last.pt, not {target}")
     state = load_checkpoint(path)

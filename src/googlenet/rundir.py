@@ -1,4 +1,4 @@
-"""The run directory: its name, config.yaml, env.json, summary.md and results.csv.
+"""The run directory: its name, config.yaml, env.json, summary.md and results.csv, written and read back.
 
     runs/train/exp/
       config.yaml    the resolved TrainConfig (rewritten when --time-limit replans the epochs)
@@ -7,7 +7,9 @@
       results.csv    one row per epoch (RESULTS_COLUMNS)
       weights/       last.pt (resumes) and best.pt (best validation accuracy)
 
-Only rank 0 writes, always through a temporary file and a rename.
+Only rank 0 writes, always through a temporary file and a rename, and only inside the run directory: a
+weights/ or tensorboard/ that is a link out of it is refused (`check_run_folders`). Every tool reads the
+run's files through `read_run_file`, bounded per kind of file (RUN_FILE_BYTES).
 """
 
 from __future__ import annotations
@@ -27,17 +29,23 @@ import torch
 import yaml
 
 from . import distributed as dist_utils
-from .config import ConfigError, TrainConfig, run_name_problem
-from .files import atomic_write_text
+from .config import ConfigError, TrainConfig, YAMLSizeError, run_name_problem, safe_load_bounded
+from .errors import UserError
+from .files import atomic_write_text, read_bounded
 from .runtime import cpu_name, resolve_amp
 
 __all__ = [
     "RESULTS_COLUMNS",
+    "RUN_FILE_BYTES",
+    "RUN_FOLDERS",
+    "RunFileError",
+    "check_run_folders",
     "command_line",
     "log_tensorboard",
     "next_run_dir",
     "open_tensorboard",
     "read_results",
+    "read_run_file",
     "results_row",
     "start_run_dir",
     "write_config",
@@ -63,10 +71,66 @@ def results_row(epoch: int, train_loss: float, train_acc: float, val: Any, lr: f
     }
 
 
+# The most bytes each run file may hold, far above what googlenet writes: a wrong file (gigabytes, a link to
+# /dev/zero, a FIFO) is refused before it is read instead of filling the memory or hanging the command.
+RUN_FILE_BYTES = {
+    "config.yaml": 64 << 10,  # the resolved TrainConfig: about 1.5 kB
+    "env.json": 4 << 20,  # about 700 bytes a process, and each resume adds its own
+    "metrics.json": 128 << 20,  # per-class tables and confusion matrices: 23 MB for 1000 classes and three splits
+    "results.csv": 16 << 20,  # a row of about 100 bytes per epoch: 10 MB for config.MAX_EPOCHS
+    "summary.md": 1 << 20,  # the layer table: about 6 kB
+}
+RUN_FILE_FIX = "is it the right run directory? Put back the file googlenet wrote"
+RUN_FOLDERS = ("weights", "tensorboard")  # the folders googlenet writes into inside a run directory
+
+
+class RunFileError(UserError):
+    """A run file or folder that is not what googlenet writes there; the message names it and the fix."""
+
+
+def read_run_file(run_dir: Path, name: str) -> Any:
+    """Run file `name` (a key of RUN_FILE_BYTES) of `run_dir`, read within its bound and parsed: config.yaml (with no
+    YAML alias: googlenet writes none) and the .json files as data, results.csv as rows of numbers, summary.md as text.
+    A file that is not a regular file, too big, or not UTF-8 YAML, JSON or CSV is a one-line RunFileError.
+    """
+    path = run_dir / name
+    kind = f"a run's {name}"
+    raw = read_bounded(path, RUN_FILE_BYTES[name], kind, RUN_FILE_FIX, error=RunFileError)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RunFileError(f"{path} is not UTF-8 text (byte {exc.start + 1}): {RUN_FILE_FIX}") from None
+    try:
+        if name.endswith(".yaml"):
+            return safe_load_bounded(text, aliases=False)
+        if name.endswith(".json"):
+            return json.loads(text)
+        if name.endswith(".csv"):
+            return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(io.StringIO(text, newline=""))]
+        return text
+    except YAMLSizeError as exc:  # an alias bomb: report wrote a 1 GB REPORT.md from 300 bytes
+        raise RunFileError(f"{path} {exc}, which googlenet never writes: {RUN_FILE_FIX}") from None
+    except (yaml.YAMLError, ValueError, TypeError, RecursionError, OverflowError, csv.Error) as exc:
+        what = {".yaml": "YAML", ".json": "JSON", ".csv": "CSV of numbers"}[path.suffix]
+        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise RunFileError(f"{path} is not valid {what} ({first}): {RUN_FILE_FIX}") from None
+
+
 def read_results(run_dir: Path) -> list[dict[str, float]]:
     """results.csv's rows, every value a number."""
-    with open(run_dir / "results.csv", newline="") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    return read_run_file(run_dir, "results.csv")
+
+
+def check_run_folders(run_dir: Path) -> None:
+    """Refuse a run directory whose weights/ or tensorboard/ is a link leading out of it, before anything is read,
+    removed or written: checkpoints would be saved, and a resume's temporary files removed, outside the run."""
+    for name in RUN_FOLDERS:
+        path = run_dir / name
+        if path.is_symlink() and not path.resolve().is_relative_to(run_dir.resolve()):
+            raise RunFileError(
+                f"run folder {path} is a link to {path.resolve()}, outside the run directory {run_dir}: links out of "
+                f"a run are not followed, replace the link with a folder (move its files into {path})"
+            )
 
 
 def next_run_dir(cfg: TrainConfig) -> Path:
@@ -82,6 +146,7 @@ def next_run_dir(cfg: TrainConfig) -> Path:
         raise ConfigError(f"--project {base} is a file, not a folder: choose another --project")
     path = base / cfg.name
     if cfg.exist_ok:
+        check_run_folders(path)  # an existing run is written into
         return path
     if cfg.name != TrainConfig.name:
         if path.exists():
@@ -186,9 +251,9 @@ def run_environment(run_dir: Path, cfg: TrainConfig, device: torch.device, resum
     """This process's environment; on resume, the run's first environment with this one added under "resumed"."""
     env = environment(cfg, device)
     try:
-        first = json.loads((run_dir / "env.json").read_text()) if resumed else None
-    except (OSError, ValueError):
-        first = None  # missing or unreadable: this environment is all there is
+        first = read_run_file(run_dir, "env.json") if resumed and (run_dir / "env.json").exists() else None
+    except RunFileError:
+        first = None  # unreadable (or not a file of googlenet's): this environment is all there is
     if not isinstance(first, dict):
         return env
     earlier = first.get("resumed") if isinstance(first.get("resumed"), list) else []
