@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -14,8 +15,8 @@ from googlenet.rundir import (
     RUN_FILE_BYTES,
     RunFileError,
     check_run_folders,
+    claim_run_dir,
     command_line,
-    next_run_dir,
     read_run_file,
 )
 
@@ -24,21 +25,35 @@ from googlenet.rundir import (
 
 def test_run_directories_auto_increment(tmp_path):
     cfg = resolve_config(project=str(tmp_path))
-    assert next_run_dir(cfg) == tmp_path / "exp"
-    (tmp_path / "exp").mkdir()
-    assert next_run_dir(cfg) == tmp_path / "exp2"
-    (tmp_path / "exp2").mkdir()
-    assert next_run_dir(cfg) == tmp_path / "exp3"
+    assert claim_run_dir(cfg) == tmp_path / "exp" and (tmp_path / "exp").is_dir()  # claimed: made
+    assert claim_run_dir(cfg) == tmp_path / "exp2"
+    assert claim_run_dir(cfg) == tmp_path / "exp3"
+
+
+def test_runs_started_together_never_share_a_directory(tmp_path):
+    """Eight runs claim at once: eight directories, and of eight with one --name, one gets it and seven are refused."""
+    with ThreadPoolExecutor(8) as pool:
+        default = list(pool.map(lambda _: claim_run_dir(resolve_config(project=str(tmp_path))), range(8)))
+    assert len(set(default)) == 8
+
+    def same_name(_):
+        try:
+            return claim_run_dir(resolve_config(project=str(tmp_path), name="same"))
+        except ConfigError as exc:
+            return str(exc)
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(same_name, range(8)))
+    assert outcomes.count(tmp_path / "same") == 1 and sum("already exists" in str(o) for o in outcomes) == 7
 
 
 def test_explicit_run_name_must_be_new_unless_exist_ok(tmp_path):
     cfg = resolve_config(project=str(tmp_path), name="mine")
-    assert next_run_dir(cfg) == tmp_path / "mine"
-    (tmp_path / "mine").mkdir()
+    assert claim_run_dir(cfg) == tmp_path / "mine"
     with pytest.raises(ConfigError, match="already exists.*--exist-ok"):
-        next_run_dir(cfg)
-    assert next_run_dir(dataclasses.replace(cfg, exist_ok=True)) == tmp_path / "mine"
-    assert next_run_dir(resolve_config(project=str(tmp_path), exist_ok=True)) == tmp_path / "exp"
+        claim_run_dir(cfg)
+    assert claim_run_dir(dataclasses.replace(cfg, exist_ok=True)) == tmp_path / "mine"
+    assert claim_run_dir(resolve_config(project=str(tmp_path), exist_ok=True)) == tmp_path / "exp"
 
 
 def test_commands_are_recorded_as_typed_without_machine_paths():
@@ -114,12 +129,12 @@ def test_run_folders_that_link_out_of_the_run_are_refused(tmp_path):
         check_run_folders(run)
     cfg = resolve_config(project=str(tmp_path / "runs"), name="r", exist_ok=True)
     with pytest.raises(RunFileError, match="run folder .*weights is a link"):
-        next_run_dir(cfg)
+        claim_run_dir(cfg)
     (run / "weights").unlink()
     (run / "w").mkdir()
     (run / "weights").symlink_to("w")
     check_run_folders(run)
-    assert next_run_dir(cfg) == run
+    assert claim_run_dir(cfg) == run
     (run / "tensorboard").symlink_to("/")
     with pytest.raises(RunFileError, match="tensorboard is a link to /, outside the run directory"):
         check_run_folders(run)

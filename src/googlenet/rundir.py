@@ -40,9 +40,9 @@ __all__ = [
     "RUN_FOLDERS",
     "RunFileError",
     "check_run_folders",
+    "claim_run_dir",
     "command_line",
     "log_tensorboard",
-    "next_run_dir",
     "open_tensorboard",
     "read_results",
     "read_run_file",
@@ -133,10 +133,13 @@ def check_run_folders(run_dir: Path) -> None:
             )
 
 
-def next_run_dir(cfg: TrainConfig) -> Path:
-    """runs/train/exp, exp2, exp3 ... for the default name; an explicit name must be new or --exist-ok.
+def claim_run_dir(cfg: TrainConfig) -> Path:
+    """Make the run's directory and return it: runs/train/exp, exp2, exp3 ... for the default name (the first that
+    is free), an explicit name only if new, unless --exist-ok reuses it.
 
-    The run directory is always a direct child of --project: a name is one folder name (config.run_name_problem).
+    Making it is the claim: mkdir either creates the folder or fails because it exists, in one step, so two runs
+    started together never share a directory (the second takes the next number, or is refused its --name). The
+    run directory is always a direct child of --project: a name is one folder name (config.run_name_problem).
     """
     problem = run_name_problem(cfg.name)
     if problem:
@@ -147,18 +150,21 @@ def next_run_dir(cfg: TrainConfig) -> Path:
     path = base / cfg.name
     if cfg.exist_ok:
         check_run_folders(path)  # an existing run is written into
+        path.mkdir(parents=True, exist_ok=True)
         return path
-    if cfg.name != TrainConfig.name:
-        if path.exists():
-            raise ConfigError(
-                f"run directory {path} already exists: choose another --name or pass --exist-ok to reuse it"
-            )
-        return path
+    base.mkdir(parents=True, exist_ok=True)
     n = 1
-    while path.exists():
+    while True:
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            if cfg.name != TrainConfig.name:
+                raise ConfigError(
+                    f"run directory {path} already exists: choose another --name or pass --exist-ok to reuse it"
+                ) from None
         n += 1
         path = base / f"{cfg.name}{n}"
-    return path
 
 
 def start_run_dir(run_dir: Path, cfg: TrainConfig, device: torch.device, resumed: bool, summary: str) -> None:

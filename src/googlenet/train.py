@@ -56,8 +56,8 @@ from .model import GoogLeNet, GoogLeNetOutput
 from .report import final_summary
 from .resume import load_resume_state, repair_run_dir, restore
 from .rundir import (
+    claim_run_dir,
     log_tensorboard,
-    next_run_dir,
     open_tensorboard,
     results_row,
     start_run_dir,
@@ -582,9 +582,6 @@ def fit(cfg: TrainConfig | None = None, resume: str | Path | None = None, **sett
         workers = settings.pop("workers", None)  # checked against the run's dataset (load_resume_state)
     settings = with_current_names(settings)  # e.g. time=40, as before time_limit
     cfg = resolve_config(**settings) if cfg is None else replace(cfg, **settings).validate() if settings else cfg
-    if resume is None:  # config.yaml records where the images are, wherever the run is evaluated or resumed from
-        data_dir = cfg.data_dir and os.path.abspath(Path(cfg.data_dir).expanduser())
-        cfg = replace(cfg, dataset=absolute_dataset(cfg.dataset), data_dir=data_dir)
 
     device = select_device(cfg.device)
     dist_utils.init(device)
@@ -617,11 +614,23 @@ def run_training(cfg: TrainConfig, resume: str | Path | None, device: torch.devi
         cfg.memory_budget,
         default_workers() if cfg.workers is None else cfg.workers,
     )
+    if resume_state is None:  # the run records where its images are, for evaluate and --resume from anywhere
+        data_dir = cfg.data_dir and os.path.abspath(Path(cfg.data_dir).expanduser())
+        cfg = replace(cfg, dataset=absolute_dataset(cfg.dataset), data_dir=data_dir)
     t = build_training(cfg, data, device, None if resume_state is None else preprocess_from_checkpoint(resume_state))
     progress = Progress() if resume_state is None else restore(resume_state, str(resume), run_dir, t)
-    if run_dir is None:
-        run_dir = next_run_dir(t.cfg)
-        dist_utils.barrier()  # every process has picked the directory before rank 0 creates it
+    if run_dir is None:  # rank 0 claims it (rundir.claim_run_dir), then tells the others which it is
+        claimed, problem = None, None
+        if dist_utils.is_main():
+            try:
+                claimed = claim_run_dir(t.cfg)
+            except (UserError, OSError) as exc:
+                problem = exc
+        run_dir, failed = dist_utils.broadcast_object((claimed, problem is not None))
+        if problem is not None:
+            raise problem
+        if failed:
+            raise SystemExit(2)  # rank 0 says why
     board = open_tensorboard(run_dir, t.cfg) if dist_utils.is_main() else None
     if dist_utils.is_main():
         if resume_state is not None:  # only now, every check of the resume passed: bring its directory up to date
