@@ -3,6 +3,8 @@ exports."""
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from googlenet.caffe import CAFFE_PREPROCESS, MODEL_ARGS
 from googlenet.checkpoint import save_checkpoint
 from googlenet.cli import main
 from googlenet.config import ConfigError
+from googlenet.files import file_sha1
 from googlenet.model import GoogLeNet
 from googlenet.train import freeze_through, load_pretrained
 
@@ -72,6 +75,20 @@ def test_fine_tune_converted_weights_on_mnist(imagenet_like, tmp_path: Path, cap
         CAFFE_PREPROCESS["mean"],
     )
     assert last["config"]["weights"] == str(path) and last["config"]["freeze"] == "inception5b"
+    # what was trained and where it started, in the log line, env.json, summary.md and REPORT.md
+    run, sha1 = tmp_path / "ft", file_sha1(path)
+    trainable = sum(p.numel() for k, p in last["model"].items() if k.startswith(("fc.", "aux1.", "aux2.")))
+    total = sum(p.numel() for p in last["model"].values())
+    assert f"{trainable:,} trainable parameters, {total - trainable:,} frozen (conv1 to inception5b)" in out
+    assert f"from bvlc_googlenet.pt (sha1 {sha1})" in out
+    env = json.loads((run / "env.json").read_text())
+    assert env["parameters"] == {"total": total, "trainable": trainable, "frozen": total - trainable}
+    assert env["weights"] == {"file": str(path.resolve()), "sha1": sha1}
+    summary = (run / "summary.md").read_text()
+    assert re.search(rf"Non-trainable params\s+\|\s+{total - trainable:,}", summary) and sha1 in summary
+    report = (run / "REPORT.md").read_text()
+    assert f"{trainable:,} of its {total:,} parameters trained, {total - trainable:,} frozen" in report
+    assert f"from the weights of `bvlc_googlenet.pt` (sha1 {sha1})" in report
 
 
 def test_load_pretrained_says_what_starts_afresh(capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import re
 import stat
@@ -23,6 +24,7 @@ __all__ = [
     "atomic_write_text",
     "atomic_save",
     "check_output_file",
+    "file_sha1",
     "read_bounded",
     "remove_stale_temporaries",
 ]
@@ -196,3 +198,12 @@ def read_bounded(
     if len(raw) > limit:  # it grew since fstat
         raise error(f"{name} is more than the {limit:,} bytes {kind} can be: {fix}")
     return raw
+
+
+def file_sha1(path: str | os.PathLike) -> str:
+    """The sha1 of a file's bytes (the digest BVLC published its weights with), read a megabyte at a time."""
+    digest = hashlib.sha1(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -366,7 +366,7 @@ def results_section(run: RunFiles) -> str:
     )
     return f"""## Results
 
-{recipe_line(run)}
+{recipe_line(run)}{network_sentence(run)}
 
 {hardware_line(run)}
 
@@ -455,6 +455,25 @@ def recipe_line(run: RunFiles) -> str:
         f"{cfg['aux_weight']:g}, "
         f"weight averaging {cfg['average']}, augmentation {aug}, seed {cfg['seed']} (preset `{cfg['preset']}`)."
     )
+
+
+def network_sentence(run: RunFiles) -> str:
+    """The sentence after the recipe: the network's parameters, those --freeze kept fixed, and the file its --weights
+    came from (env.json; runs from before these were recorded have none)."""
+    counts, weights = run.env.get("parameters"), run.env.get("weights")
+    if not isinstance(counts, dict) or not all(isinstance(counts.get(k), int) for k in ("total", "trainable")):
+        return ""
+    total, trainable = counts["total"], counts["trainable"]
+    trained = (
+        f"all {total:,} parameters trained"
+        if trainable == total
+        else f"{trainable:,} of its {total:,} parameters trained, {total - trainable:,} frozen (--freeze "
+        f"{run.cfg.get('freeze')})"
+    )
+    start = f"from the {run.cfg.get('init', '?')} initialisation"
+    if isinstance(weights, dict) and isinstance(weights.get("file"), str):
+        start = f"from the weights of `{Path(weights['file']).name}` (sha1 {weights.get('sha1', '?')})"
+    return f" The network: {trained}, {start}."
 
 
 def hardware_line(run: RunFiles) -> str:

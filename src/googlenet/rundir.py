@@ -167,11 +167,17 @@ def claim_run_dir(cfg: TrainConfig) -> Path:
         path = base / f"{cfg.name}{n}"
 
 
-def start_run_dir(run_dir: Path, cfg: TrainConfig, device: torch.device, resumed: bool, summary: str) -> None:
-    """Create the run directory (or bring a resumed one up to date) before the first epoch."""
+def start_run_dir(
+    run_dir: Path, cfg: TrainConfig, device: torch.device, resumed: bool, summary: str, facts: dict[str, Any]
+) -> None:
+    """Create the run directory (or bring a resumed one up to date) before the first epoch. `facts`: the network's
+    parameter counts and starting weights (summary.model_facts), recorded in env.json when the run starts."""
     (run_dir / "weights").mkdir(parents=True, exist_ok=True)
     write_config(run_dir, cfg)
-    atomic_write_text(run_dir / "env.json", json.dumps(run_environment(run_dir, cfg, device, resumed), indent=2) + "\n")
+    env = run_environment(run_dir, cfg, device, resumed)
+    if not resumed:
+        env.update(facts)
+    atomic_write_text(run_dir / "env.json", json.dumps(env, indent=2) + "\n")
     atomic_write_text(run_dir / "summary.md", summary)
 
 

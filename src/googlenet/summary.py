@@ -10,8 +10,10 @@ name their layer as model.py does ("conv1: 2D convolution"): the names
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,10 +21,20 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .checkpoint import load_checkpoint, preprocess_from_checkpoint
 from .config import MAX_CHANNELS, MAX_CLASSES, ConfigError, TrainConfig, check_count, check_image_size
+from .files import file_sha1
 from .model import AuxPool, GoogLeNet, Inception, InceptionAux, count_parameters
 from .tables import format_table
 
-__all__ = ["SummaryRow", "count_flops", "run_network", "summarize", "summary_model", "summary_rows", "summary_totals"]
+__all__ = [
+    "SummaryRow",
+    "count_flops",
+    "model_facts",
+    "run_network",
+    "summarize",
+    "summary_model",
+    "summary_rows",
+    "summary_totals",
+]
 
 # `googlenet summary` without a run: the paper's network (ILSVRC 2014's 1000 classes, RGB, 224 px)
 PAPER_CLASSES, PAPER_CHANNELS, PAPER_IMAGE_SIZE = 1000, 3, 224
@@ -109,6 +121,16 @@ def summary_totals(model: GoogLeNet) -> dict[str, int]:
         "Total params excluding auxiliary params": total - aux,
         "Non-trainable params": total - count_parameters(model, trainable_only=True),
     }
+
+
+def model_facts(model: GoogLeNet, weights: str | None) -> dict[str, Any]:
+    """What a run records about its network (env.json, then REPORT.md): its parameters, trainable and frozen, and
+    the file its starting weights came from (--weights: path and sha1), if any."""
+    total, trainable = count_parameters(model), count_parameters(model, trainable_only=True)
+    facts: dict[str, Any] = {"parameters": {"total": total, "trainable": trainable, "frozen": total - trainable}}
+    if weights and os.path.isfile(weights):  # (a resumed run's may have moved since it started: its env.json has it)
+        facts["weights"] = {"file": os.path.abspath(weights), "sha1": file_sha1(weights)}
+    return facts
 
 
 @torch.no_grad()

@@ -74,7 +74,7 @@ from .runtime import (
     select_device,
 )
 from .state import EpochState, Progress, TrainingState, checkpoint_state, reseed_for_epoch, without_optimizer
-from .summary import summarize
+from .summary import model_facts, summarize
 
 __all__ = [
     "TrainingDiverged",
@@ -632,17 +632,26 @@ def run_training(cfg: TrainConfig, resume: str | Path | None, device: torch.devi
         if failed:
             raise SystemExit(2)  # rank 0 says why
     board = open_tensorboard(run_dir, t.cfg) if dist_utils.is_main() else None
+    plain = GoogLeNet(**t.model_args)  # the network of model.py, frozen as trained: summary.md's rows and counts
+    if t.cfg.freeze:
+        freeze_through(plain, t.cfg.freeze)
+    facts = model_facts(plain, t.cfg.weights)
     if dist_utils.is_main():
         if resume_state is not None:  # only now, every check of the resume passed: bring its directory up to date
             repair_run_dir(resume_state, run_dir, progress)
-        start_run_dir(
-            run_dir, t.cfg, device, resume_state is not None, summarize(GoogLeNet(**t.model_args), t.cfg.image_size)
-        )
+        summary = summarize(plain, t.cfg.image_size)
+        if "weights" in facts:
+            summary += f"\nStarting weights: `{facts['weights']['file']}` (sha1 {facts['weights']['sha1']})\n"
+        start_run_dir(run_dir, t.cfg, device, resume_state is not None, summary, facts)
+    counts = facts["parameters"]
+    frozen = f", {counts['frozen']:,} frozen (conv1 to {t.cfg.freeze})" if counts["frozen"] else ""
+    if "weights" in facts:
+        frozen += f", from {Path(facts['weights']['file']).name} (sha1 {facts['weights']['sha1']})"
     log(
         f"Training GoogLeNet on {t.cfg.dataset} ({len(data.train)} train / {len(data.val)} val / {len(data.test)} "
         "test) "
-        f"at {t.cfg.image_size} px on {device} in {resolve_amp(t.cfg.amp, device)[1]}, {t.cfg.epochs} epochs, run "
-        f"directory {run_dir}"
+        f"at {t.cfg.image_size} px on {device} in {resolve_amp(t.cfg.amp, device)[1]}, {t.cfg.epochs} epochs, "
+        f"{counts['trainable']:,} trainable parameters{frozen}, run directory {run_dir}"
     )
     train_epochs(t, progress, run_dir, board)
 
