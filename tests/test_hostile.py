@@ -504,6 +504,12 @@ CASES = [
         "unusable training config (dataset must be text",
     ),
     Case(
+        "1-config-dataset-root",  # shown, then refused before the disk is walked
+        ckpt(config={"dataset": "imagefolder:/"}),
+        ["evaluate", "c.pt"],
+        "image folder / is the root of the file system: pass the folder of class subfolders",
+    ),
+    Case(
         "1-config-not-dict",
         ckpt(config="fast"),
         ["evaluate", "c.pt"],
@@ -959,6 +965,17 @@ def test_case_ids_are_unique():
 def test_fifo_config_does_not_hang(cwd: Path):
     os.mkfifo(cwd / "c.yaml")  # nobody ever writes to it: reading it would block forever
     assert "config file c.yaml is not a regular file" in run_cli(cwd, "train", "--config", "c.yaml", timeout=60)
+
+
+def test_the_walk_of_an_image_folder_is_bounded(tmp_path: Path, monkeypatch):
+    """A folder with more entries than any dataset (imagefolder:/home, say) is refused after a bounded look."""
+    image_folder(lambda imgs: [(imgs / "b" / f"more{i}").mkdir() for i in range(5)])(tmp_path, None)
+    from googlenet.data import folders
+
+    assert len(folders._image_files(tmp_path / "imgs")["b"]) == 3
+    monkeypatch.setattr(folders, "MAX_FOLDER_ENTRIES", 10)  # 6 images and 5 folders
+    with pytest.raises(folders.DataError, match="holds more than 10 files and folders in its class folders: is it"):
+        folders._image_files(tmp_path / "imgs")
 
 
 def test_fifo_in_an_image_folder_is_skipped(tmp_path: Path):

@@ -75,15 +75,35 @@ def _check_class_name(name: str, root: Path) -> None:
         raise DataError(f"class folder {shown!r} in {root}: its name {problem}: rename it")
 
 
+MAX_FOLDER_ENTRIES = 10_000_000  # files and folders under a dataset's class folders (ImageNet's has 1.3 million)
+
+
 def _image_files(root: Path, top: Path | None = None) -> dict[str, list[Path]]:
     """Each class folder under `root` (the dataset folder `top`) and its image files: regular files only
-    (a FIFO or device named x.png would block or never end), in folders that stay inside `top`."""
+    (a FIFO or device named x.png would block or never end), in folders that stay inside `top`, never links
+    followed. The walk stops at MAX_FOLDER_ENTRIES: a path such as imagefolder:/ (the whole disk) is refused
+    after a bounded look, not walked to the end."""
     top = top or root
+    if root.resolve() == Path(root.resolve().anchor):
+        raise DataError(f"image folder {root} is the root of the file system: pass the folder of class subfolders")
     folders = sorted((d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")), key=lambda d: d.name)
     for d in folders:
         _inside(d, top, "class folder")
         _check_class_name(d.name, root)
-    return {d.name: sorted(p for p in d.rglob("*") if _is_image_file(p)) for d in folders}
+    seen = 0
+    files: dict[str, list[Path]] = {}
+    for d in folders:
+        found = []
+        for folder, subfolders, names in os.walk(d):
+            seen += len(subfolders) + len(names)
+            if seen > MAX_FOLDER_ENTRIES:
+                raise DataError(
+                    f"{root} holds more than {MAX_FOLDER_ENTRIES:,} files and folders in its class folders: is it the "
+                    "dataset folder? Pass the folder whose subfolders are the classes"
+                )
+            found += [p for p in map(Path(folder).joinpath, names) if _is_image_file(p)]
+        files[d.name] = sorted(found)
+    return files
 
 
 def _is_image_file(path: Path) -> bool:
