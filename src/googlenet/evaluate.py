@@ -46,6 +46,7 @@ from .data import (
 )
 from .files import atomic_write_text, check_output_file
 from .kernels import accelerate
+from .memory import largest_batch
 from .report import SPLIT_TITLES, build_report, plot_errors, write_metrics
 from .runtime import log, on_terminal, progress_bar, select_device
 from .tables import format_table
@@ -253,7 +254,12 @@ def evaluate_all(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     pre = Preprocess.from_dict(state["preprocess"])
-    options = EvalOptions(cfg.get("eval_batch_size", 500), device, channels_last, tta)
+    batch = cfg.get("eval_batch_size", 500)
+    fits = largest_batch(state["model_args"], pre.image_size, device, train=False)
+    if limit_batches is None and fits is not None and batch > fits:  # the figures are the same in any batch size
+        log(f"evaluating in batches of {max(fits, 1)}: the run's {batch} at {pre.image_size} px do not fit in memory")
+        batch = max(fits, 1)
+    options = EvalOptions(batch, device, channels_last, tta)
     mine = {s: eval_indices(len(data.split(s)), options.batch_size, limit_batches) for s in splits}
     sizes = {s: eval_count(len(data.split(s)), options.batch_size, limit_batches) for s in splits}
     out: dict[str, Any] = {}

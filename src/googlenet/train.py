@@ -52,6 +52,7 @@ from .interrupts import (
     uninterrupted,
 )
 from .kernels import ALL, accelerate
+from .memory import check_batch_fits
 from .model import GoogLeNet, GoogLeNetOutput
 from .report import final_summary
 from .resume import load_resume_state, repair_run_dir, restore
@@ -252,6 +253,8 @@ def build_training(
         data.train, data.val, data.test = data.train.to(device), data.val.to(device), data.test.to(device)
 
     margs = model_args(cfg, data.num_classes, in_channels)
+    check_batch_fits(margs, cfg.image_size, cfg.batch_size, device, True, "--batch-size")  # before any run folder
+    check_batch_fits(margs, cfg.image_size, cfg.eval_batch_size, device, False, "--eval-batch-size")
     model, step_model = build_model(cfg, margs, weights, device)
     averaged = build_averaged(cfg, model)
     optimizer = build_optimizer(cfg, model, device)
