@@ -1,9 +1,9 @@
 """googlenet: GoogLeNet (Inception-v1) faithful to the paper, and the toolkit around it.
 
     import googlenet
-    run = googlenet.fit(epochs=1, limit_train_batches=20)       # train: TrainConfig's fields, as `googlenet train`
+    run = googlenet.fit(epochs=1, limit_train_batches=3, limit_eval_batches=1)  # TrainConfig's fields, as the CLI's
     model, meta = googlenet.load_model(run)                     # eval-mode model; classes, preprocess, config, metrics
-    googlenet.classify(model, meta, ["digit.png"], topk=3)      # files, or a uint8 N x C x H x W tensor
+    googlenet.classify(model, meta, ["digit.png"], topk=3)      # files, or a uint8 N x C x H x W tensor `images`
     x = googlenet.Preprocess.from_dict(meta["preprocess"])(images)  # the input transform, as a callable
     net = googlenet.GoogLeNet(num_classes=10, in_channels=1)    # the paper's network (model.py)
     googlenet.accelerate(net)                                   # the same network with exact CPU speed-ups (kernels.py)
