@@ -247,12 +247,14 @@ def children(pid: int) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists(), reason="Linux's /proc")
-def test_sigterm_to_the_whole_process_group_saves_and_resumes(folder: Path):
+def test_sigterm_to_the_whole_process_group_saves_and_resumes(folder: Path, tmp_path: Path):
     """`kill -TERM -- -PGID` (a scheduler, or a terminal's job control) reaches the DataLoader workers too: they must
-    leave the stop to the main process, which saves last.pt; the run then resumes and finishes."""
+    leave the stop to the main process, which saves last.pt and removes the workers' sockets (pymp-* folders); the
+    run then resumes and finishes."""
     argv = [sys.executable, "-m", "googlenet", "train", *ARGS, "--workers", "2", "--epochs", "4", "--name", "term"]
     proc = subprocess.Popen(
-        argv, cwd=folder.parent, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        argv, cwd=folder.parent, env={**ENV, "TMPDIR": str(tmp_path)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
         start_new_session=True,  # its own process group, as `setsid googlenet train ... &`
     )  # fmt: skip
     try:
@@ -267,6 +269,7 @@ def test_sigterm_to_the_whole_process_group_saves_and_resumes(folder: Path):
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130 and "Traceback" not in err and "killed by signal" not in err, err[-2000:]
     assert "googlenet train --resume P/term" in out
+    assert not list(tmp_path.glob("pymp-*"))
     run = folder.parent / "P" / "term"
     assert (run / "weights" / "last.pt").is_file()
     assert main(["train", "--resume", str(run), "--workers", "2"]) == 0
