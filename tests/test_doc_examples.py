@@ -31,7 +31,7 @@ from torch.distributed.run import get_args_parser as torchrun_args_parser
 from googlenet.cli import get_args_parser
 from googlenet.config import ConfigError, load_yaml, resolve_config
 from googlenet.model import GoogLeNet
-from googlenet.train import freeze_through
+from googlenet.pretrained import freeze_through
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ["README.md", "docs/usage.md"]

@@ -16,7 +16,7 @@ from googlenet.cli import main
 from googlenet.config import ConfigError
 from googlenet.files import file_sha1
 from googlenet.model import GoogLeNet
-from googlenet.train import freeze_through, load_pretrained
+from googlenet.pretrained import freeze_through, load_pretrained
 
 QUICK = ["--epochs", "1", "--limit-train-batches", "2", "--limit-eval-batches", "1", "--device", "cpu"]
 

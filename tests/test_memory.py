@@ -34,6 +34,15 @@ def test_activations_are_measured_from_the_network_and_scaled_with_the_pixels():
     assert memory.activation_bytes(ARGS, 224, False) < memory.activation_bytes(ARGS, 224, True) / 4
 
 
+def test_the_estimate_leaves_the_random_stream_alone():
+    """A run's initial weights must not depend on whether the estimate was cached (an earlier run in the process)."""
+    torch.manual_seed(0)
+    memory.activation_bytes({**ARGS, "num_classes": 7}, 64, True)  # a model made (not cached before), dropout drawn
+    after = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(torch.rand(3), after)
+
+
 def test_a_batch_that_cannot_fit_is_refused_with_the_largest_that_does(monkeypatch):
     monkeypatch.setattr(memory, "available_memory", lambda device: 8 * 10**9)
     cpu = torch.device("cpu")

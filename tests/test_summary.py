@@ -16,8 +16,8 @@ from conftest import one_line_error
 from googlenet import cli
 from googlenet.checkpoint import load_checkpoint, save_checkpoint
 from googlenet.model import GoogLeNet, count_parameters
+from googlenet.pretrained import freeze_through
 from googlenet.summary import summary_model, summary_rows, summary_totals
-from googlenet.train import freeze_through
 
 Row = tuple[str, str, str]  # (layer type, output shape, params)
 

@@ -22,7 +22,7 @@ import yaml
 from torch import nn
 
 import googlenet.data
-from googlenet import cli
+from googlenet import cli, recipe
 from googlenet import train as T
 from googlenet.checkpoint import load_checkpoint
 from googlenet.config import resolve_config
@@ -44,22 +44,22 @@ def _outputs(seed: int = 0, n: int = 6, k: int = 5) -> tuple[GoogLeNetOutput, to
 def test_loss_is_main_plus_weighted_aux():
     out, target = _outputs()
     main, a1, a2 = (F.cross_entropy(t, target) for t in out)
-    torch.testing.assert_close(T.googlenet_loss(out, target), main + 0.3 * (a1 + a2))
-    torch.testing.assert_close(T.googlenet_loss(out, target, aux_weight=1.0), main + a1 + a2)
-    torch.testing.assert_close(T.googlenet_loss(out, target, aux_weight=0.0), main)
+    torch.testing.assert_close(recipe.googlenet_loss(out, target), main + 0.3 * (a1 + a2))
+    torch.testing.assert_close(recipe.googlenet_loss(out, target, aux_weight=1.0), main + a1 + a2)
+    torch.testing.assert_close(recipe.googlenet_loss(out, target, aux_weight=0.0), main)
 
 
 def test_loss_without_aux_is_the_main_loss():
     out, target = _outputs(1)
     torch.testing.assert_close(
-        T.googlenet_loss(out._replace(aux1=None, aux2=None), target), F.cross_entropy(out.logits, target)
+        recipe.googlenet_loss(out._replace(aux1=None, aux2=None), target), F.cross_entropy(out.logits, target)
     )
 
 
 def test_loss_label_smoothing_applies_to_every_term():
     out, target = _outputs(2)
     expected = sum(w * F.cross_entropy(t, target, label_smoothing=0.1) for w, t in zip((1, 0.3, 0.3), out))
-    torch.testing.assert_close(T.googlenet_loss(out, target, label_smoothing=0.1), expected)
+    torch.testing.assert_close(recipe.googlenet_loss(out, target, label_smoothing=0.1), expected)
 
 
 def test_loss_with_the_model_in_train_and_eval_mode():
@@ -69,9 +69,11 @@ def test_loss_with_the_model_in_train_and_eval_mode():
     with torch.no_grad():
         out = model.train()(x)
         main, a1, a2 = (F.cross_entropy(t, target) for t in out)
-        torch.testing.assert_close(T.googlenet_loss(out, target, 0.3), main + 0.3 * (a1 + a2))
+        torch.testing.assert_close(recipe.googlenet_loss(out, target, 0.3), main + 0.3 * (a1 + a2))
         eval_out = model.eval()(x)
-        torch.testing.assert_close(T.googlenet_loss(eval_out, target, 0.3), F.cross_entropy(eval_out.logits, target))
+        torch.testing.assert_close(
+            recipe.googlenet_loss(eval_out, target, 0.3), F.cross_entropy(eval_out.logits, target)
+        )
         # With dropout off, train and eval logits agree: eval mode drops only the aux terms.
         torch.testing.assert_close(eval_out.logits, out.logits)
     assert (a1 + a2).item() > 0
@@ -82,7 +84,7 @@ def test_loss_with_the_model_in_train_and_eval_mode():
 
 def _lrs(cfg, steps_per_epoch: int) -> list[float]:
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg.lr)
-    sched = T.build_scheduler(cfg, opt, steps_per_epoch)
+    sched = recipe.build_scheduler(cfg, opt, steps_per_epoch)
     lrs = []
     for _ in range(cfg.epochs * steps_per_epoch):
         lrs.append(opt.param_groups[0]["lr"])
@@ -93,7 +95,7 @@ def _lrs(cfg, steps_per_epoch: int) -> list[float]:
 
 def _lr_after(cfg, steps_per_epoch: int, steps: int) -> float:
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg.lr)
-    sched = T.build_scheduler(cfg, opt, steps_per_epoch)
+    sched = recipe.build_scheduler(cfg, opt, steps_per_epoch)
     for _ in range(steps):
         opt.step()
         sched.step()
@@ -153,11 +155,11 @@ def test_replanned_schedule_continues_the_shorter_one(schedule):
     long_cfg = resolve_config(schedule=schedule, lr=0.1, epochs=20, warmup_epochs=1)
     short_cfg = dataclasses.replace(long_cfg, epochs=12)
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
-    sched = T.build_scheduler(long_cfg, opt, steps)
+    sched = recipe.build_scheduler(long_cfg, opt, steps)
     for _ in range(done):
         opt.step()
         sched.step()
-    sched = T.build_scheduler(short_cfg, opt, steps, done_steps=done)
+    sched = recipe.build_scheduler(short_cfg, opt, steps, done_steps=done)
     lrs = []
     for _ in range(12 * steps - done):
         lrs.append(opt.param_groups[0]["lr"])
@@ -201,17 +203,17 @@ def test_finish_estimate():
 def test_build_optimizer():
     model = nn.Linear(3, 2)
     cpu = torch.device("cpu")
-    sgd = T.build_optimizer(resolve_config("paper"), model, cpu)
+    sgd = recipe.build_optimizer(resolve_config("paper"), model, cpu)
     assert isinstance(sgd, torch.optim.SGD)
     assert (sgd.defaults["lr"], sgd.defaults["momentum"], sgd.defaults["weight_decay"]) == (0.01, 0.9, 2e-4)
-    assert isinstance(T.build_optimizer(resolve_config("original"), model, cpu), torch.optim.Adam)
-    adamw = T.build_optimizer(resolve_config(optimizer="adamw", weight_decay=0.05), model, cpu)
+    assert isinstance(recipe.build_optimizer(resolve_config("original"), model, cpu), torch.optim.Adam)
+    adamw = recipe.build_optimizer(resolve_config(optimizer="adamw", weight_decay=0.05), model, cpu)
     assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["weight_decay"] == 0.05
 
 
 def test_polyak_average_is_the_plain_mean_of_the_iterates():
     model = nn.Linear(2, 1, bias=False)
-    averaged = T.build_averaged(resolve_config(average="polyak"), model)
+    averaged = recipe.build_averaged(resolve_config(average="polyak"), model)
     seen = []
     for value in (1.0, 2.0, 6.0):
         with torch.no_grad():
@@ -219,13 +221,13 @@ def test_polyak_average_is_the_plain_mean_of_the_iterates():
         averaged.update_parameters(model)
         seen.append(value)
     torch.testing.assert_close(averaged.module.weight, torch.full((1, 2), sum(seen) / len(seen)))
-    assert T.build_averaged(resolve_config(average="none"), model) is None
+    assert recipe.build_averaged(resolve_config(average="none"), model) is None
 
 
 def test_ema_average_warms_up():
     """The first update copies the weights; then decay min(0.9, (1 + n) / (10 + n)) after n updates: 2/11, 3/12, ..."""
     model = nn.Linear(1, 1, bias=False)
-    averaged = T.build_averaged(resolve_config(average="ema", ema_decay=0.9), model)
+    averaged = recipe.build_averaged(resolve_config(average="ema", ema_decay=0.9), model)
     expected = None
     for n, value in enumerate((1.0, 2.0, 5.0, 3.0)):
         with torch.no_grad():
@@ -237,9 +239,9 @@ def test_ema_average_warms_up():
             else min(0.9, (1 + n) / (10 + n)) * expected + (1 - min(0.9, (1 + n) / (10 + n))) * value
         )
         assert averaged.module.weight.item() == pytest.approx(expected)
-    assert T.ema_decay(0.998, 1) == pytest.approx(2 / 11) and T.ema_decay(0.998, 4_000) < 0.998 == T.ema_decay(
-        0.998, 5_000
-    )
+    assert recipe.ema_decay(0.998, 1) == pytest.approx(2 / 11) and recipe.ema_decay(
+        0.998, 4_000
+    ) < 0.998 == recipe.ema_decay(0.998, 5_000)
 
 
 def test_augmentation_for():

@@ -47,9 +47,10 @@ from .data import (
 )
 from .kernels import SPEEDUPS, accelerate
 from .model import GoogLeNet, GoogLeNetOutput
+from .recipe import build_optimizer
 from .runtime import amp_dtype_for, needs_grad_scaler, resolve_amp, select_device
 from .tables import format_table
-from .train import build_optimizer, train_step
+from .train import train_step
 
 __all__ = ["conv1x1_shapes", "make_step", "matmul_peak_gflops", "run_benchmark"]
 

@@ -54,13 +54,14 @@ def _output_sizes(model_args: tuple[tuple[str, Any], ...], size: int, train: boo
             outputs.append(output.numel())
 
     args = {**dict(model_args), "init": "pytorch"}  # the shapes matter here, not the values: the quickest init
-    model = GoogLeNet(**args).train(train)
-    hooks = [m.register_forward_hook(record) for m in model.modules() if not list(m.children())]
-    try:
-        model(torch.zeros(1, model.in_channels, size, size))
-    finally:
-        for hook in hooks:
-            hook.remove()
+    with torch.random.fork_rng(devices=[]):  # its init and dropout leave the run's random stream where it was
+        model = GoogLeNet(**args).train(train)
+        hooks = [m.register_forward_hook(record) for m in model.modules() if not list(m.children())]
+        try:
+            model(torch.zeros(1, model.in_channels, size, size))
+        finally:
+            for hook in hooks:
+                hook.remove()
     return tuple(outputs)
 
 

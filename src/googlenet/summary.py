@@ -23,6 +23,7 @@ from .checkpoint import load_checkpoint, preprocess_from_checkpoint
 from .config import MAX_CHANNELS, MAX_CLASSES, ConfigError, TrainConfig, check_count, check_image_size
 from .files import file_sha1
 from .model import AuxPool, GoogLeNet, Inception, InceptionAux, count_parameters
+from .pretrained import freeze_through
 from .tables import format_table
 
 __all__ = [
@@ -180,8 +181,6 @@ def run_network(path: str | Path, image_size: int | None = None, aux: bool = Tru
     model = GoogLeNet(**margs)
     cfg = TrainConfig.from_dict(state["config"]) if state.get("config") is not None else None
     if cfg is not None and cfg.freeze:
-        from .train import freeze_through  # here, not at the top: train imports this module (summarize)
-
         freeze_through(model, cfg.freeze)
     if "preprocess" in state:  # the side evaluate and predict feed it
         trained = preprocess_from_checkpoint(state).image_size

@@ -1,7 +1,8 @@
-"""Training: GoogLeNet's loss, the optimiser and schedule, `train_step`, `train_one_epoch` and `fit`.
+"""Training: `train_step`, `train_one_epoch` and `fit`.
 
 `fit(cfg)` loads the data, builds the model (the paper's network, made fast
-by `kernels.accelerate`), the optimiser, schedule and weight averaging from a
+by `kernels.accelerate`, started from --weights and frozen as pretrained.py
+says), the loss, optimiser, schedule and weight averaging (recipe.py) from a
 `TrainConfig`, trains with per-epoch validation, writes the run directory
 (rundir.py) and checkpoints (resume.py), and finally evaluates the best
 weights on every split and writes the report (report.py). Under `torchrun`
@@ -14,19 +15,17 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel
 
 from . import distributed as dist_utils
-from .checkpoint import load_weights, preprocess_from_checkpoint, read_weights, save_checkpoint
+from .checkpoint import preprocess_from_checkpoint, read_weights, save_checkpoint
 from .config import ConfigError, TrainConfig, load_yaml, resolve_config, with_current_names
 from .data import (
     AUGMENT_SETTINGS,
@@ -54,6 +53,8 @@ from .interrupts import (
 from .kernels import ALL, accelerate
 from .memory import check_batch_fits
 from .model import GoogLeNet, GoogLeNetOutput
+from .pretrained import freeze_through, load_pretrained
+from .recipe import build_averaged, build_optimizer, build_scheduler, googlenet_loss
 from .report import final_summary
 from .resume import load_resume_state, repair_run_dir, restore
 from .rundir import (
@@ -79,10 +80,7 @@ from .summary import model_facts, summarize
 
 __all__ = [
     "TrainingDiverged",
-    "build_optimizer",
-    "build_scheduler",
     "fit",
-    "googlenet_loss",
     "run_train",
     "train_one_epoch",
     "train_step",
@@ -91,72 +89,6 @@ __all__ = [
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
-
-
-def googlenet_loss(
-    out: GoogLeNetOutput, target: Tensor, aux_weight: float = 0.3, label_smoothing: float = 0.0
-) -> Tensor:
-    """main + aux_weight x (aux1 + aux2); the aux terms exist only in training mode."""
-    loss = F.cross_entropy(out.logits, target, label_smoothing=label_smoothing)
-    for aux in (out.aux1, out.aux2):
-        if aux is not None and aux_weight:
-            loss = loss + aux_weight * F.cross_entropy(aux, target, label_smoothing=label_smoothing)
-    return loss
-
-
-def build_optimizer(
-    cfg: TrainConfig, model: nn.Module, device: torch.device, fused: bool = True
-) -> torch.optim.Optimizer:
-    """SGD, Adam or AdamW over the trainable parameters.
-
-    `fused`: one fused kernel per step on CPU and CUDA (Adam: 3x faster than
-    `foreach` on the project's CPU); the same update, to float rounding.
-    """
-    kernel = {"fused": True} if fused and device.type in ("cpu", "cuda") else {"foreach": True}
-    params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay, **kernel
-        )
-    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kernel)
-
-
-def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int, done_steps: int = 0):
-    """A per-step schedule over `cfg.epochs`; `step` is the paper's -4% every 8 epochs.
-
-    `done_steps`: a schedule replanned mid-run (`--time-limit`) continues from there.
-    """
-    total = max(cfg.epochs * steps_per_epoch, 1)
-    if cfg.schedule == "onecycle" and total >= 3:
-        # OneCycleLR divides by the ramp's length, pct_start x total - 1 steps: a ramp of at least half a step keeps
-        # tiny runs working (--epochs 1 --limit-train-batches 4 was a ZeroDivisionError); real runs are unchanged.
-        pct_start = max(cfg.pct_start, min(2 / total, 0.5))
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.lr, total_steps=total, pct_start=pct_start, cycle_momentum=False
-        )
-    else:  # (a one-cycle of one or two steps has no room for a ramp: the constant peak rate)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(cfg, steps_per_epoch, total))
-    if done_steps:  # set the learning rate of step `done_steps` of the new schedule
-        scheduler.last_epoch = done_steps - 1
-        scheduler.step()
-    return scheduler
-
-
-def _lr_factor(cfg: TrainConfig, steps_per_epoch: int, total: int) -> Callable[[int], float]:
-    """The step -> learning-rate factor of the cosine, step and constant schedules."""
-    warmup = int(cfg.warmup_epochs * steps_per_epoch)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if cfg.schedule == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
-        if cfg.schedule == "step":
-            return cfg.step_gamma ** (step // (cfg.step_epochs * steps_per_epoch))
-        return 1.0
-
-    return factor
 
 
 def planned_epochs(cfg: TrainConfig, epochs_done: int, seconds_per_epoch: float) -> int:
@@ -170,28 +102,6 @@ def finish_estimate(seconds: float, now: datetime | None = None) -> str:
     """When a run `seconds` from `now` ends, e.g. "about 12 min left, finishing at 14:05"."""
     end = (now or datetime.now()) + timedelta(seconds=seconds)
     return f"about {f'{seconds / 60:.0f} min' if seconds >= 90 else f'{seconds:.0f} s'} left, finishing at {end:%H:%M}"
-
-
-def ema_decay(decay: float, updates: int) -> float:
-    """The EMA's decay at its `updates`-th update, warmed up as TensorFlow's ExponentialMovingAverage(num_updates)
-    and timm's ModelEma do: min(decay, (1 + n) / (10 + n)), so the early average follows the fast-moving weights
-    (the default 0.995 would be reached after about 1,800 steps; the default run's 1,260 end at 0.993) instead of
-    remembering the initialisation."""
-    return min(decay, (1 + updates) / (10 + updates))
-
-
-def build_averaged(cfg: TrainConfig, model: nn.Module) -> AveragedModel | None:
-    if cfg.average == "ema":
-
-        @torch.no_grad()
-        def update(averaged: list[Tensor], current: list[Tensor], updates: Tensor) -> None:
-            # the same kernel as get_ema_multi_avg_fn
-            torch._foreach_lerp_(averaged, current, 1 - ema_decay(cfg.ema_decay, int(updates)))
-
-        return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
-    if cfg.average == "polyak":  # the paper's Polyak averaging: the plain mean of the iterates
-        return AveragedModel(model, use_buffers=True)
-    return None
 
 
 def model_args(cfg: TrainConfig, num_classes: int, in_channels: int) -> dict[str, Any]:
@@ -315,37 +225,6 @@ def check_augmentation(cfg: TrainConfig, data: Dataset, augmentation: Augment) -
             f"--color-jitter applies to image folders streamed from disk, not to {cfg.dataset} in memory: "
             "drop it or use --data-loading stream"
         )
-
-
-def load_pretrained(model: GoogLeNet, weights: dict[str, Tensor], source: str) -> None:
-    """--weights: load every layer of `weights` into `model`; classifiers trained for another class count start
-    afresh."""
-    classifiers = ("fc.", "aux1.fc2.", "aux2.fc2.")
-    theirs = weights["fc.weight"].shape[0] if "fc.weight" in weights else model.num_classes
-    skip = classifiers if theirs != model.num_classes else ()
-    load_weights(model, weights, source, skip=skip)
-    notes = (
-        [
-            f"the classifiers (fc, aux1.fc2, aux2.fc2) re-initialised for {model.num_classes} classes (the weights "
-            f"have {theirs})"
-        ]
-        if skip
-        else []
-    )
-    if model.aux1 is not None and not any(k.startswith("aux1.") for k in weights):
-        notes.append("the auxiliary heads are not in the file: they start from their initialisation")
-    log(f"Starting from the weights of {source}" + "".join(f"; {n}" for n in notes))
-
-
-def freeze_through(model: GoogLeNet, layer: str) -> None:
-    """--freeze LAYER: no training for the layers up to and including LAYER (the auxiliary heads and the classifier
-    train)."""
-    children = [name for name, _ in model.named_children() if name not in ("aux1", "aux2")]
-    trunk = children[: children.index("inception5b") + 1]  # conv1 ... inception5b: the classifier always trains
-    if layer not in trunk:
-        raise ConfigError(f"--freeze {layer}: GoogLeNet has no such layer: use one of {', '.join(trunk)}")
-    for name in trunk[: trunk.index(layer) + 1]:
-        getattr(model, name).requires_grad_(False)
 
 
 def train_step(
