@@ -3,6 +3,8 @@ network (classifiers for another class count start afresh), --freeze keeps the l
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor
 
 from .checkpoint import load_weights
@@ -10,7 +12,7 @@ from .config import ConfigError
 from .model import GoogLeNet
 from .runtime import log
 
-__all__ = ["freeze_through", "load_pretrained"]
+__all__ = ["freeze_through", "load_pretrained", "say_image_size"]
 
 
 def load_pretrained(model: GoogLeNet, weights: dict[str, Tensor], source: str) -> None:
@@ -42,3 +44,14 @@ def freeze_through(model: GoogLeNet, layer: str) -> None:
         raise ConfigError(f"--freeze {layer}: GoogLeNet has no such layer: use one of {', '.join(trunk)}")
     for name in trunk[: trunk.index(layer) + 1]:
         getattr(model, name).requires_grad_(False)
+
+
+def say_image_size(meta: dict[str, Any], source: str, image_size: int) -> None:
+    """Say when --weights were trained at another image size than the run's (BVLC's at 224 px, the fast preset's
+    32 px): they work, but at the size they were trained for they start from what they learnt."""
+    size = meta["preprocess"].get("image_size") if isinstance(meta.get("preprocess"), dict) else None
+    if isinstance(size, int) and size != image_size:
+        log(
+            f"the weights of {source} were trained on {size} px images and this run trains on {image_size} px: "
+            f"pass --image-size {size} to give them the input they were trained for"
+        )

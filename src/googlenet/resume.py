@@ -178,30 +178,7 @@ def restore(state: dict[str, Any], source: str, run_dir: Path, t: TrainingState)
 
     Writes nothing: `repair_run_dir` brings the run directory up to date once everything here has passed.
     """
-    saved_total, total = state["scheduler"].get("total_steps"), getattr(t.scheduler, "total_steps", None)
-    # the steps it has taken
-    done = state["epoch"] * t.steps_per_epoch + (state.get("epoch_state") or {}).get("step", 0)
-    if saved_total != total or state["scheduler"]["last_epoch"] != done:
-        raise CheckpointError(
-            f"{source}: its schedule ({quote_value(saved_total)} steps, at step "
-            f"{quote_value(state['scheduler']['last_epoch'])}) "
-            f"does not match its config ({t.cfg.epochs} epochs of {t.steps_per_epoch} steps): use the run's own "
-            "weights/last.pt"
-        )
-    load_weights(t.model, state["model"], source)
-    try:
-        t.optimizer.load_state_dict(state["optimizer"])
-        t.scheduler.load_state_dict(state["scheduler"])
-        if t.averaged is not None and state.get("averaged_model") is not None:
-            load_weights(t.averaged.module, state["averaged_model"], source)
-            t.averaged.n_averaged.copy_(torch.as_tensor(state["averaged_count"]))
-        if t.scaler is not None and state.get("scaler") is not None:
-            t.scaler.load_state_dict(state["scaler"])
-    except (ValueError, KeyError, TypeError, RuntimeError, AttributeError, IndexError) as exc:
-        raise CheckpointError(
-            f"{source}: optimiser, schedule or averaged weights do not match this run ({type(exc).__name__}): use the "
-            "run's own weights/last.pt"
-        ) from None
+    load_objects(state, source, t)
     progress = Progress(
         state["epoch"], state["best_acc"], state["best_epoch"], state.get("elapsed", 0.0), state["results"]
     )
@@ -241,6 +218,35 @@ def restore(state: dict[str, Any], source: str, run_dir: Path, t: TrainingState)
             )
         progress.rng = per_rank[dist_utils.rank() % len(per_rank)]
     return progress
+
+
+def load_objects(state: dict[str, Any], source: str, t: TrainingState) -> None:
+    """The weights, optimiser, schedule, averaged weights and gradient scaler of last.pt into the new run's objects,
+    once its schedule is checked to be the one its config plans."""
+    saved_total, total = state["scheduler"].get("total_steps"), getattr(t.scheduler, "total_steps", None)
+    # the steps it has taken
+    done = state["epoch"] * t.steps_per_epoch + (state.get("epoch_state") or {}).get("step", 0)
+    if saved_total != total or state["scheduler"]["last_epoch"] != done:
+        raise CheckpointError(
+            f"{source}: its schedule ({quote_value(saved_total)} steps, at step "
+            f"{quote_value(state['scheduler']['last_epoch'])}) "
+            f"does not match its config ({t.cfg.epochs} epochs of {t.steps_per_epoch} steps): use the run's own "
+            "weights/last.pt"
+        )
+    load_weights(t.model, state["model"], source)
+    try:
+        t.optimizer.load_state_dict(state["optimizer"])
+        t.scheduler.load_state_dict(state["scheduler"])
+        if t.averaged is not None and state.get("averaged_model") is not None:
+            load_weights(t.averaged.module, state["averaged_model"], source)
+            t.averaged.n_averaged.copy_(torch.as_tensor(state["averaged_count"]))
+        if t.scaler is not None and state.get("scaler") is not None:
+            t.scaler.load_state_dict(state["scaler"])
+    except (ValueError, KeyError, TypeError, RuntimeError, AttributeError, IndexError) as exc:
+        raise CheckpointError(
+            f"{source}: optimiser, schedule or averaged weights do not match this run ({type(exc).__name__}): use the "
+            "run's own weights/last.pt"
+        ) from None
 
 
 def repair_run_dir(state: dict[str, Any], run_dir: Path, progress: Progress) -> None:

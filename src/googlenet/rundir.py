@@ -43,11 +43,11 @@ __all__ = [
     "claim_run_dir",
     "command_line",
     "log_tensorboard",
-    "open_tensorboard",
     "read_results",
     "read_run_file",
     "results_row",
     "start_run_dir",
+    "tensorboard_writer",
     "write_config",
     "write_results",
 ]
@@ -181,16 +181,16 @@ def start_run_dir(
     atomic_write_text(run_dir / "summary.md", summary)
 
 
-def open_tensorboard(run_dir: Path, cfg: TrainConfig):
-    """--tensorboard: a SummaryWriter on RUN/tensorboard (None without the option), or a one-line error without the
-    package."""
+def tensorboard_writer(cfg: TrainConfig):
+    """--tensorboard: torch's SummaryWriter class, to open on RUN/tensorboard (None without the option), or a one-line
+    error without the package, asked before the run directory is made."""
     if not cfg.tensorboard:
         return None
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise ConfigError("--tensorboard needs the tensorboard package: pip install 'googlenet[tensorboard]'") from None
-    return SummaryWriter(str(run_dir / "tensorboard"))
+    return SummaryWriter
 
 
 def log_tensorboard(writer, row: dict[str, Any]) -> None:

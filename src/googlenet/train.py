@@ -53,16 +53,16 @@ from .interrupts import (
 from .kernels import ALL, accelerate
 from .memory import check_batch_fits
 from .model import GoogLeNet, GoogLeNetOutput
-from .pretrained import freeze_through, load_pretrained
+from .pretrained import freeze_through, load_pretrained, say_image_size
 from .recipe import build_averaged, build_optimizer, build_scheduler, googlenet_loss
 from .report import final_summary
 from .resume import load_resume_state, repair_run_dir, restore
 from .rundir import (
     claim_run_dir,
     log_tensorboard,
-    open_tensorboard,
     results_row,
     start_run_dir,
+    tensorboard_writer,
     write_config,
     write_results,
 )
@@ -143,22 +143,9 @@ def build_training(
         elastic=augmentation.elastic,
         data_loading="stream" if data.streamed else "memory",
     )
-    if cfg.batch_size > len(data.train):  # a small folder trains, with the batch clipped to it (as in Ultralytics)
-        fits = len(data.train) // dist_utils.world_size() * dist_utils.world_size()
-        if resumed is not None or not fits:  # a resumed run's batch is its own; the data has changed under it
-            raise ConfigError(
-                f"batch size {cfg.batch_size} is larger than the training split ({len(data.train)} images, "
-                f"{dist_utils.world_size()} process(es)): use a smaller --batch-size or add images"
-            )
-        log(f"batch size {cfg.batch_size} is larger than the training split ({len(data.train)} images): using {fits}")
-        cfg = replace(cfg, batch_size=fits)
-    if weights is not None and isinstance(meta.get("preprocess"), dict):
-        size = meta["preprocess"].get("image_size")
-        if isinstance(size, int) and size != cfg.image_size:
-            log(
-                f"the weights of {cfg.weights} were trained on {size} px images and this run trains on "
-                f"{cfg.image_size} px: pass --image-size {size} to give them the input they were trained for"
-            )
+    cfg = batch_for_split(cfg, len(data.train), resumed is not None)
+    if weights is not None:
+        say_image_size(meta, cfg.weights, cfg.image_size)
     if device.type != "cpu":
         data.train, data.val, data.test = data.train.to(device), data.val.to(device), data.test.to(device)
 
@@ -189,6 +176,21 @@ def build_training(
     scaler = torch.amp.GradScaler(device.type) if needs_grad_scaler(amp_dtype_for(cfg, device)) else None
     objects = (model, step_model, averaged, optimizer, scheduler, steps_per_epoch, device, torch.Generator(), margs)
     return TrainingState(cfg, data, pre, augmentation, *objects, loader, scaler)
+
+
+def batch_for_split(cfg: TrainConfig, images: int, resumed: bool) -> TrainConfig:
+    """`cfg` with a batch larger than the training split's `images` clipped to it (a multiple of torchrun's
+    processes), said in the log, as Ultralytics does for a small folder; a resumed run's batch is its own."""
+    if cfg.batch_size <= images:
+        return cfg
+    fits = images // dist_utils.world_size() * dist_utils.world_size()
+    if resumed or not fits:  # resumed: the data has changed under the run
+        raise ConfigError(
+            f"batch size {cfg.batch_size} is larger than the training split ({images} images, "
+            f"{dist_utils.world_size()} process(es)): use a smaller --batch-size or add images"
+        )
+    log(f"batch size {cfg.batch_size} is larger than the training split ({images} images): using {fits}")
+    return replace(cfg, batch_size=fits)
 
 
 def build_model(
@@ -501,19 +503,42 @@ def run_training(cfg: TrainConfig, resume: str | Path | None, device: torch.devi
         cfg = replace(cfg, dataset=absolute_dataset(cfg.dataset), data_dir=data_dir)
     t = build_training(cfg, data, device, None if resume_state is None else preprocess_from_checkpoint(resume_state))
     progress = Progress() if resume_state is None else restore(resume_state, str(resume), run_dir, t)
-    if run_dir is None:  # rank 0 claims it (rundir.claim_run_dir), then tells the others which it is
-        claimed, problem = None, None
-        if dist_utils.is_main():
-            try:
-                claimed = claim_run_dir(t.cfg)
-            except (UserError, OSError) as exc:
-                problem = exc
-        run_dir, failed = dist_utils.broadcast_object((claimed, problem is not None))
-        if problem is not None:
-            raise problem
-        if failed:
-            raise SystemExit(2)  # rank 0 says why
-    board = open_tensorboard(run_dir, t.cfg) if dist_utils.is_main() else None
+    writer = tensorboard_writer(t.cfg) if dist_utils.is_main() else None
+    if run_dir is None:
+        run_dir = claim_on_rank_0(t.cfg)
+    board = writer(str(run_dir / "tensorboard")) if writer is not None else None
+    start_run(t, run_dir, device, resume_state, progress)
+    train_epochs(t, progress, run_dir, board)
+
+    try:
+        with StopFinalEvaluation(run_dir) as final:  # Ctrl-C or SIGTERM here: stop, and --resume finishes the run
+            log(final_summary(write_final_outputs(run_dir, data, device, t.cfg, final.check), run_dir))
+    except DiskFullError as exc:
+        raise _disk_full(exc, run_dir) from None
+    return run_dir
+
+
+def claim_on_rank_0(cfg: TrainConfig) -> Path:
+    """The new run's directory: rank 0 claims it (rundir.claim_run_dir) and tells the others which it is."""
+    claimed, problem = None, None
+    if dist_utils.is_main():
+        try:
+            claimed = claim_run_dir(cfg)
+        except (UserError, OSError) as exc:
+            problem = exc
+    run_dir, failed = dist_utils.broadcast_object((claimed, problem is not None))
+    if problem is not None:
+        raise problem
+    if failed:
+        raise SystemExit(2)  # rank 0 says why
+    return run_dir
+
+
+def start_run(
+    t: TrainingState, run_dir: Path, device: torch.device, resume_state: dict[str, Any] | None, progress: Progress
+) -> None:
+    """Before the first epoch: rank 0 brings the run directory up to date (config.yaml, env.json, summary.md; a
+    resume's repaired first), and the log says what trains, from what, where and how."""
     plain = GoogLeNet(**t.model_args)  # the network of model.py, frozen as trained: summary.md's rows and counts
     if t.cfg.freeze:
         freeze_through(plain, t.cfg.freeze)
@@ -529,20 +554,12 @@ def run_training(cfg: TrainConfig, resume: str | Path | None, device: torch.devi
     frozen = f", {counts['frozen']:,} frozen (conv1 to {t.cfg.freeze})" if counts["frozen"] else ""
     if "weights" in facts:
         frozen += f", from {Path(facts['weights']['file']).name} (sha1 {facts['weights']['sha1']})"
+    sizes = f"{len(t.data.train)} train / {len(t.data.val)} val / {len(t.data.test)} test"
     log(
-        f"Training GoogLeNet on {t.cfg.dataset} ({len(data.train)} train / {len(data.val)} val / {len(data.test)} "
-        "test) "
-        f"at {t.cfg.image_size} px on {device} in {resolve_amp(t.cfg.amp, device)[1]}, {t.cfg.epochs} epochs, "
+        f"Training GoogLeNet on {t.cfg.dataset} ({sizes}) at {t.cfg.image_size} px on {device} in "
+        f"{resolve_amp(t.cfg.amp, device)[1]}, {t.cfg.epochs} epochs, "
         f"{counts['trainable']:,} trainable parameters{frozen}, run directory {run_dir}"
     )
-    train_epochs(t, progress, run_dir, board)
-
-    try:
-        with StopFinalEvaluation(run_dir) as final:  # Ctrl-C or SIGTERM here: stop, and --resume finishes the run
-            log(final_summary(write_final_outputs(run_dir, data, device, t.cfg, final.check), run_dir))
-    except DiskFullError as exc:
-        raise _disk_full(exc, run_dir) from None
-    return run_dir
 
 
 def train_epochs(t: TrainingState, progress: Progress, run_dir: Path, board=None) -> None:
