@@ -172,15 +172,24 @@ def check_googlenet(argv: list[str]) -> Outcome:
     return outcome
 
 
-def _check_googlenet(argv: list[str]) -> Outcome:
-    result = _parse(get_args_parser(), argv)
+def _parsed(parser, argv: list[str], program: str, shown: list[str] | None = None):
+    """(the parsed arguments, None), or (None, the Outcome that ends the check: --help, an error, leftovers)."""
+    result = _parse(parser, argv)
+    line = f"{program} {shlex.join(argv if shown is None else shown)}"
     if result is None:
-        return Outcome("checked", "help")
+        return None, Outcome("checked", "help")
     if isinstance(result, str):
-        return Outcome("problem", f"googlenet {shlex.join(argv)}: {result}")
+        return None, Outcome("problem", f"{line}: {result}")
     args, extras = result
     if extras:
-        return Outcome("problem", f"googlenet {shlex.join(argv)}: unrecognized arguments: {' '.join(extras)}")
+        return None, Outcome("problem", f"{line}: unrecognized arguments: {' '.join(extras)}")
+    return args, None
+
+
+def _check_googlenet(argv: list[str]) -> Outcome:
+    args, outcome = _parsed(get_args_parser(), argv, "googlenet")
+    if outcome is not None:
+        return outcome
     if args.command == "train" and not (args.resume or args.config):  # a run or a file of the reader's: flags only
         values = {k: v for k, v in vars(args).items() if k not in ("command", "preset", "config", "resume")}
         try:  # as train.run_train does, without the training
@@ -195,14 +204,9 @@ def _check_googlenet(argv: list[str]) -> Outcome:
 def check_torchrun(argv: list[str]) -> Outcome:
     """torchrun's own options by torch's parser, then the googlenet command it starts by ours."""
     kept = [a for a in argv if not OPTIONS_PLACEHOLDER.fullmatch(a)]
-    result = _parse(torchrun_args_parser(), kept)
-    if result is None:
-        return Outcome("checked", "help")
-    if isinstance(result, str):
-        return Outcome("problem", f"torchrun {shlex.join(argv)}: {result}")
-    args, extras = result
-    if extras:
-        return Outcome("problem", f"torchrun {shlex.join(argv)}: unrecognized arguments: {' '.join(extras)}")
+    args, outcome = _parsed(torchrun_args_parser(), kept, "torchrun", argv)
+    if outcome is not None:
+        return outcome
     if not (args.module and args.training_script == "googlenet"):
         return Outcome("problem", f"torchrun {shlex.join(argv)}: googlenet runs under torchrun as `-m googlenet`")
     outcome = check_googlenet(args.training_script_args)
