@@ -258,12 +258,18 @@ def test_sigterm_to_the_whole_process_group_saves_and_resumes(folder: Path, tmp_
         start_new_session=True,  # its own process group, as `setsid googlenet train ... &`
     )  # fmt: skip
     try:
+        started = ""
+        for line in proc.stdout:  # training starts (the workers of the statistics' pass have gone)
+            started += line
+            if line.startswith("Training GoogLeNet on"):
+                break
         deadline = time.monotonic() + 120
         while len(children(proc.pid)) < 2 and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)  # until the training workers run
+            time.sleep(0.001)  # as soon as the training workers are forked
         assert proc.poll() is None, proc.communicate()[1][-2000:]
         os.killpg(proc.pid, signal.SIGTERM)
         out, err = proc.communicate(timeout=300)
+        out = started + out
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -29,10 +29,12 @@ image once: no sampler padding.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,7 +110,11 @@ def _collate(items: list) -> tuple[Tensor, Tensor] | Unreadable:
     return torch.stack([image for image, _ in items]), torch.tensor([label for _, label in items], dtype=torch.int64)
 
 
-def _checked(batches: Iterable) -> Iterator[tuple[Tensor, Tensor]]:
+def _checked(loader: DataLoader) -> Iterator[tuple[Tensor, Tensor]]:
+    """`loader`'s batches, an unreadable file's DataError raised here. Its workers start (fork) with Ctrl-C and
+    SIGTERM blocked, so that one sent to the process group meanwhile cannot reach them (_leave_process_group)."""
+    with _signals_held():
+        batches = iter(loader)
     for batch in batches:
         if isinstance(batch, Unreadable):
             raise DataError(batch.message)
@@ -128,18 +134,38 @@ def _loader(
         prefetch_factor=4 if workers else None,
         # its own generator: each iteration draws a base seed, which must not move torch's global stream (dropout)
         generator=torch.Generator().manual_seed(0),
-        worker_init_fn=_ignore_interrupts,
+        worker_init_fn=_leave_process_group,
     )
 
 
-def _ignore_interrupts(worker: int) -> None:
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM blocked in this thread (and so in the processes it forks), then delivered as before."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _leave_process_group(worker: int) -> None:
     """A worker leaves Ctrl-C and SIGTERM to the main process, which stops at a step boundary, saves
     (interrupts.StopOnInterrupt) and shuts its workers down. A terminal's Ctrl-C and `kill -- -PGID` signal a whole
-    process group, so each worker leaves its parent's group; a worker whose parent dies exits by itself (torch's
-    worker watchdog)."""
+    process group, so each worker, started with both blocked (_checked), drops any that came, leaves its parent's
+    group and only then takes signals again; a worker whose parent dies exits by itself (torch's worker watchdog)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # discards one sent to the group while the worker started
     if hasattr(os, "setpgid"):  # POSIX
         os.setpgid(0, 0)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # now only its parent's shutdown sends it
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
 
 
 class EpochBatches(torch.utils.data.Sampler):
