@@ -50,13 +50,12 @@ from googlenet.config import (
     MAX_CONFIG_BYTES,
     ConfigError,
     TrainConfig,
-    YAMLSizeError,
     load_yaml,
     resolve_config,
-    safe_load_bounded,
 )
 from googlenet.data import MAX_IDX_BYTES, MNIST_FILES, DataError, Preprocess, load_dataset, mnist_dir, read_idx
 from googlenet.data.datasets import _load_mnist
+from googlenet.files import YAMLSizeError, safe_load_bounded
 from googlenet.rundir import claim_run_dir
 from googlenet.tables import format_table
 

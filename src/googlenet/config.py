@@ -18,14 +18,13 @@ from typing import Any
 import yaml
 
 from .errors import UserError
-from .files import read_bounded
+from .files import YAMLSizeError, read_bounded, safe_load_bounded
 
 __all__ = [
     "MAX_BATCH_SIZE",
     "MAX_CHANNELS",
     "MAX_CLASSES",
     "MAX_CONFIG_BYTES",
-    "MAX_CONFIG_VALUES",
     "MAX_NAME_BYTES",
     "MAX_IMAGE_SIZE",
     "OLD_PRESET_NAMES",
@@ -40,8 +39,6 @@ __all__ = [
     "resolve_config",
     "run_name_problem",
     "quote_value",
-    "safe_load_bounded",
-    "YAMLSizeError",
 ]
 
 # Upper bounds of the settings (and of the checkpoint fields, checkpoint.validate_metadata) where memory
@@ -58,7 +55,6 @@ MAX_DISTORTION = 1000.0  # elastic and elastic_sigma, native pixels (Simard et a
 MAX_MEMORY_GB = 1e6  # memory_budget, GB (a petabyte)
 MAX_WORKERS = 256  # DataLoader worker processes
 MAX_CONFIG_BYTES = 1 << 20  # a --config file is a few hundred bytes; a link to /dev/zero must not be read to the end
-MAX_CONFIG_VALUES = 10_000  # YAML values in a --config file, aliases expanded (a config has about 70 settings)
 MAX_NAME_BYTES = 255  # a folder name (--name): the limit of every common file system
 
 
@@ -443,58 +439,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class YAMLSizeError(yaml.YAMLError):
-    """A YAML document that expands to more values than its kind of file can hold (an alias bomb, say)."""
-
-
-class _CountingLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that counts the values a document expands to, an alias as every value it repeats, and stops
-    past `max_values`. Aliases are kept as shared references while loading, but a few hundred bytes of nested aliases
-    ("billion laughs") name billions of values, which anything that walks the result (str, yaml.dump, REPORT.md) makes.
-    """
-
-    max_values = MAX_CONFIG_VALUES
-    aliases = True  # False: any alias is refused (googlenet writes none)
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self.values, self.alias_seen = 0, False
-        self.sizes: dict[int, int] = {}  # id(node) -> the values it expands to; the nodes live as long as the loader
-
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            self.alias_seen = True
-            if not self.aliases:
-                raise YAMLSizeError("uses YAML aliases (*name)")
-            node = super().compose_node(parent, index)
-            self._count(self.sizes.get(id(node), 1))  # an alias of a node still open (a cycle) counts once
-            return node
-        before = self.values
-        node = super().compose_node(parent, index)
-        self._count(1)
-        self.sizes[id(node)] = self.values - before
-        return node
-
-    def _count(self, n: int) -> None:
-        self.values += n
-        if self.values > self.max_values:
-            what = "uses YAML aliases that expand to" if self.alias_seen else "holds"
-            raise YAMLSizeError(f"{what} more than {self.max_values:,} values")
-
-
-def safe_load_bounded(text: str, max_values: int = MAX_CONFIG_VALUES, aliases: bool = True) -> Any:
-    """yaml.safe_load of `text` expanding to at most `max_values` values (aliases counted as what they repeat), with
-    no alias at all if not `aliases`; else a YAMLSizeError saying which ("uses YAML aliases ...")."""
-    loader = type("Loader", (_CountingLoader,), {"max_values": max_values, "aliases": aliases})(text)
-    try:
-        return loader.get_single_data()
-    finally:
-        loader.dispose()
-
-
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """The settings of a --config file: a regular file of at most MAX_CONFIG_BYTES of UTF-8 YAML holding a mapping
-    of at most MAX_CONFIG_VALUES values (files.read_bounded refuses a FIFO, a device or a huge file at once)."""
+    of at most files.MAX_YAML_VALUES values (files.read_bounded refuses a FIFO, a device or a huge file at once)."""
     raw = read_bounded(
         path, MAX_CONFIG_BYTES, "a config file", "pass a YAML file of settings", f"config file {path}", ConfigError
     )

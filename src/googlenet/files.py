@@ -12,13 +12,18 @@ import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from .errors import UserError
 
 __all__ = [
     "DiskFullError",
     "InputFileError",
+    "MAX_YAML_VALUES",
     "OutputError",
+    "YAMLSizeError",
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -27,6 +32,7 @@ __all__ = [
     "file_sha1",
     "read_bounded",
     "remove_stale_temporaries",
+    "safe_load_bounded",
 ]
 
 # errno -> what the user is told
@@ -207,3 +213,55 @@ def file_sha1(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+MAX_YAML_VALUES = 10_000  # values a YAML file of googlenet's may expand to (a config has about 70 settings)
+
+
+class YAMLSizeError(yaml.YAMLError):
+    """A YAML document that expands to more values than its kind of file can hold (an alias bomb, say)."""
+
+
+class _CountingLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that counts the values a document expands to, an alias as every value it repeats, and stops
+    past `max_values`. Aliases are kept as shared references while loading, but a few hundred bytes of nested aliases
+    ("billion laughs") name billions of values, which anything that walks the result (str, yaml.dump, REPORT.md) makes.
+    """
+
+    max_values = MAX_YAML_VALUES
+    aliases = True  # False: any alias is refused (googlenet writes none)
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.values, self.alias_seen = 0, False
+        self.sizes: dict[int, int] = {}  # id(node) -> the values it expands to; the nodes live as long as the loader
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self.alias_seen = True
+            if not self.aliases:
+                raise YAMLSizeError("uses YAML aliases (*name)")
+            node = super().compose_node(parent, index)
+            self._count(self.sizes.get(id(node), 1))  # an alias of a node still open (a cycle) counts once
+            return node
+        before = self.values
+        node = super().compose_node(parent, index)
+        self._count(1)
+        self.sizes[id(node)] = self.values - before
+        return node
+
+    def _count(self, n: int) -> None:
+        self.values += n
+        if self.values > self.max_values:
+            what = "uses YAML aliases that expand to" if self.alias_seen else "holds"
+            raise YAMLSizeError(f"{what} more than {self.max_values:,} values")
+
+
+def safe_load_bounded(text: str, max_values: int = MAX_YAML_VALUES, aliases: bool = True) -> Any:
+    """yaml.safe_load of `text` expanding to at most `max_values` values (aliases counted as what they repeat), with
+    no alias at all if not `aliases`; else a YAMLSizeError saying which ("uses YAML aliases ...")."""
+    loader = type("Loader", (_CountingLoader,), {"max_values": max_values, "aliases": aliases})(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()

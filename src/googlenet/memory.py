@@ -88,9 +88,11 @@ def largest_batch(model_args: dict[str, Any], image_size: int, device: torch.dev
     """The largest global batch whose activations fit in this device's memory (None: not known), each of torchrun's
     processes holding its share."""
     free = available_memory(device)
-    if free is None:
-        return None
-    return free // activation_bytes(model_args, image_size, train) * dist_utils.world_size()
+    return None if free is None else _fits(free, activation_bytes(model_args, image_size, train))
+
+
+def _fits(free: int, per_image: int) -> int:
+    return free // per_image * dist_utils.world_size()
 
 
 def check_batch_fits(
@@ -98,14 +100,17 @@ def check_batch_fits(
 ) -> None:
     """Refuse, in one line with the largest batch that fits, a global `batch_size` (`flag`) whose activations at
     `image_size` cannot fit in this device's memory."""
-    fits = largest_batch(model_args, image_size, device, train)
-    if fits is None or batch_size <= fits:
+    free = available_memory(device)
+    if free is None:
         return
-    processes = dist_utils.world_size()
-    need = activation_bytes(model_args, image_size, train) * -(-batch_size // processes)
+    per_image = activation_bytes(model_args, image_size, train)
+    fits = _fits(free, per_image)
+    if batch_size <= fits:
+        return
+    need = per_image * -(-batch_size // dist_utils.world_size())
     what = "a training step" if train else "evaluation"
     advice = f"use {flag} {fits} or less, or a smaller --image-size" if fits else "use a smaller --image-size"
     raise ConfigError(
         f"{flag} {batch_size} at {image_size} px needs about {need / 1e9:.1f} GB for the activations of {what}, "
-        f"more than the {available_memory(device) / 1e9:.1f} GB available on {device}: {advice}"
+        f"more than the {free / 1e9:.1f} GB available on {device}: {advice}"
     )

@@ -29,9 +29,9 @@ import torch
 import yaml
 
 from . import distributed as dist_utils
-from .config import ConfigError, TrainConfig, YAMLSizeError, run_name_problem, safe_load_bounded
+from .config import ConfigError, TrainConfig, run_name_problem
 from .errors import UserError
-from .files import atomic_write_text, read_bounded
+from .files import YAMLSizeError, atomic_write_text, read_bounded, safe_load_bounded
 from .runtime import cpu_name, resolve_amp
 
 __all__ = [

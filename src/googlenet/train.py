@@ -539,17 +539,18 @@ def start_run(
 ) -> None:
     """Before the first epoch: rank 0 brings the run directory up to date (config.yaml, env.json, summary.md; a
     resume's repaired first), and the log says what trains, from what, where and how."""
+    if not dist_utils.is_main():  # the others write and say nothing
+        return
     plain = GoogLeNet(**t.model_args)  # the network of model.py, frozen as trained: summary.md's rows and counts
     if t.cfg.freeze:
         freeze_through(plain, t.cfg.freeze)
     facts = model_facts(plain, t.cfg.weights)
-    if dist_utils.is_main():
-        if resume_state is not None:  # only now, every check of the resume passed: bring its directory up to date
-            repair_run_dir(resume_state, run_dir, progress)
-        summary = summarize(plain, t.cfg.image_size)
-        if "weights" in facts:
-            summary += f"\nStarting weights: `{facts['weights']['file']}` (sha1 {facts['weights']['sha1']})\n"
-        start_run_dir(run_dir, t.cfg, device, resume_state is not None, summary, facts)
+    if resume_state is not None:  # only now, every check of the resume passed: bring its directory up to date
+        repair_run_dir(resume_state, run_dir, progress)
+    summary = summarize(plain, t.cfg.image_size)
+    if "weights" in facts:
+        summary += f"\nStarting weights: `{facts['weights']['file']}` (sha1 {facts['weights']['sha1']})\n"
+    start_run_dir(run_dir, t.cfg, device, resume_state is not None, summary, facts)
     counts = facts["parameters"]
     frozen = f", {counts['frozen']:,} frozen (conv1 to {t.cfg.freeze})" if counts["frozen"] else ""
     if "weights" in facts:
