@@ -59,13 +59,20 @@ def test_conv1x1_shapes_are_the_networks(image_size, batch) -> None:
     assert conv1x1_shapes(image_size, batch) == expected
 
 
-def test_benchmark_command_tiny_budget(capsys) -> None:
-    args = ["benchmark", "--image-size", "32", "--batch-size", "4", "--steps", "1", "--repeats", "2", "--warmup", "0"]
-    assert main([*args, "--mode", "both", "--compare", "torchvision", "--variants"]) == 0
+TINY = ["benchmark", "--image-size", "32", "--batch-size", "4", "--steps", "1", "--repeats", "2", "--warmup", "0"]
+
+
+@pytest.fixture
+def small_peak(monkeypatch) -> None:
+    """The matmul peak from one small square (and the 1x1 convolutions' shapes): its large ones take seconds."""
+    monkeypatch.setattr(benchmark, "SQUARES", ((256, 256, 256),))
+
+
+def test_benchmark_command_tiny_budget(capsys, small_peak) -> None:
+    assert main([*TINY, "--mode", "both", "--compare", "torchvision"]) == 0
     out = capsys.readouterr().out
     assert "train step, 32 px, batch 4" in out and "eval step, 32 px, batch 4" in out
-    for name in ("googlenet (this project)", "torchvision googlenet", "+ fast LRN", "+ channels_last"):
-        assert name in out
+    assert "googlenet (this project)" in out and "torchvision googlenet" in out
     ratios = [float(r) for r in re.findall(r"this project / torchvision: ([0-9.]+)x", out)]
     assert len(ratios) == 2 and all(r > 0 for r in ratios)
     # FLOPs per image are counted, not assumed: the training step costs more than inference.
@@ -78,6 +85,16 @@ def test_benchmark_command_tiny_budget(capsys) -> None:
         for mode in ("train", "eval")
     }
     assert flops["train"] > 2 * flops["eval"]
+
+
+def test_benchmark_variants_add_the_speedups_one_by_one(capsys, small_peak) -> None:
+    """--variants (the evaluation step: the rows are the same in both modes, and a training step costs 3x)."""
+    assert main([*TINY, "--mode", "eval", "--variants"]) == 0
+    out = capsys.readouterr().out
+    names = [line.strip().split("  ")[0] for line in out.splitlines() if line.startswith(("googlenet", "  "))]
+    assert names[0] == "googlenet (this project)" and names[1:3] == ["plain: no speed-ups, NCHW", "+ channels_last"]
+    assert "+ fast LRN" in names and names[-1] == "+ fused Adam (= this project)"
+    assert "this project / torchvision" not in out  # no --compare
 
 
 def test_benchmark_rejects_small_images(capsys) -> None:
@@ -102,7 +119,7 @@ def test_benchmark_refuses_stream_options_it_would_ignore(capsys, flags, names) 
     assert names in err and len(err.splitlines()) == 1 and "Traceback" not in err
 
 
-def test_benchmark_under_autocast_uses_that_dtypes_peak(capsys) -> None:
+def test_benchmark_under_autocast_uses_that_dtypes_peak(capsys, small_peak) -> None:
     args = [
         "benchmark",
         "--image-size",
@@ -134,7 +151,7 @@ def test_benchmark_says_what_amp_auto_resolved_to_and_the_winning_shape(capsys) 
     assert k == k2 and (m, k, n) in [*benchmark.SQUARES, *benchmark.conv1x1_shapes(32, 2)]  # one of the shapes tried
 
 
-def test_compile_times_compiled_models_without_the_cpu_speed_ups(capsys, monkeypatch) -> None:
+def test_compile_times_compiled_models_without_the_cpu_speed_ups(capsys, monkeypatch, small_peak) -> None:
     """--compile hands torch.compile the plain network (custom autograd kernels would break its graphs);
     torch.compile itself is replaced here: compiling on a 2-core CPU takes minutes (scripts/gpu_check.sh runs it)."""
     compiled = []

@@ -1,7 +1,8 @@
 """The documentation's code blocks, checked: every fenced block of README.md and docs/usage.md is run or parsed.
 
 - python: executed as a reader would paste it, in a fresh namespace with a temporary directory as the working
-  directory (the examples are written to take seconds: their `fit` is a smoke run);
+  directory (the examples are written to take seconds: their `fit` is a smoke run, with the settings of conftest's
+  `trained_run`, which stands in for it);
 - shell (bash, sh, console, or unlabelled with a command in it): each `googlenet ...` (also `python -m googlenet`,
   and under `torchrun` after torch's own parser has read torchrun's options) is parsed by `cli.get_args_parser()`,
   an unknown option or choice failing; a `train` line is also resolved and validated as `googlenet train` would
@@ -25,9 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from PIL import Image
 from torch.distributed.run import get_args_parser as torchrun_args_parser
 
+import googlenet
 from googlenet.cli import get_args_parser
 from googlenet.config import ConfigError, load_yaml, resolve_config
 from googlenet.model import GoogLeNet
@@ -304,12 +307,32 @@ def reader_directory(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
+SMOKE_RUN = {"epochs": 1, "batch_size": 32, "eval_batch_size": 100, "limit_train_batches": 3, "limit_eval_batches": 1}
+
+
+@pytest.fixture
+def smoke_fit(monkeypatch, trained_run: Path) -> None:
+    """The examples' `googlenet.fit(**SMOKE_RUN)` returns conftest's `trained_run`, trained once per session with these
+    settings (checked here); fit with any other settings trains."""
+    config = yaml.safe_load((trained_run / "config.yaml").read_text())
+    assert {key: config[key] for key in SMOKE_RUN} == SMOKE_RUN
+    real = googlenet.fit
+
+    def fit(cfg=None, resume=None, **settings):
+        if cfg is None and resume is None and settings == SMOKE_RUN:
+            return trained_run
+        return real(cfg, resume, **settings)
+
+    monkeypatch.setattr(googlenet, "fit", fit)
+
+
 BLOCKS = doc_blocks()
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=lambda b: b.name)
-def test_code_block(block, reader_directory):
+def test_code_block(block, reader_directory, request):
     if block.kind == PYTHON:
+        request.getfixturevalue("smoke_fit")
         run_python(block)
     elif block.kind == SHELL:
         found = check_shell(block)

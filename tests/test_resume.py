@@ -7,7 +7,7 @@ resumed run must end with the same weights (bit for bit), the same averaged
 weights and the same results.csv and metrics.json as the run that was never
 interrupted.
 
-A SIGKILL needs a process of its own; Ctrl-C and divergence run in this process
+A SIGKILL needs a process of its own; the resumes, Ctrl-C and divergence run in this process
 (`googlenet_here`: the CLI's `main`, with a real SIGINT sent to this process from
 inside a chosen step, or a NaN loss at a chosen step).
 """
@@ -65,6 +65,7 @@ def googlenet_here(
     out, err, threads = io.StringIO(), io.StringIO(), torch.get_num_threads()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         mp.chdir(cwd)
+        mp.setattr(sys, "argv", ["googlenet", *argv])  # env.json records the command as typed
         mp.setattr(train, "batch_transform", step_transform)
         mp.setattr(train, "googlenet_loss", nan_loss)
         torch.set_num_threads(1)
@@ -76,12 +77,6 @@ def googlenet_here(
             torch.set_num_threads(threads)
             torch.use_deterministic_algorithms(False)  # --deterministic set it for this process
     return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
-
-
-def googlenet(cwd: Path, *argv: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    """`googlenet ARGV` in a process of its own, with one thread."""
-    cmd = [sys.executable, "-m", "googlenet", *argv]
-    return subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
 
 
 def load(run: Path, name: str = "last.pt") -> dict:
@@ -157,8 +152,8 @@ def test_sigkill_mid_run_then_resume_is_exact(workdir: Path, reference: Path):
     killed_at = load(run)["epoch"]
     assert killed_at in (1, 2) and load(snapshot)["epoch"] == 1  # normally 1: killed during epoch 2
 
-    for resumed, launch in ((run, googlenet), (snapshot, googlenet_here)):  # run's env.json is checked below: a process
-        done = launch(workdir, "train", "--resume", str(resumed.relative_to(workdir)))
+    for resumed in (run, snapshot):
+        done = googlenet_here(workdir, "train", "--resume", str(resumed.relative_to(workdir)))
         assert done.returncode == 0, done.stderr
         assert f"Resuming {resumed.relative_to(workdir)} at epoch" in done.stdout
         assert_same_run(resumed, reference)

@@ -310,20 +310,8 @@ def _blob(r: _Reader, start: int, end: int, where: str) -> Tensor:
     nbytes = 0
     for number, wire, a, b, keylen in r.fields(start, end, where):
         if number == 7 and wire == 2:
-            shape = shape or []  # an empty BlobShape is a scalar; a repeated one merges (protobuf), its dims appended
-            for sub, sub_wire, sa, sb, _ in r.fields(a, b, where):
-                if sub != 1:
-                    continue
-                if sub_wire not in (0, 2):
-                    raise CaffeError(f"{where}: an integer stored with wire type {sub_wire}: the file is corrupted")
-                for dim in [sa] if sub_wire == 0 else r.varints(sa, sb, where):
-                    shape.append(_signed(dim, 64))
-                    if len(shape) > MAX_BLOB_AXES:
-                        raise CaffeError(
-                            f"{where}: a blob shape with more than {MAX_BLOB_AXES} axes, where GoogLeNet's blobs have "
-                            "at most "
-                            f"{MAX_BLOB_AXES}: this is not bvlc_googlenet"
-                        )
+            # an empty BlobShape is a scalar; a repeated one merges (protobuf), its dims appended
+            shape = _blob_shape(r, a, b, where, shape or [])
         elif 1 <= number <= 4 and wire == 0:
             legacy[number - 1] = _signed(a, 32)
         elif (number, wire) in ((5, 2), (5, 5), (8, 2), (8, 1)):  # float or double data, packed or one field per value
@@ -344,8 +332,38 @@ def _blob(r: _Reader, start: int, end: int, where: str) -> Tensor:
                 if joined is None:
                     joined = bytearray(first.tobytes() if isinstance(first, np.ndarray) else first)
                 joined += piece.tobytes() if isinstance(piece, np.ndarray) else piece
-    if shape is None:
-        shape = legacy
+    shape = legacy if shape is None else shape
+    _check_blob_size(shape, nbytes, itemsize, where)
+    dtype = "<f8" if itemsize == 8 else "<f4"
+    if joined is not None:
+        values = np.frombuffer(joined, dtype)
+    elif isinstance(first, np.ndarray):
+        values = np.ascontiguousarray(first).view(dtype).reshape(-1)
+    else:
+        values = np.frombuffer(first if first is not None else b"", dtype)
+    # astype: a native-endian float32 copy that owns its memory (not a view of the file's bytes).
+    return torch.from_numpy(values.astype(np.float32).reshape(shape))
+
+
+def _blob_shape(r: _Reader, start: int, end: int, where: str, shape: list[int]) -> list[int]:
+    """`shape` with a BlobShape's dims (field 1, one varint each or packed) appended, at most MAX_BLOB_AXES."""
+    for sub, sub_wire, a, b, _ in r.fields(start, end, where):
+        if sub != 1:
+            continue
+        if sub_wire not in (0, 2):
+            raise CaffeError(f"{where}: an integer stored with wire type {sub_wire}: the file is corrupted")
+        for dim in [a] if sub_wire == 0 else r.varints(a, b, where):
+            shape.append(_signed(dim, 64))
+            if len(shape) > MAX_BLOB_AXES:
+                raise CaffeError(
+                    f"{where}: a blob shape with more than {MAX_BLOB_AXES} axes, where GoogLeNet's blobs have at most "
+                    f"{MAX_BLOB_AXES}: this is not bvlc_googlenet"
+                )
+    return shape
+
+
+def _check_blob_size(shape: list[int], nbytes: int, itemsize: int, where: str) -> None:
+    """`nbytes` of values (`itemsize` each, 0: none) are exactly what a blob of `shape` holds."""
     if any(d < 0 for d in shape):
         raise CaffeError(f"{where}: a blob of shape {tuple(shape)}: the file is corrupted")
     if itemsize and nbytes % itemsize:
@@ -359,15 +377,6 @@ def _blob(r: _Reader, start: int, end: int, where: str) -> Tensor:
             f"{where}: {count} values for a blob of shape {tuple(shape)} ({needed} values): the file is truncated or "
             "corrupted"
         )
-    dtype = "<f8" if itemsize == 8 else "<f4"
-    if joined is not None:
-        values = np.frombuffer(joined, dtype)
-    elif isinstance(first, np.ndarray):
-        values = np.ascontiguousarray(first).view(dtype).reshape(-1)
-    else:
-        values = np.frombuffer(first if first is not None else b"", dtype)
-    # astype: a native-endian float32 copy that owns its memory (not a view of the file's bytes).
-    return torch.from_numpy(values.astype(np.float32).reshape(shape))
 
 
 def _layer(r: _Reader, start: int, end: int, v1: bool, index: int) -> tuple[str, str, list[tuple[int, int]]]:

@@ -109,20 +109,8 @@ def _rng_problem(rng: Any) -> str | None:
     return None
 
 
-def resume_state_problem(state: dict[str, Any], cfg: TrainConfig) -> str | None:
-    """What a last.pt gets wrong for a resume (every field the resume reads), or None. `cfg`: its validated config.
-
-    The weights, optimiser and schedule are checked against the rebuilt model in `restore`, still before anything
-    is written.
-    """
-    epoch, epoch_state = state["epoch"], state.get("epoch_state")
-    if (
-        not _int(epoch, 0, cfg.epochs)
-        or (epoch_state is not None and epoch >= cfg.epochs)
-        or (epoch_state is None and epoch == 0)
-    ):
-        return f"epoch {quote_value(epoch)} does not fit its config's {cfg.epochs} epochs"
-    results = state["results"]
+def _results_problem(results: Any, epoch: int) -> str | None:
+    """What a last.pt's `results` (results.csv's rows of the `epoch` finished epochs) gets wrong, or None."""
     if not isinstance(results, list) or len(results) != epoch:
         return f"results must be a list of one row per finished epoch ({epoch}), got {quote_value(results)}"
     for i, row in enumerate(results):
@@ -140,6 +128,25 @@ def resume_state_problem(state: dict[str, Any], cfg: TrainConfig) -> str | None:
                 ok = False
             if not ok:
                 return f"results row {i + 1} has {key} = {quote_value(value)}, not a number"
+    return None
+
+
+def resume_state_problem(state: dict[str, Any], cfg: TrainConfig) -> str | None:
+    """What a last.pt gets wrong for a resume (every field the resume reads), or None. `cfg`: its validated config.
+
+    The weights, optimiser and schedule are checked against the rebuilt model in `restore`, still before anything
+    is written.
+    """
+    epoch, epoch_state = state["epoch"], state.get("epoch_state")
+    if (
+        not _int(epoch, 0, cfg.epochs)
+        or (epoch_state is not None and epoch >= cfg.epochs)
+        or (epoch_state is None and epoch == 0)
+    ):
+        return f"epoch {quote_value(epoch)} does not fit its config's {cfg.epochs} epochs"
+    problem = _results_problem(state["results"], epoch)
+    if problem:
+        return problem
     if not (_finite(state["best_acc"]) and -1 <= state["best_acc"] <= 1):
         return f"best_acc {quote_value(state['best_acc'])} is not an accuracy"
     if not (_int(state["best_epoch"], -1, epoch) and state["best_epoch"] != 0):

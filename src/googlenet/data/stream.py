@@ -115,10 +115,13 @@ def _checked(loader: DataLoader) -> Iterator[tuple[Tensor, Tensor]]:
     SIGTERM blocked, so that one sent to the process group meanwhile cannot reach them (_leave_process_group)."""
     with _signals_held():
         batches = iter(loader)
-    for batch in batches:
-        if isinstance(batch, Unreadable):
-            raise DataError(batch.message)
-        yield batch
+    try:
+        for batch in batches:
+            if isinstance(batch, Unreadable):
+                raise DataError(batch.message)
+            yield batch
+    finally:  # the workers stop now, not when the error's traceback (which holds this frame) is collected
+        del batches
 
 
 def _loader(
