@@ -2,7 +2,9 @@
 
 `python -m torch.distributed.run` is the `torchrun` command, run with this
 interpreter. Every run is tiny (3 batches of 16 per epoch, 2 epochs) with
-OMP_NUM_THREADS=1, so two processes fit on a 2-core machine.
+OMP_NUM_THREADS=1, so two processes fit on a 2-core machine. Each process
+spends seconds importing torch before any work, so the one-process reference
+runs in this process and one interrupted run is stopped twice.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 import torch.distributed as dist
 
 from googlenet import distributed as dist_utils
+from googlenet.cli import main
 from googlenet.model import GoogLeNet
 
 pytestmark = pytest.mark.skipif(
@@ -42,13 +45,18 @@ EQUIVALENT = [
     "--plots",  # the test-errors grid of one and of two processes is compared
 ]  # fmt: skip
 
+# One driver for both Ctrl-Cs, chosen by environment variables: a real SIGINT reaching the worker of rank
+# $SIGINT_RANK alone, inside its training step $SIGINT_AT (counted from 1 in this process) and/or, with
+# $SIGINT_FINAL set, as the final evaluation starts.
 DRIVER = """
 import os, signal, sys
+import googlenet.evaluate as evaluate
 import googlenet.train as train
 
-at = int(os.environ["SIGINT_AT"]) if os.environ.get("SIGINT_RANK", "0") == os.environ.get("RANK", "0") else 0
+mine = os.environ.get("SIGINT_RANK", "0") == os.environ.get("RANK", "0")
+at = int(os.environ.get("SIGINT_AT", "0")) if mine else 0
 calls = [0]
-transform = train.batch_transform
+transform, evaluate_all = train.batch_transform, evaluate.evaluate_all
 
 def step_transform(*args, **kwargs):
     calls[0] += 1
@@ -56,7 +64,12 @@ def step_transform(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C reaching one worker mid-step
     return transform(*args, **kwargs)
 
-train.batch_transform = step_transform
+def final_evaluation(*args, **kwargs):  # write_final_outputs' (validation during training does not call it)
+    if mine and os.environ.get("SIGINT_FINAL"):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C reaching one worker as the final evaluation starts
+    return evaluate_all(*args, **kwargs)
+
+train.batch_transform, evaluate.evaluate_all = step_transform, final_evaluation
 from googlenet.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -120,10 +133,25 @@ def two_processes(workdir: Path) -> tuple[Path, str]:
     return workdir / "P" / "two", double.stdout
 
 
+def train_here(cwd: Path, argv: list[str]) -> int:
+    """`googlenet train ARGV` run by `main` in this process, as one torchrun worker runs (one thread): a process of
+    its own would spend seconds importing torch again. --deterministic's process-wide settings are undone after."""
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(cwd)
+        # --deterministic sets it (setdefault) for the process: undone on exit
+        mp.setenv("CUBLAS_WORKSPACE_CONFIG", os.environ.get("CUBLAS_WORKSPACE_CONFIG", ":4096:8"))
+        torch.set_num_threads(1)
+        try:
+            return main(["train", *argv])
+        finally:
+            torch.set_num_threads(threads)
+            torch.use_deterministic_algorithms(False)
+
+
 @pytest.mark.slow
 def test_two_processes_on_half_batches_match_one_process(workdir: Path, two_processes):
-    single = run(workdir, ["-m", "googlenet", "train", *EQUIVALENT, "--name", "one"])
-    assert single.returncode == 0, single.stderr
+    assert train_here(workdir, [*EQUIVALENT, "--name", "one"]) == 0  # the one process: this one
     one, (two, stdout) = workdir / "P" / "one", two_processes
 
     # only rank 0 logs and writes: one log line per epoch, one run directory, one world
@@ -153,11 +181,20 @@ def test_two_processes_on_half_batches_match_one_process(workdir: Path, two_proc
     assert (one / "errors_test.png").read_bytes() == (two / "errors_test.png").read_bytes()
 
 
+def without_epoch_time(run_dir: Path) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "epoch_time"} for r in rows(run_dir)]
+
+
 @pytest.mark.slow
 def test_ctrl_c_on_one_worker_stops_all_and_resumes_exactly(workdir: Path):
-    """Dropout and augmentation on: each process's own RNG streams and running sums must come back."""
+    """Dropout and augmentation on: each process's own RNG streams and running sums must come back.
+
+    Ctrl-C reaches rank 1 alone twice: mid-step in epoch 2, then, in the run resumed from there, as the final
+    evaluation starts (so one run, not two, is interrupted there); a second resume only evaluates. The end state
+    must be the uninterrupted run's."""
     reference = run(workdir, ["-m", "googlenet", "train", *BASE, "--name", "ddp-reference"], nproc=2)
     assert reference.returncode == 0, reference.stderr[-3000:]
+    run_dir, want_dir = workdir / "P" / "ddp-stopped", workdir / "P" / "ddp-reference"
 
     # SIGINT reaches rank 1 alone, inside step 2 of epoch 2 (its 5th training step)
     stopped = run(
@@ -171,57 +208,40 @@ def test_ctrl_c_on_one_worker_stops_all_and_resumes_exactly(workdir: Path):
         "Interrupted; progress saved (epoch 2, step 2). Resume with: googlenet train --resume P/ddp-stopped"
         in stopped.stdout
     )
-    state = load(workdir / "P" / "ddp-stopped")
+    state = load(run_dir)
     assert state["epoch"] == 1 and state["epoch_state"]["step"] == 2
     assert len(state["rng_per_rank"]) == 2 and len(state["epoch_state_per_rank"]) == 2
     assert not torch.equal(state["rng_per_rank"][0]["augment"], state["rng_per_rank"][1]["augment"])
 
-    resumed = run(workdir, ["-m", "googlenet", "train", "--resume", "P/ddp-stopped"], nproc=2)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "Resuming P/ddp-stopped at epoch 2, step 3" in resumed.stdout
-    got, want = load(workdir / "P" / "ddp-stopped"), load(workdir / "P" / "ddp-reference")
-    for key in ("model", "averaged_model"):
-        assert all(torch.equal(got[key][k], want[key][k]) for k in want[key]), key
-    drop_time = [{k: v for k, v in r.items() if k != "epoch_time"} for r in rows(workdir / "P" / "ddp-stopped")]
-    assert drop_time == [
-        {k: v for k, v in r.items() if k != "epoch_time"} for r in rows(workdir / "P" / "ddp-reference")
-    ]
-
-
-FINAL_DRIVER = """
-import os, signal, sys
-import googlenet.evaluate as evaluate_module
-evaluate_all = evaluate_module.evaluate_all
-
-def ctrl_c_on_rank_1(*args, **kwargs):  # Ctrl-C reaching rank 1 alone as the final evaluation starts
-    if os.environ.get("RANK") == "1":
-        os.kill(os.getpid(), signal.SIGINT)
-    return evaluate_all(*args, **kwargs)
-
-evaluate_module.evaluate_all = ctrl_c_on_rank_1  # write_final_outputs' (validation during training is not touched)
-from googlenet.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
-@pytest.mark.slow
-def test_ctrl_c_on_one_worker_in_the_final_evaluation_stops_all_after_the_split(workdir: Path):
-    (workdir / "final_driver.py").write_text(FINAL_DRIVER)
-    stopped = run(workdir, ["final_driver.py", "train", *BASE, "--epochs", "1", "--name", "final-stopped"], nproc=2)
-    assert stopped.returncode != 0
+    # resumed, it finishes training; then SIGINT reaches rank 1 alone as the final evaluation starts
+    resumed = run(
+        workdir,
+        ["driver.py", "train", "--resume", "P/ddp-stopped"],
+        nproc=2,
+        env={"SIGINT_FINAL": "1", "SIGINT_RANK": "1"},
+    )
+    assert "Resuming P/ddp-stopped at epoch 2, step 3" in resumed.stdout, resumed.stderr[-3000:]
+    assert resumed.returncode != 0
     assert (
-        "Interrupted during the final evaluation" in stopped.stdout
-        and "googlenet train --resume P/final-stopped" in stopped.stdout
+        "Interrupted during the final evaluation" in resumed.stdout
+        and "googlenet train --resume P/ddp-stopped" in resumed.stdout
     )
     # both stopped after the split
-    assert "evaluating train" in stopped.stdout and "evaluating val" not in stopped.stdout
-    assert "Connection closed" not in stopped.stderr  # no process was left waiting on one that had gone
-    run_dir = workdir / "P" / "final-stopped"
+    assert "evaluating train" in resumed.stdout and "evaluating val" not in resumed.stdout
+    assert "Connection closed" not in resumed.stderr  # no process was left waiting on one that had gone
     assert not (run_dir / "metrics.json").exists()
 
-    resumed = run(workdir, ["-m", "googlenet", "train", "--resume", "P/final-stopped"], nproc=2)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert sum(map(sum, json.loads((run_dir / "metrics.json").read_text())["splits"]["test"]["confusion_matrix"])) == 51
+    finished = run(workdir, ["-m", "googlenet", "train", "--resume", "P/ddp-stopped"], nproc=2)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert "its training ended after epoch 2 of 2; running the final evaluation" in finished.stdout
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert sum(map(sum, metrics["splits"]["test"]["confusion_matrix"])) == 51
+    assert metrics == json.loads((want_dir / "metrics.json").read_text())
+
+    got, want = load(run_dir), load(want_dir)
+    for key in ("model", "averaged_model"):
+        assert all(torch.equal(got[key][k], want[key][k]) for k in want[key]), key
+    assert without_epoch_time(run_dir) == without_epoch_time(want_dir)
 
 
 def free_port() -> int:
@@ -235,29 +255,13 @@ def test_multi_node_command_on_one_machine(workdir: Path, two_processes):
     """Two launchers of one process each, joined by c10d rendezvous as two nodes would be: the same run as
     --standalone."""
     rdzv = [
-        "--nnodes",
-        "2",
-        "--nproc-per-node",
-        "1",
-        "--rdzv-backend",
-        "c10d",
-        "--rdzv-endpoint",
-        f"127.0.0.1:{free_port()}",
-        "--rdzv-id",
-        "test",
-    ]
+        "--nnodes", "2", "--nproc-per-node", "1",
+        "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{free_port()}", "--rdzv-id", "test",
+    ]  # fmt: skip
     cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        *rdzv,
-        "-m",
-        "googlenet",
-        "train",
-        *EQUIVALENT,
-        "--name",
-        "nodes",
-    ]
+        sys.executable, "-m", "torch.distributed.run", *rdzv, "-m", "googlenet", "train", *EQUIVALENT,
+        "--name", "nodes", "--no-plots",  # only the weights are compared: no figures to draw (they train the same)
+    ]  # fmt: skip
     nodes = [
         subprocess.Popen(cmd, cwd=workdir, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(2)

@@ -8,8 +8,10 @@ Each runs `cli.main` in-process (an escaping exception fails the test just as a 
 status 2 and exactly one stderr line `googlenet CMD: error: ...` (after argparse's usage line, if any), no traceback,
 and no file created, changed or removed under the working directory (conftest's `one_line_error` compares every file's
 path, size and mtime). What a row cannot say is a test function: a damaged file in place of the checkpoint of every
-command that reads one, the run-directory and IDX readers called directly. The few cases that need a real process (a
-pickled payload, a FIFO, signals, the exit status and stderr of `python -m googlenet` itself) run it with a timeout.
+command that reads one, the run-directory and IDX readers called directly. A FIFO that would block is a row too
+(a SIGALRM deadline fails it instead of a hang). The few cases that need a real process (a pickled payload, a bounded
+peak memory, the exit status and stderr of `python -m googlenet` itself) run it with a timeout; the signals (SIGTERM
+in the final evaluation, in the benchmark) go to googlenet's own handlers, so they are sent to this process.
 The parsers of IDX files, config files and checkpoint metadata are fuzzed with hypothesis (a bounded number of
 examples). The predict-specific case (an unreadable image is skipped, the others predicted) is tested in
 test_predict.py.
@@ -297,7 +299,20 @@ def hostile_files(good: bytes) -> dict[str, bytes]:
     }
 
 
-HOSTILE = hostile_files(b"\0" * 100000)  # for the MNIST rows; test_hostile_checkpoint cuts them from a checkpoint
+# for the MNIST rows, cut from random bytes (zeros would compress to less than the cut: no gzip stream cut short);
+# test_hostile_checkpoint cuts them from a checkpoint
+HOSTILE = hostile_files(random.Random(0).randbytes(100000))
+
+
+def damaged(path: str, kind: str) -> Setup:
+    """`path`: the damaged or foreign file `kind` of hostile_files, cut from a good checkpoint (the good_checkpoint
+    fixture)."""
+
+    def setup(cwd: Path, request) -> None:
+        (cwd / path).parent.mkdir(parents=True, exist_ok=True)
+        (cwd / path).write_bytes(hostile_files(request.getfixturevalue("good_checkpoint"))[kind])
+
+    return setup
 
 
 def other_model(num_classes: int) -> Setup:
@@ -320,18 +335,46 @@ def trained_last(run: Path) -> dict:
     return torch.load(run / "weights" / "last.pt", weights_only=True)
 
 
+def _tensors(obj: Any) -> Iterator[torch.Tensor]:
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    if isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _tensors(v)
+    elif isinstance(obj, torch.Tensor):
+        yield obj
+
+
+def _containers_copied(obj: Any) -> Any:
+    """A copy of a checkpoint's dicts and lists that shares its tensors (165 MB a deepcopy would copy each time)."""
+    if isinstance(obj, dict):
+        return type(obj)((k, _containers_copied(v)) for k, v in obj.items())
+    if isinstance(obj, list):
+        return [_containers_copied(v) for v in obj]
+    return obj
+
+
 def forged_run(**edits) -> Setup:
     """R/: a copy of a trained run (conftest's trained_run) whose last.pt has `edits` (a callable edits the state in
-    place)."""
+    place: its dicts and lists are copies, its tensors the cached state's, so an edit replaces a tensor, never changes
+    one in place). Without edits last.pt is hard-linked, as finished_run does."""
 
     def setup(cwd: Path, request) -> None:
         trained = request.getfixturevalue("trained_run")
         run = cwd / "R"
-        shutil.copytree(trained, run, ignore=shutil.ignore_patterns("best.pt", "*.png"))
-        state = copy.deepcopy(trained_last(trained))
-        for k, v in edits.items():
-            v(state) if k == "edit" else state.__setitem__(k, v)
-        torch.save(state, run / "weights" / "last.pt")
+        if not edits:
+            shutil.copytree(
+                trained, run, ignore=shutil.ignore_patterns("best.pt", "*.png"), copy_function=_link_checkpoints
+            )
+        else:  # last.pt (165 MB) is written here: not copied first
+            shutil.copytree(trained, run, ignore=shutil.ignore_patterns("best.pt", "last.pt", "*.png"))
+            cached = trained_last(trained)
+            versions = [(t, t._version) for t in _tensors(cached)]
+            state = _containers_copied(cached)
+            for k, v in edits.items():
+                v(state) if k == "edit" else state.__setitem__(k, v)
+            assert all(t._version == version for t, version in versions), "an edit changed a cached tensor in place"
+            torch.save(state, run / "weights" / "last.pt")
         # a stale temporary: kept, as everything, when the resume is refused
         (run / "weights" / ".last.pt.abcd1234.tmp.pt").write_bytes(b"x")
 
@@ -354,6 +397,13 @@ def rng_of_size(n: int) -> Callable[[dict], None]:
         )
 
     return edit
+
+
+def fifo(name: str) -> Setup:
+    def setup(cwd: Path, request) -> None:
+        os.mkfifo(cwd / name)
+
+    return setup
 
 
 def directory(name: str) -> Setup:
@@ -654,6 +704,12 @@ CASES = [
         ("does not match the model", "conv1", "(another class count or channel count?)"),
     ),
     Case(
+        "1-random-bytes",  # (test_hostile_files_in_real_processes: the same through `python -m googlenet`)
+        damaged("random.pt", "random"),
+        ["evaluate", "random.pt"],
+        "random.pt is corrupted or not a PyTorch checkpoint",
+    ),
+    Case(
         "1-torchvision-state-dict",
         torchvision_weights,
         ["evaluate", "tv.pt"],
@@ -743,9 +799,15 @@ CASES = [
     ),
     Case(
         "3-nan-weights",
-        forged_run(edit=lambda s: s["model"]["fc.bias"].fill_(float("inf"))),
+        forged_run(edit=lambda s: s["model"].update({"fc.bias": torch.full_like(s["model"]["fc.bias"], torch.inf)})),
         ["train", "--resume", "R"],
         "holds non-finite weights (NaN or infinity in fc.bias)",
+    ),
+    Case(
+        "3-truncated-last-pt",
+        damaged("runs/t/weights/last.pt", "truncated-pt"),
+        ["train", "--resume", "runs/t"],
+        "truncated or corrupted",
     ),
     # 4. flags: every range checked in one place (config.TrainConfig.validate), every choice by argparse, before a run
     # directory exists
@@ -876,6 +938,12 @@ CASES = [
         "config file c.yaml is not a regular file",
     ),
     Case(
+        "5-fifo",  # nobody ever writes to it: reading it would block forever (the deadline fails the case instead)
+        fifo("c.yaml"),
+        ["train", "--config", "c.yaml"],
+        "config file c.yaml is not a regular file",
+    ),
+    Case(
         "5-directory", directory("c.yaml"), ["train", "--config", "c.yaml"], "config file c.yaml is not a regular file"
     ),
     Case(
@@ -992,6 +1060,12 @@ CASES = [
         mnist_file("train-labels-idx1-ubyte", byte_flipped),
         ["train", "--data-dir", "mnist"],
         ("train-labels-idx1-ubyte", "fails its MD5 check", "restore the file"),
+    ),
+    Case(
+        "8-mnist-test-images-truncated-gz",  # a gzip stream cut short (from a checkpoint's bytes: they do not compress)
+        both(mnist_file("t10k-images-idx3-ubyte", None), damaged("mnist/t10k-images-idx3-ubyte.gz", "truncated-gz")),
+        ["train", "--data-dir", "mnist"],
+        "cannot be decompressed",
     ),
     *[  # each damaged or foreign file in place of MNIST's training images, compressed (.gz) and plain
         Case(
@@ -1244,11 +1318,6 @@ def test_claim_run_dir_reuses_or_counts_up(cwd: Path):
 # ------------------------------------------------------------------ what needs a real process
 
 
-def test_fifo_config_does_not_hang(cwd: Path):
-    os.mkfifo(cwd / "c.yaml")  # nobody ever writes to it: reading it would block forever
-    assert "config file c.yaml is not a regular file" in run_cli(cwd, "train", "--config", "c.yaml", timeout=60)
-
-
 def test_pickled_payload_is_refused_by_evaluate(cwd: Path):
     marker = cwd / "pwned"
 
@@ -1262,16 +1331,13 @@ def test_pickled_payload_is_refused_by_evaluate(cwd: Path):
     assert not marker.exists()
 
 
-def test_hostile_files_in_real_processes(cwd: Path, good_checkpoint: bytes, mnist_copy: Path):
-    """The same through `python -m googlenet`: exit 2, one stderr line, no traceback, nothing written."""
-    damaged = hostile_files(good_checkpoint)
-    (cwd / "random.pt").write_bytes(damaged["random"])
+def test_hostile_files_in_real_processes(cwd: Path, good_checkpoint: bytes):
+    """A damaged file through `python -m googlenet` itself: exit 2, one stderr line, no traceback, nothing written.
+    One process shows it; this and the other files it was run on (a truncated last.pt to --resume, a truncated gzip
+    of MNIST's) are rows of CASES, run in-process (1-random-bytes, 3-truncated-last-pt,
+    8-mnist-test-images-truncated-gz)."""
+    (cwd / "random.pt").write_bytes(hostile_files(good_checkpoint)["random"])
     assert "random.pt is corrupted or not a PyTorch checkpoint" in run_cli(cwd, "evaluate", "random.pt")
-    (cwd / "runs" / "t" / "weights").mkdir(parents=True)
-    (cwd / "runs" / "t" / "weights" / "last.pt").write_bytes(damaged["truncated-pt"])
-    assert "truncated or corrupted" in run_cli(cwd, "train", "--resume", "runs/t")
-    mnist_with(mnist_copy, cwd / "mnist", "t10k-images-idx3-ubyte", damaged["truncated-gz"])
-    assert "cannot be decompressed" in run_cli(cwd, "train", "--data-dir", "mnist")
 
 
 def test_the_walk_of_an_image_folder_is_bounded(tmp_path: Path, monkeypatch):
@@ -1341,34 +1407,33 @@ def test_class_names_that_look_like_mathtext_are_drawn_as_they_are(cwd: Path, ca
     assert all(f" {name} " in text for name in MATH_CLASSES)  # its per-class table
 
 
-DRIVER = """
-import os, signal, sys
-import googlenet.train as train
-final = train.write_final_outputs
-
-def terminated(*args, **kwargs):  # SIGTERM (a cluster's preemption) as the final evaluation starts
-    os.kill(os.getpid(), signal.SIGTERM)
-    return final(*args, **kwargs)
-
-train.write_final_outputs = terminated
-from googlenet.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
-def test_tiny_onecycle_run_and_sigterm_during_the_final_evaluation(cwd: Path, capsys):
+def test_tiny_onecycle_run_and_sigterm_during_the_final_evaluation(cwd: Path, capsys, monkeypatch):
     """Items 6, 12, 14 (and 19.5): 4 steps of one-cycle train; SIGTERM in the final evaluation leaves a resumable run;
-    `report` says how to finish it; --resume removes a killed save's temporary file and only evaluates."""
-    (cwd / "driver.py").write_text(DRIVER)
+    `report` says how to finish it; --resume removes a killed save's temporary file and only evaluates. The handler
+    is googlenet's own (interrupts.StopFinalEvaluation), so a real SIGTERM to this process, from where the final
+    evaluation starts, takes the path a cluster's preemption would (exit status 130 is the SystemExit main raises)."""
+    import googlenet.train as train
+
+    final = train.write_final_outputs
+
+    def terminated(*args, **kwargs):  # SIGTERM (a cluster's preemption) as the final evaluation starts
+        handler = signal.getsignal(signal.SIGTERM)
+        assert handler not in (signal.SIG_DFL, signal.SIG_IGN, None), "no SIGTERM handler: it would end pytest"
+        os.kill(os.getpid(), signal.SIGTERM)
+        return final(*args, **kwargs)
+
     argv = ["train", "--epochs", "1", "--limit-train-batches", "4", "--limit-eval-batches", "1", "--batch-size", "16",
             "--eval-batch-size", "50", "--device", "cpu", "--project", "P", "--name", "t"]  # fmt: skip
-    proc = subprocess.run(
-        [sys.executable, "driver.py", *argv], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 130, proc.stderr
-    assert "Traceback" not in proc.stderr and "ZeroDivisionError" not in proc.stderr
-    assert "Interrupted during the final evaluation; training is finished and saved in weights/. " in proc.stdout
-    assert proc.stdout.rstrip().endswith("Finish the run (metrics.json, REPORT.md) with: googlenet train --resume P/t")
+    with monkeypatch.context() as mp:
+        mp.setattr(sys, "argv", ["googlenet", *argv])  # env.json records the command as typed
+        mp.setattr(train, "write_final_outputs", terminated)
+        with pytest.raises(SystemExit) as stopped:
+            main(argv)
+    captured = capsys.readouterr()
+    assert stopped.value.code == 130, captured.err
+    assert "Traceback" not in captured.err and "ZeroDivisionError" not in captured.err
+    assert "Interrupted during the final evaluation; training is finished and saved in weights/. " in captured.out
+    assert captured.out.rstrip().endswith("Finish the run (metrics.json, REPORT.md) with: googlenet train --resume P/t")
     run = cwd / "P" / "t"
     assert (run / "weights" / "last.pt").is_file() and not (run / "metrics.json").exists()
     assert not [p for p in run.rglob(".*") if ".tmp" in p.name]  # the interrupted writes left nothing behind
@@ -1808,35 +1873,43 @@ def test_streamed_benchmark_removes_its_jpegs_and_restores_sigterm(tmp_path: Pat
     assert _jpeg_folders(tmp_path) == [] and signal.getsignal(signal.SIGTERM) == previous
 
 
-def test_sigterm_while_the_benchmark_makes_jpegs_leaves_no_folder(tmp_path: Path):
-    """A real process: SIGTERM once its googlenet-jpegs-* folder has JPEGs in it; it exits 130 and the folder is
-    gone."""
+def test_sigterm_while_the_benchmark_makes_jpegs_leaves_no_folder(tmp_path: Path, monkeypatch, capsys):
+    """SIGTERM from outside, once the googlenet-jpegs-* folder has JPEGs in it: the benchmark exits 130 and the folder
+    is gone. The handler is googlenet's own (benchmark.TerminateAsInterrupt), so the signal goes to this process, from
+    another thread as it would from another process, while `main` makes the JPEGs."""
+    import tempfile
+    import threading
     import time
 
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmpdir))  # (the real process had TMPDIR)
     argv = ["benchmark", "--data-loading", "stream", "--images", "3000", "--workers", "0", "--image-size", "32",
             "--batch-size", "2", "--steps", "1", "--repeats", "1", "--warmup", "0", "--device", "cpu"]  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "googlenet", *argv],
-        cwd=tmp_path,
-        env={**ENV, "TMPDIR": str(tmpdir)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    done, sent = threading.Event(), []
+
+    def terminate_once_a_jpeg_is_made() -> None:
         deadline = time.monotonic() + 60
-        while not any(tmpdir.glob("googlenet-jpegs-*/class*/*.jpg")):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no JPEG was made in 60 s"
+        while not done.is_set() and time.monotonic() < deadline:
+            if any(tmpdir.glob("googlenet-jpegs-*/class*/*.jpg")):
+                # googlenet's handler, never the default one (which would end pytest)
+                if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN, None):
+                    sent.append(time.monotonic())
+                    os.kill(os.getpid(), signal.SIGTERM)
+                return
             time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+
+    previous = signal.getsignal(signal.SIGTERM)
+    killer = threading.Thread(target=terminate_once_a_jpeg_is_made, daemon=True)
+    killer.start()
+    try:
+        code = main(argv)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 130 and err.strip() == "interrupted", (proc.returncode, err)
-    assert "making 3,000 synthetic JPEGs" in out
-    assert _jpeg_folders(tmpdir) == []  # (torch may leave its own torchinductor_* cache folder there)
+        done.set()
+        killer.join()
+    captured = capsys.readouterr()
+    assert sent, f"no JPEG was made in 60 s, or no handler of googlenet's was in place: {captured}"
+    assert code == 130 and captured.err.strip() == "interrupted", (code, captured.err)
+    assert "making 3,000 synthetic JPEGs" in captured.out
+    assert _jpeg_folders(tmpdir) == [] and signal.getsignal(signal.SIGTERM) == previous

@@ -116,9 +116,9 @@ def test_rows_outside_the_blocks_name_their_layer(our_rows):
         "conv2: 2D convolution", "conv2: ReLU", "conv3: 2D convolution", "conv3: ReLU",
         "lrn2: Local response norm", "maxpool2: 2D max pooling",
     ]  # fmt: skip
+    model = GoogLeNet(10, 3, aux_logits=False)  # one network, all of it trainable again before each name
     for name in dict.fromkeys(r[0].split(":")[0] for r in stem):  # each one a layer --freeze takes
-        model = GoogLeNet(10, 3, aux_logits=False)
-        freeze_through(model, name)
+        freeze_through(model.requires_grad_(True), name)
         assert not any(p.requires_grad for p in getattr(model, name).parameters())
     after = [r[0] for r in our_rows[len(stem) :] if ": " in r[0]]
     assert after == [
