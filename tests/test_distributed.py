@@ -4,7 +4,9 @@
 interpreter. Every run is tiny (3 batches of 16 per epoch, 2 epochs) with
 OMP_NUM_THREADS=1, so two processes fit on a 2-core machine. Each process
 spends seconds importing torch before any work, so the one-process reference
-runs in this process and one interrupted run is stopped twice.
+runs in this process, the two-process run it is compared with is also the
+multi-node launch (two launchers joined by c10d rendezvous), and one interrupted
+run is stopped twice.
 """
 
 from __future__ import annotations
@@ -126,11 +128,35 @@ def workdir(tmp_path_factory) -> Path:
     return root
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def two_processes(workdir: Path) -> tuple[Path, str]:
-    double = run(workdir, ["-m", "googlenet", "train", *EQUIVALENT, "--name", "two"], nproc=2)
-    assert double.returncode == 0, double.stderr[-3000:]
-    return workdir / "P" / "two", double.stdout
+    """The run of two processes: two launchers of one process each, joined by c10d rendezvous as two nodes would be
+    (the Ctrl-C test launches two processes with --standalone). Returns its directory and the two launchers' stdout."""
+    rdzv = [
+        "--nnodes", "2", "--nproc-per-node", "1",
+        "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{free_port()}", "--rdzv-id", "test",
+    ]  # fmt: skip
+    cmd = [sys.executable, "-m", "torch.distributed.run", *rdzv, "-m", "googlenet", "train", *EQUIVALENT]
+    nodes = [
+        subprocess.Popen([*cmd, "--name", "two"], cwd=workdir, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+        for _ in range(2)
+    ]  # fmt: skip
+    try:
+        outputs = [node.communicate(timeout=900) for node in nodes]
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                node.send_signal(signal.SIGTERM)
+                node.wait(timeout=60)
+    assert [node.returncode for node in nodes] == [0, 0], [err[-2000:] for _, err in outputs]
+    return workdir / "P" / "two", "".join(out for out, _ in outputs)
 
 
 def train_here(cwd: Path, argv: list[str]) -> int:
@@ -154,7 +180,7 @@ def test_two_processes_on_half_batches_match_one_process(workdir: Path, two_proc
     assert train_here(workdir, [*EQUIVALENT, "--name", "one"]) == 0  # the one process: this one
     one, (two, stdout) = workdir / "P" / "one", two_processes
 
-    # only rank 0 logs and writes: one log line per epoch, one run directory, one world
+    # only the global rank 0 logs and writes: one log line per epoch, one run directory, one world
     assert stdout.count("epoch 1/2") == 1 and stdout.count("Results saved to") == 1
     assert {"one", "two"} <= {p.name for p in (workdir / "P").iterdir()} and not (workdir / "P" / "two2").exists()
     assert json.loads((two / "env.json").read_text())["world_size"] == 2
@@ -242,42 +268,6 @@ def test_ctrl_c_on_one_worker_stops_all_and_resumes_exactly(workdir: Path):
     for key in ("model", "averaged_model"):
         assert all(torch.equal(got[key][k], want[key][k]) for k in want[key]), key
     assert without_epoch_time(run_dir) == without_epoch_time(want_dir)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.mark.slow
-def test_multi_node_command_on_one_machine(workdir: Path, two_processes):
-    """Two launchers of one process each, joined by c10d rendezvous as two nodes would be: the same run as
-    --standalone."""
-    rdzv = [
-        "--nnodes", "2", "--nproc-per-node", "1",
-        "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{free_port()}", "--rdzv-id", "test",
-    ]  # fmt: skip
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", *rdzv, "-m", "googlenet", "train", *EQUIVALENT,
-        "--name", "nodes", "--no-plots",  # only the weights are compared: no figures to draw (they train the same)
-    ]  # fmt: skip
-    nodes = [
-        subprocess.Popen(cmd, cwd=workdir, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(2)
-    ]
-    try:
-        outputs = [node.communicate(timeout=900) for node in nodes]
-    finally:
-        for node in nodes:
-            if node.poll() is None:
-                node.send_signal(signal.SIGTERM)
-                node.wait(timeout=60)
-    assert [node.returncode for node in nodes] == [0, 0], [err[-2000:] for _, err in outputs]
-    assert sum(out.count("Results saved to") for out, _ in outputs) == 1  # one global rank 0
-    got, want = load(workdir / "P" / "nodes"), load(two_processes[0])
-    for key in ("model", "averaged_model"):
-        assert all(torch.equal(got[key][k], want[key][k]) for k in want[key]), key
 
 
 def test_backend_follows_the_training_device_not_the_machine(monkeypatch):

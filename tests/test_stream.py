@@ -258,7 +258,7 @@ def test_sigterm_to_the_whole_process_group_saves_and_resumes(folder: Path, tmp_
     """`kill -TERM -- -PGID` (a scheduler, or a terminal's job control) reaches the DataLoader workers too: they must
     leave the stop to the main process, which saves last.pt and removes the workers' sockets (pymp-* folders); the
     run then resumes and finishes."""
-    argv = [sys.executable, "-m", "googlenet", "train", *ARGS, "--workers", "2", "--epochs", "3", "--name", "term"]
+    argv = [sys.executable, "-m", "googlenet", "train", *ARGS, "--workers", "2", "--name", "term"]
     proc = subprocess.Popen(
         argv, cwd=folder.parent, env={**ENV, "TMPDIR": str(tmp_path)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,
