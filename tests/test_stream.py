@@ -230,6 +230,7 @@ def test_streamed_run_trains_evaluates_and_resumes_exactly(folder: Path, monkeyp
     with pytest.raises(SystemExit) as stopped:
         main(["train", *ARGS, "--name", "ctrl-c"])
     assert stopped.value.code == 130
+    assert not children(os.getpid())  # its workers are shut down, not left to whenever the traceback is collected
     run = folder.parent / "P" / "ctrl-c"
     assert torch.load(run / "weights" / "last.pt", weights_only=True)["epoch_state"]["step"] == 2
     monkeypatch.setattr(train, "batch_transform", transform)

@@ -15,6 +15,7 @@ end of every training run, which then has report.py write the figures and REPORT
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -180,19 +181,21 @@ def evaluate_split(
     loss_sum = torch.zeros((), dtype=torch.float64)
     top5 = torch.zeros((), dtype=torch.float64)
     cm = torch.zeros(num_classes, num_classes, dtype=torch.long)
-    for batch, images in eval_batches(split, idx, options.batch_size, options.device):
-        labels = split.labels[batch].to(options.device, non_blocking=True)
-        logits = _logits(model, images, pre, options)
-        loss_sum += F.cross_entropy(logits, labels, reduction="sum").double().cpu()
-        k = min(5, num_classes)
-        top5 += (logits.topk(k, 1).indices == labels[:, None]).any(1).sum().double().cpu()
-        predicted = logits.argmax(1)
-        cm += confusion_matrix(labels, predicted, num_classes)
-        if errors is not None and len(errors) < MOST_ERRORS:
-            miss = (predicted != labels).nonzero().flatten()[: MOST_ERRORS - len(errors)].cpu()
-            errors += [(int(batch[i]), int(predicted[i])) for i in miss]
-        if progress is not None:
-            progress(len(batch))
+    # closing: a stop mid-split (Ctrl-C) shuts a streamed folder's workers down now, not when its traceback is collected
+    with contextlib.closing(eval_batches(split, idx, options.batch_size, options.device)) as batches:
+        for batch, images in batches:
+            labels = split.labels[batch].to(options.device, non_blocking=True)
+            logits = _logits(model, images, pre, options)
+            loss_sum += F.cross_entropy(logits, labels, reduction="sum").double().cpu()
+            k = min(5, num_classes)
+            top5 += (logits.topk(k, 1).indices == labels[:, None]).any(1).sum().double().cpu()
+            predicted = logits.argmax(1)
+            cm += confusion_matrix(labels, predicted, num_classes)
+            if errors is not None and len(errors) < MOST_ERRORS:
+                miss = (predicted != labels).nonzero().flatten()[: MOST_ERRORS - len(errors)].cpu()
+                errors += [(int(batch[i]), int(predicted[i])) for i in miss]
+            if progress is not None:
+                progress(len(batch))
     count = torch.tensor(float(len(idx)), dtype=torch.float64)
     if reduce is not None:
         loss_sum, top5, cm, count = (reduce(t) for t in (loss_sum, top5, cm, count))

@@ -597,6 +597,9 @@ def train_epochs(t: TrainingState, progress: Progress, run_dir: Path, board=None
             stop_interrupted(exc, run_dir, t, progress, epoch)
         except DiskFullError as exc:
             raise _disk_full(exc, run_dir) from None
+        finally:
+            if t.loader is not None:  # a streamed folder's workers: not needed by the final evaluation
+                t.loader.close()
         if stop.requested():  # Ctrl-C while the last epoch was validated or saved: stop before the final evaluation
             stop_before_final_evaluation(run_dir)
 

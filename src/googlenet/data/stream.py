@@ -34,7 +34,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,12 +211,21 @@ class TrainLoader:
         transform = train_transform(image_size, hflip, color_jitter) if augment else None
         self.sampler = EpochBatches(len(split), seed, local_batch, steps)
         self.loader = _loader(ImageFiles(split, transform, seed), self.sampler, split.workers, device, persistent=True)
+        self.batches: Generator[tuple[Tensor, Tensor], None, None] | None = None
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         """(uint8 images, labels) of each step of `epoch` from step `start` (a mid-epoch resume: the earlier batches
         are not read)."""
         self.sampler.set_epoch(epoch, start)
-        return _checked(self.loader)
+        self.batches = _checked(self.loader)
+        return self.batches
+
+    def close(self) -> None:
+        """Shut the workers down now. A run that stops (Ctrl-C, an error) would leave them to the garbage collector
+        otherwise: the stop's traceback holds the epoch's frames, and so the loader."""
+        if self.batches is not None:
+            self.batches.close()
+        self.loader = self.batches = None
 
 
 def eval_batches(
