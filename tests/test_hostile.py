@@ -704,7 +704,7 @@ CASES = [
         ("does not match the model", "conv1", "(another class count or channel count?)"),
     ),
     Case(
-        "1-random-bytes",  # (test_hostile_files_in_real_processes: the same through `python -m googlenet`)
+        "1-random-bytes",
         damaged("random.pt", "random"),
         ["evaluate", "random.pt"],
         "random.pt is corrupted or not a PyTorch checkpoint",
@@ -1319,6 +1319,9 @@ def test_claim_run_dir_reuses_or_counts_up(cwd: Path):
 
 
 def test_pickled_payload_is_refused_by_evaluate(cwd: Path):
+    """Through `python -m googlenet` itself (run_cli): exit 2, one stderr line, no traceback, nothing written, and the
+    payload never ran. The one real process of the table's contract; the damaged files' rows (1-random-bytes,
+    3-truncated-last-pt, 8-mnist-test-images-truncated-gz, ...) check the same line in-process."""
     marker = cwd / "pwned"
 
     class Payload:
@@ -1329,15 +1332,6 @@ def test_pickled_payload_is_refused_by_evaluate(cwd: Path):
     line = run_cli(cwd, "evaluate", "evil.pt")
     assert line.startswith("googlenet evaluate: error: checkpoint evil.pt was refused: it would import posix.system")
     assert not marker.exists()
-
-
-def test_hostile_files_in_real_processes(cwd: Path, good_checkpoint: bytes):
-    """A damaged file through `python -m googlenet` itself: exit 2, one stderr line, no traceback, nothing written.
-    One process shows it; this and the other files it was run on (a truncated last.pt to --resume, a truncated gzip
-    of MNIST's) are rows of CASES, run in-process (1-random-bytes, 3-truncated-last-pt,
-    8-mnist-test-images-truncated-gz)."""
-    (cwd / "random.pt").write_bytes(hostile_files(good_checkpoint)["random"])
-    assert "random.pt is corrupted or not a PyTorch checkpoint" in run_cli(cwd, "evaluate", "random.pt")
 
 
 def test_the_walk_of_an_image_folder_is_bounded(tmp_path: Path, monkeypatch):
