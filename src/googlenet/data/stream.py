@@ -120,8 +120,8 @@ def _checked(loader: DataLoader) -> Iterator[tuple[Tensor, Tensor]]:
             if isinstance(batch, Unreadable):
                 raise DataError(batch.message)
             yield batch
-    finally:  # the workers stop now, not when the error's traceback (which holds this frame) is collected
-        del batches
+    finally:  # evaluation's workers stop now (TrainLoader.close stops training's), not when a traceback holding this
+        del batches  # frame (an unreadable file's error, a Ctrl-C) is collected
 
 
 def _loader(
