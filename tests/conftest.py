@@ -7,9 +7,11 @@ session-scoped and the models run at 32-64 px unless a test needs 224 px.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -59,6 +61,23 @@ def trained_run(tmp_path_factory) -> Path:
     argv += ["--batch-size", "32", "--eval-batch-size", "100"]
     assert main([*argv, "--device", "cpu", "--project", str(root), "--name", "t", "--exist-ok"]) == 0
     return root / "t"
+
+
+@contextlib.contextmanager
+def one_thread_here(cwd: Path) -> Iterator[pytest.MonkeyPatch]:
+    """Run in this process, in `cwd` and with one torch thread, what would otherwise be a process of its own with
+    OMP_NUM_THREADS=1 (seconds of imports saved). --deterministic's process-wide settings (torch's flag,
+    CUBLAS_WORKSPACE_CONFIG) are undone on the way out. Yields the MonkeyPatch, for more patches."""
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(cwd)
+        mp.setenv("CUBLAS_WORKSPACE_CONFIG", os.environ.get("CUBLAS_WORKSPACE_CONFIG", ":4096:8"))  # restored after
+        torch.set_num_threads(1)
+        try:
+            yield mp
+        finally:
+            torch.set_num_threads(threads)
+            torch.use_deterministic_algorithms(False)
 
 
 def model_args(num_classes: int = 10, in_channels: int = 1) -> dict:

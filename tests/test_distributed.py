@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
+from conftest import one_thread_here
 
 from googlenet import distributed as dist_utils
 from googlenet.cli import main
@@ -159,25 +160,10 @@ def two_processes(workdir: Path) -> tuple[Path, str]:
     return workdir / "P" / "two", "".join(out for out, _ in outputs)
 
 
-def train_here(cwd: Path, argv: list[str]) -> int:
-    """`googlenet train ARGV` run by `main` in this process, as one torchrun worker runs (one thread): a process of
-    its own would spend seconds importing torch again. --deterministic's process-wide settings are undone after."""
-    threads = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(cwd)
-        # --deterministic sets it (setdefault) for the process: undone on exit
-        mp.setenv("CUBLAS_WORKSPACE_CONFIG", os.environ.get("CUBLAS_WORKSPACE_CONFIG", ":4096:8"))
-        torch.set_num_threads(1)
-        try:
-            return main(["train", *argv])
-        finally:
-            torch.set_num_threads(threads)
-            torch.use_deterministic_algorithms(False)
-
-
 @pytest.mark.slow
 def test_two_processes_on_half_batches_match_one_process(workdir: Path, two_processes):
-    assert train_here(workdir, [*EQUIVALENT, "--name", "one"]) == 0  # the one process: this one
+    with one_thread_here(workdir):  # the one process: this one, as one torchrun worker runs
+        assert main(["train", *EQUIVALENT, "--name", "one"]) == 0
     one, (two, stdout) = workdir / "P" / "one", two_processes
 
     # only the global rank 0 logs and writes: one log line per epoch, one run directory, one world

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import one_thread_here
 
 import googlenet.train as train
 from googlenet.cli import main
@@ -62,20 +63,15 @@ def googlenet_here(
         value = loss(*args, **kwargs)
         return value * float("nan") if calls["loss"] == nan_at else value
 
-    out, err, threads = io.StringIO(), io.StringIO(), torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        mp.chdir(cwd)
+    out, err = io.StringIO(), io.StringIO()
+    with one_thread_here(cwd) as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         mp.setattr(sys, "argv", ["googlenet", *argv])  # env.json records the command as typed
         mp.setattr(train, "batch_transform", step_transform)
         mp.setattr(train, "googlenet_loss", nan_loss)
-        torch.set_num_threads(1)
         try:
             code = main(list(argv))
         except SystemExit as exc:  # how a stopped run leaves the process (exit status 130)
             code = exc.code
-        finally:
-            torch.set_num_threads(threads)
-            torch.use_deterministic_algorithms(False)  # --deterministic set it for this process
     return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-from conftest import ENV, one_line_error
+from conftest import ENV, one_line_error, one_thread_here
 from PIL import Image
 
 import googlenet.train as train
@@ -338,12 +338,8 @@ def test_torchrun_validation_counts_every_image_once(folder: Path, tmp_path: Pat
     )
     assert done.returncode == 0, done.stderr[-3000:]
     out = {2: next(x for x in done.stdout.splitlines() if x.startswith("RESULT")).split()[1:]}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread_here(tmp_path):
         out[1] = runpy.run_path(str(driver))["validation"](str(folder))
-    finally:
-        torch.set_num_threads(threads)
     n_val, counted = int(out[2][0]), int(out[2][1])
     assert n_val % 2 == 1 and counted == n_val  # an odd count: a padding sampler would count one image twice
     assert float(out[2][2]) == pytest.approx(float(out[1][2]), abs=1e-5) and out[2][3] == out[1][3]
