@@ -26,6 +26,21 @@ from googlenet.model import GoogLeNet
 DATA_DIR = Path(__file__).parent / "data"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (pyproject's `-n auto`) each worker takes its share of torch's threads: on two cores,
+    two workers of one thread each, not four threads on two cores."""
+    workers = getattr(config, "workerinput", {}).get("workercount", 1)
+    if workers > 1:
+        torch.set_num_threads(max(1, torch.get_num_threads() // workers))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules with slow tests first, the order otherwise kept: pytest-xdist hands whole modules out in this order
+    (`--dist loadfile --no-loadscope-reorder`), so the longest start first and the workers end together."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)
+
+
 @pytest.fixture(scope="session")
 def test_data_dir() -> Path:
     """tests/data: fixture copies (e.g. the seed README's summary table)."""
