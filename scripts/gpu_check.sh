@@ -30,7 +30,7 @@ step() {
 gpu=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -n 1)
 torch_line=$(python -c "import torch; print(f'PyTorch {torch.__version__}, CUDA {torch.version.cuda}, bf16 native: {torch.cuda.is_bf16_supported(including_emulation=False)}')")
 
-step unit-tests 240 python -m pytest -q -m gpu tests/gpu -p no:cacheprovider
+step unit-tests 240 python -m pytest -q -n 0 -m gpu tests/gpu -p no:cacheprovider  # one process: one module, one GPU
 step seed-1-epoch 180 googlenet train --preset original --epochs 1 --device cuda --project "$out" --name seed --exist-ok
 step seed-20-epochs-projected 30 python - "$out/seed" <<'PY'
 import csv, json, sys

@@ -2,7 +2,8 @@
 
 The machine the suite runs on may have only a couple of CPU cores, so the
 expensive things (reading MNIST, which decompresses and MD5-checks 55 MB) are
-session-scoped and the models run at 32-64 px unless a test needs 224 px.
+session-scoped (once per pytest-xdist worker) and the models run at 32-64 px
+unless a test needs 224 px.
 """
 
 from __future__ import annotations
